@@ -1,0 +1,286 @@
+//! Everything that crosses the kernel/user boundary, defined once: map names and
+//! capacities, key and value layouts, verdicts, reasons and event records.
+//!
+//! Every type is `#[repr(C)]` with fixed-width fields and explicit padding, and
+//! carries a size assertion so that both sides agree byte for byte.
+#![no_std]
+
+/// Largest identity id plus one. Id 0 means "not enrolled".
+pub const MAX_IDENTITIES: u32 = 1024;
+/// Identity id that is never assigned: an unenrolled task or socket.
+pub const IDENTITY_NONE: u32 = 0;
+
+/// Capacity of each per-family policy trie (one entry per distinct prefix per identity,
+/// plus one root entry per identity).
+pub const POLICY_TRIE_CAPACITY: u32 = 1 << 18;
+/// Capacity of the enrolled thread-group table.
+pub const TASKS_CAPACITY: u32 = 1 << 16;
+/// Capacity of the enrolled cgroup table.
+pub const CGROUPS_CAPACITY: u32 = 1 << 14;
+/// Ring buffer size in bytes (power of two, multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 1 << 20;
+/// Port ranges one prefix of one identity can carry.
+pub const MAX_PORT_RANGES: usize = 16;
+
+/// Map names, as the kernel object names them and as they are pinned.
+pub mod map_names {
+    pub const TASKS: &str = "ZT_TASKS";
+    pub const CGROUPS: &str = "ZT_CGROUPS";
+    pub const POLICY_V4: &str = "ZT_POLICY_V4";
+    pub const POLICY_V6: &str = "ZT_POLICY_V6";
+    pub const SOCK_IDENTITY: &str = "ZT_SOCK_ID";
+    pub const VERDICTS: &str = "ZT_VERDICTS";
+    pub const ERRORS: &str = "ZT_ERRORS";
+    pub const EVENTS: &str = "ZT_EVENTS";
+    pub const ALL: [&str; 8] = [
+        TASKS,
+        CGROUPS,
+        POLICY_V4,
+        POLICY_V6,
+        SOCK_IDENTITY,
+        VERDICTS,
+        ERRORS,
+        EVENTS,
+    ];
+}
+
+/// Program names (the Rust function names in zt-agent-ebpf) and their attach points.
+pub mod program_names {
+    pub const CONNECT4: &str = "zt_connect4";
+    pub const CONNECT6: &str = "zt_connect6";
+    pub const SENDMSG4: &str = "zt_sendmsg4";
+    pub const SENDMSG6: &str = "zt_sendmsg6";
+    pub const SOCK_CREATE: &str = "zt_sock_create";
+    pub const SETSOCKOPT: &str = "zt_setsockopt";
+    pub const FORK: &str = "zt_fork";
+    pub const EXIT: &str = "zt_exit";
+}
+
+/// Return codes of cgroup sock_addr, sock and sockopt programs.
+pub const CGROUP_REJECT: i32 = 0;
+pub const CGROUP_ALLOW: i32 = 1;
+
+/// Verdict of one decision. Also the second index of the verdict counters.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow = 0,
+    Deny = 1,
+    /// Audit mode: allowed, but the enforce mode would have denied it.
+    Audit = 2,
+}
+pub const VERDICT_COUNT: u32 = 3;
+
+/// Protocol index of the verdict counters.
+pub const PROTO_TCP: u8 = 0;
+pub const PROTO_UDP: u8 = 1;
+pub const PROTO_OTHER: u8 = 2;
+pub const PROTO_COUNT: u32 = 3;
+
+/// Index into the per-CPU verdict counters.
+#[inline(always)]
+#[must_use]
+pub const fn verdict_index(identity: u32, verdict: u8, proto: u8) -> u32 {
+    (identity * VERDICT_COUNT + verdict as u32) * PROTO_COUNT + proto as u32
+}
+pub const VERDICT_SLOTS: u32 = MAX_IDENTITIES * VERDICT_COUNT * PROTO_COUNT;
+
+/// What an event reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Connect = 1,
+    Sendmsg = 2,
+    SockCreate = 3,
+    Setsockopt = 4,
+}
+
+/// Why a decision went the way it did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// An egress rule matched.
+    RuleMatched = 0,
+    /// No egress rule of the identity covers the destination, port and protocol.
+    NoRule = 1,
+    /// The identity is no longer in the policy: its tasks are held in deny-all.
+    IdentityRemoved = 2,
+    /// Only TCP and UDP sockets may be created by enrolled tasks.
+    SocketType = 3,
+    /// A socket option that would route packets elsewhere (IPV6_RTHDR, IP_OPTIONS).
+    SocketOption = 4,
+}
+
+/// Counter slots of the per-CPU error array.
+pub mod errors {
+    /// An event was dropped because the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The task table was full, so a child could not inherit its parent's identity.
+    pub const TASKS_FULL: u32 = 1;
+    /// Socket-local storage could not be created.
+    pub const SK_STORAGE: u32 = 2;
+    pub const COUNT: u32 = 3;
+    pub const NAMES: [&str; COUNT as usize] = ["ringbuf_full", "tasks_full", "sk_storage"];
+}
+
+/// Value of the thread-group table, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIdentity {
+    pub identity: u32,
+    /// How the task was enrolled (`ENROLL_*`).
+    pub how: u32,
+}
+pub const ENROLL_RUN: u32 = 1;
+pub const ENROLL_CGROUP: u32 = 2;
+pub const ENROLL_INHERIT: u32 = 3;
+pub const ENROLL_SCAN: u32 = 4;
+
+/// Value of the socket-local storage: the identity of the task that created the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockIdentity {
+    pub identity: u32,
+}
+
+/// LPM trie key data for IPv4: identity (big endian) then the address.
+/// Prefix length = 32 + the CIDR's prefix length.
+pub type KeyV4 = [u8; 8];
+/// LPM trie key data for IPv6: identity (big endian) then the address.
+pub type KeyV6 = [u8; 20];
+/// Bits of the key taken by the identity.
+pub const IDENTITY_KEY_BITS: u32 = 32;
+
+#[must_use]
+pub fn key_v4(identity: u32, addr: [u8; 4]) -> KeyV4 {
+    let id = identity.to_be_bytes();
+    [
+        id[0], id[1], id[2], id[3], addr[0], addr[1], addr[2], addr[3],
+    ]
+}
+
+#[must_use]
+pub fn key_v6(identity: u32, addr: [u8; 16]) -> KeyV6 {
+    let mut k = [0u8; 20];
+    let id = identity.to_be_bytes();
+    let mut i = 0;
+    while i < 4 {
+        k[i] = id[i];
+        i += 1;
+    }
+    while i < 20 {
+        k[i] = addr[i - 4];
+        i += 1;
+    }
+    k
+}
+
+/// Protocol bits of a port range.
+pub const PROTO_MASK_TCP: u8 = 1;
+pub const PROTO_MASK_UDP: u8 = 2;
+
+/// One allowed port range, inclusive, for the protocols in `proto_mask`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+    pub proto_mask: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Identity flags carried in every policy value, so that one lookup gives both the
+/// allowed ports and how to enforce them.
+pub const IDENTITY_FLAG_AUDIT: u32 = 1;
+
+/// Value of the policy tries. Every identity in the policy has a root entry (prefix
+/// length 32: the identity bits only) in both tries, so a lookup for an identity in
+/// the policy always finds a value; no value means the identity is not in the policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub flags: u32,
+    pub n_ranges: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+
+impl PolicyValue {
+    #[must_use]
+    pub const fn empty(flags: u32) -> Self {
+        Self {
+            flags,
+            n_ranges: 0,
+            ranges: [PortRange {
+                lo: 0,
+                hi: 0,
+                proto_mask: 0,
+                _pad: [0; 3],
+            }; MAX_PORT_RANGES],
+        }
+    }
+
+    /// Whether `port` over the protocol bit `proto_mask` is allowed.
+    #[inline(always)]
+    #[must_use]
+    pub fn allows(&self, port: u16, proto_mask: u8) -> bool {
+        let mut i = 0;
+        while i < MAX_PORT_RANGES {
+            if i as u32 >= self.n_ranges {
+                return false;
+            }
+            let r = &self.ranges[i];
+            if r.proto_mask & proto_mask != 0 && r.lo <= port && port <= r.hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// An event record sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    /// Identity of the calling task (0: not enrolled).
+    pub identity: u32,
+    /// Identity recorded when the socket was created (0: none).
+    pub sock_identity: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Kind-specific detail: socket type for SockCreate, option name for Setsockopt.
+    pub detail: u32,
+    /// `AF_INET` or `AF_INET6` of the destination as judged (v4-mapped becomes `AF_INET`).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub kind: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    /// IP protocol number (6 TCP, 17 UDP), or the socket option level.
+    pub protocol: u8,
+    pub _pad: [u8; 4],
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6.
+    pub addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<TaskIdentity>() == 8);
+const _: () = assert!(core::mem::size_of::<SockIdentity>() == 4);
+const _: () = assert!(core::mem::size_of::<PortRange>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RANGES);
+const _: () = assert!(core::mem::size_of::<Event>() == 88);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), fixed-width, and have no implicit padding.
+    unsafe impl aya::Pod for super::TaskIdentity {}
+    unsafe impl aya::Pod for super::SockIdentity {}
+    unsafe impl aya::Pod for super::PortRange {}
+    unsafe impl aya::Pod for super::PolicyValue {}
+    unsafe impl aya::Pod for super::Event {}
+}

@@ -1,0 +1,650 @@
+//! zt-agent's kernel side: per-identity egress verdicts at connect/sendmsg time,
+//! socket creation and socket option guards, and thread-group tagging on fork/exit.
+//!
+//! Every program attaches once at the cgroup2 root. Unenrolled tasks pay one task
+//! lookup and one socket-storage lookup, and pass.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE},
+    btf_maps::{ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_send_signal, bpf_sk_storage_get},
+    },
+    macros::{btf_map, btf_tracepoint, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    maps::lpm_trie::Key,
+    programs::{BtfTracePointContext, SockAddrContext, SockContext, SockoptContext},
+};
+use zt_agent_common::{
+    CGROUP_ALLOW, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP, ENROLL_INHERIT,
+    EVENTS_RING_BYTES, Event, EventKind, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE,
+    KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP,
+    PROTO_UDP, PolicyValue, Reason, SockIdentity, TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS,
+    Verdict, errors, verdict_index,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const SOL_IP: i32 = 0;
+const SOL_IPV6: i32 = 41;
+const IP_OPTIONS: i32 = 4;
+const IPV6_2292RTHDR: i32 = 24;
+const IPV6_RTHDR: i32 = 57;
+const SIGKILL: u32 = 9;
+
+/// Offset of `task_struct.tgid` in the running kernel, computed by userspace from BTF.
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u32 = 0;
+
+#[btf_map]
+static ZT_TASKS: HashMap<u32, TaskIdentity, { TASKS_CAPACITY as usize }> = HashMap::new();
+
+#[btf_map]
+static ZT_CGROUPS: HashMap<u64, u32, { CGROUPS_CAPACITY as usize }> = HashMap::new();
+
+/// Outer arrays of one slot each: userspace builds a whole new trie and swaps it in,
+/// so a verdict sees either the old policy or the new one.
+#[btf_map]
+static ZT_POLICY_V4: ArrayOfMaps<
+    LpmTrie<KeyV4, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+#[btf_map]
+static ZT_POLICY_V6: ArrayOfMaps<
+    LpmTrie<KeyV6, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+#[btf_map]
+static ZT_SOCK_ID: SkStorage<SockIdentity> = SkStorage::new();
+
+#[btf_map]
+static ZT_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+static ZT_ERRORS: PerCpuArray<u64, { errors::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+static ZT_EVENTS: RingBuf<Event, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+// ---------------------------------------------------------------------------
+// Entry points: thin wrappers; the fallback verdict lives here.
+// ---------------------------------------------------------------------------
+
+#[cgroup_sock_addr(connect4)]
+pub fn zt_connect4(ctx: SockAddrContext) -> i32 {
+    judge_sock_addr(&ctx, EventKind::Connect, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn zt_connect6(ctx: SockAddrContext) -> i32 {
+    judge_sock_addr(&ctx, EventKind::Connect, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn zt_sendmsg4(ctx: SockAddrContext) -> i32 {
+    judge_sock_addr(&ctx, EventKind::Sendmsg, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn zt_sendmsg6(ctx: SockAddrContext) -> i32 {
+    judge_sock_addr(&ctx, EventKind::Sendmsg, true)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn zt_sock_create(ctx: SockContext) -> i32 {
+    try_sock_create(&ctx)
+}
+
+#[cgroup_sockopt(setsockopt)]
+pub fn zt_setsockopt(ctx: SockoptContext) -> i32 {
+    try_setsockopt(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn zt_fork(ctx: BtfTracePointContext) -> u32 {
+    try_fork(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn zt_exit(ctx: BtfTracePointContext) -> u32 {
+    try_exit(&ctx);
+    0
+}
+
+// ---------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Identity of the calling thread group, or `IDENTITY_NONE`.
+#[inline(always)]
+fn task_identity(tgid: u32) -> u32 {
+    match ZT_TASKS.get_ptr(&tgid) {
+        // SAFETY: the pointer comes from a successful lookup and is read once.
+        Some(t) => unsafe { (*t).identity },
+        None => IDENTITY_NONE,
+    }
+}
+
+/// Like `task_identity`, but also enrolls a task found in an enrolled cgroup.
+/// Enrollment sticks to the thread group from then on.
+#[inline(always)]
+fn resolve_and_enroll(tgid: u32) -> u32 {
+    let id = task_identity(tgid);
+    if id != IDENTITY_NONE {
+        return id;
+    }
+    // SAFETY: helper without arguments.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    match ZT_CGROUPS.get_ptr(&cg) {
+        Some(p) => {
+            // SAFETY: pointer from a successful lookup.
+            let id = unsafe { *p };
+            let t = TaskIdentity {
+                identity: id,
+                how: ENROLL_CGROUP,
+            };
+            if ZT_TASKS.insert(&tgid, &t, BPF_ANY.into()).is_err() {
+                count_error(errors::TASKS_FULL);
+            }
+            id
+        }
+        None => IDENTITY_NONE,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Policy lookups
+// ---------------------------------------------------------------------------
+
+/// Result of judging one identity.
+#[derive(Clone, Copy)]
+struct Judgement {
+    verdict: Verdict,
+    reason: Reason,
+}
+
+const ALLOW: Judgement = Judgement {
+    verdict: Verdict::Allow,
+    reason: Reason::RuleMatched,
+};
+
+#[inline(always)]
+fn judge_value(v: Option<*mut PolicyValue>, port: u16, proto_mask: u8) -> Judgement {
+    match v {
+        // Not in the policy (removed, or no policy installed yet): deny all.
+        None => Judgement {
+            verdict: Verdict::Deny,
+            reason: Reason::IdentityRemoved,
+        },
+        Some(p) => {
+            // SAFETY: pointer from a successful lookup in the current inner trie.
+            let v = unsafe { &*p };
+            if v.allows(port, proto_mask) {
+                ALLOW
+            } else if v.flags & IDENTITY_FLAG_AUDIT != 0 {
+                Judgement {
+                    verdict: Verdict::Audit,
+                    reason: Reason::NoRule,
+                }
+            } else {
+                Judgement {
+                    verdict: Verdict::Deny,
+                    reason: Reason::NoRule,
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) -> Judgement {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 32,
+        data: zt_agent_common::key_v4(identity, addr),
+    };
+    judge_value(ZT_POLICY_V4.get_value_ptr_mut(0, &key), port, proto_mask)
+}
+
+#[inline(always)]
+fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8) -> Judgement {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 128,
+        data: zt_agent_common::key_v6(identity, addr),
+    };
+    judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask)
+}
+
+/// Root entry of an identity (no address bits): carries its flags.
+/// `None` means the identity is not in the installed policy.
+#[inline(always)]
+fn identity_flags(identity: u32) -> Option<u32> {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS,
+        data: zt_agent_common::key_v4(identity, [0; 4]),
+    };
+    // SAFETY: pointer from a successful lookup.
+    ZT_POLICY_V4
+        .get_value_ptr_mut(0, &key)
+        .map(|p| unsafe { (*p).flags })
+}
+
+/// The stricter of two judgements.
+#[inline(always)]
+fn worst(a: Judgement, b: Judgement) -> Judgement {
+    if (b.verdict as u8) == (Verdict::Deny as u8) {
+        return b;
+    }
+    if (a.verdict as u8) == (Verdict::Deny as u8) {
+        return a;
+    }
+    if (b.verdict as u8) == (Verdict::Audit as u8) {
+        return b;
+    }
+    a
+}
+
+// ---------------------------------------------------------------------------
+// connect / sendmsg
+// ---------------------------------------------------------------------------
+
+/// Where the call is going, as the hook judges it.
+struct Dest {
+    v4: bool,
+    addr: [u8; 16],
+    port: u16,
+}
+
+#[inline(always)]
+fn read_dest(ctx: &SockAddrContext, is6: bool) -> Dest {
+    // SAFETY: the context pointer is valid for the whole program run.
+    let sa = unsafe { &*ctx.sock_addr };
+    // user_port holds the port in network byte order in its low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    let mut addr = [0u8; 16];
+    if !is6 {
+        let a = sa.user_ip4.to_ne_bytes();
+        addr[0] = a[0];
+        addr[1] = a[1];
+        addr[2] = a[2];
+        addr[3] = a[3];
+        return Dest {
+            v4: true,
+            addr,
+            port,
+        };
+    }
+    let w = [
+        sa.user_ip6[0],
+        sa.user_ip6[1],
+        sa.user_ip6[2],
+        sa.user_ip6[3],
+    ];
+    // An IPv4-mapped destination (::ffff:a.b.c.d) on an IPv6 socket reaches an IPv4
+    // host and only runs connect6/sendmsg6: judge it by the IPv4 rules.
+    if w[0] == 0 && w[1] == 0 && w[2] == 0xffff_u32.to_be() {
+        let a = w[3].to_ne_bytes();
+        addr[0] = a[0];
+        addr[1] = a[1];
+        addr[2] = a[2];
+        addr[3] = a[3];
+        return Dest {
+            v4: true,
+            addr,
+            port,
+        };
+    }
+    let mut i = 0;
+    while i < 4 {
+        let b = w[i].to_ne_bytes();
+        addr[i * 4] = b[0];
+        addr[i * 4 + 1] = b[1];
+        addr[i * 4 + 2] = b[2];
+        addr[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    Dest {
+        v4: false,
+        addr,
+        port,
+    }
+}
+
+#[inline(always)]
+fn judge_dest(identity: u32, d: &Dest, proto_mask: u8) -> Judgement {
+    if d.v4 {
+        judge_v4(
+            identity,
+            [d.addr[0], d.addr[1], d.addr[2], d.addr[3]],
+            d.port,
+            proto_mask,
+        )
+    } else {
+        judge_v6(identity, d.addr, d.port, proto_mask)
+    }
+}
+
+#[inline(always)]
+fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
+    let tgid = current_tgid();
+    let task_id = task_identity(tgid);
+    let sock_id = match ZT_SOCK_ID.get_ptr_mut(ctx) {
+        p if p.is_null() => IDENTITY_NONE,
+        // SAFETY: non-null pointer to this socket's storage.
+        p => unsafe { (*p).identity },
+    };
+    if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {
+        return CGROUP_ALLOW;
+    }
+
+    // SAFETY: the context pointer is valid for the whole program run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let (proto_mask, proto_idx, proto_num) = match (sa.type_, sa.protocol) {
+        (SOCK_STREAM, IPPROTO_TCP) => (PROTO_MASK_TCP, PROTO_TCP, IPPROTO_TCP as u8),
+        (SOCK_DGRAM, IPPROTO_UDP) => (PROTO_MASK_UDP, PROTO_UDP, IPPROTO_UDP as u8),
+        // Other protocols match no rule, so they are denied.
+        (_, p) => (0, PROTO_OTHER, p as u8),
+    };
+    let dest = read_dest(ctx, is6);
+
+    let mut j = ALLOW;
+    if task_id != IDENTITY_NONE {
+        j = judge_dest(task_id, &dest, proto_mask);
+    }
+    if sock_id != IDENTITY_NONE && sock_id != task_id {
+        j = worst(j, judge_dest(sock_id, &dest, proto_mask));
+    }
+    let reported = if task_id != IDENTITY_NONE {
+        task_id
+    } else {
+        sock_id
+    };
+    count_verdict(reported, j.verdict, proto_idx);
+    if (j.verdict as u8) != (Verdict::Allow as u8) {
+        emit(
+            kind,
+            &j,
+            reported,
+            sock_id,
+            if dest.v4 { AF_INET } else { AF_INET6 },
+            &dest.addr,
+            dest.port,
+            proto_num,
+            0,
+        );
+    }
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        CGROUP_REJECT
+    } else {
+        CGROUP_ALLOW
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Socket creation: tag the socket with its creator's identity; TCP and UDP only.
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn try_sock_create(ctx: &SockContext) -> i32 {
+    let tgid = current_tgid();
+    let id = resolve_and_enroll(tgid);
+    if id == IDENTITY_NONE {
+        return CGROUP_ALLOW;
+    }
+    // SAFETY: the context pointer is valid for the whole program run.
+    let sk = unsafe { &*ctx.sock };
+    let ok_type = (sk.type_ == SOCK_STREAM && sk.protocol == IPPROTO_TCP)
+        || (sk.type_ == SOCK_DGRAM && sk.protocol == IPPROTO_UDP);
+    if !ok_type {
+        let j = mode_judgement(id, Reason::SocketType);
+        count_verdict(id, j.verdict, PROTO_OTHER);
+        emit(
+            EventKind::SockCreate,
+            &j,
+            id,
+            IDENTITY_NONE,
+            sk.family as u16,
+            &[0; 16],
+            0,
+            sk.protocol as u8,
+            sk.type_,
+        );
+        if (j.verdict as u8) == (Verdict::Deny as u8) {
+            return CGROUP_REJECT;
+        }
+    }
+    let mut init = SockIdentity { identity: id };
+    // SAFETY: helper call with a valid map, socket and initial value.
+    let p = unsafe {
+        bpf_sk_storage_get(
+            sock_id_map(),
+            ctx.sock.cast(),
+            (&raw mut init).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE.into(),
+        )
+    };
+    if p.is_null() {
+        // Without the tag a passed-on socket could escape its creator's policy.
+        count_error(errors::SK_STORAGE);
+        return CGROUP_REJECT;
+    }
+    CGROUP_ALLOW
+}
+
+/// The socket-storage map as a helper argument: a BTF map is addressed by its static.
+#[inline(always)]
+fn sock_id_map() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&ZT_SOCK_ID).cast_mut().cast()
+}
+
+/// Deny, or audit when the identity is in audit mode.
+#[inline(always)]
+fn mode_judgement(identity: u32, reason: Reason) -> Judgement {
+    match identity_flags(identity) {
+        Some(f) if f & IDENTITY_FLAG_AUDIT != 0 => Judgement {
+            verdict: Verdict::Audit,
+            reason,
+        },
+        _ => Judgement {
+            verdict: Verdict::Deny,
+            reason,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// setsockopt: no source routing, which would send packets somewhere other than
+// the address the connect/sendmsg hook judged.
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn try_setsockopt(ctx: &SockoptContext) -> i32 {
+    // SAFETY: the context pointer is valid for the whole program run.
+    let so = unsafe { &*ctx.sockopt };
+    let level = so.level;
+    let optname = so.optname;
+    let routing = (level == SOL_IPV6 && (optname == IPV6_RTHDR || optname == IPV6_2292RTHDR))
+        || (level == SOL_IP && optname == IP_OPTIONS);
+    if !routing {
+        return CGROUP_ALLOW;
+    }
+    let mut id = task_identity(current_tgid());
+    if id == IDENTITY_NONE {
+        // SAFETY: sk is a full socket for setsockopt; the helper accepts it.
+        let sk = unsafe { so.__bindgen_anon_1.sk };
+        let p = unsafe { bpf_sk_storage_get(sock_id_map(), sk.cast(), core::ptr::null_mut(), 0) };
+        if !p.is_null() {
+            // SAFETY: non-null storage pointer.
+            id = unsafe { (*(p as *const SockIdentity)).identity };
+        }
+    }
+    if id == IDENTITY_NONE {
+        return CGROUP_ALLOW;
+    }
+    let j = mode_judgement(id, Reason::SocketOption);
+    count_verdict(id, j.verdict, PROTO_OTHER);
+    emit(
+        EventKind::Setsockopt,
+        &j,
+        id,
+        IDENTITY_NONE,
+        0,
+        &[0; 16],
+        0,
+        level as u8,
+        optname as u32,
+    );
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        CGROUP_REJECT
+    } else {
+        CGROUP_ALLOW
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread-group tagging
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn try_fork(ctx: &BtfTracePointContext) {
+    // Runs in the parent's context.
+    let parent = current_tgid();
+    let id = resolve_and_enroll(parent);
+    if id == IDENTITY_NONE {
+        return;
+    }
+    let child: *const u8 = ctx.arg(1);
+    // SAFETY: reading a global set at load time.
+    let off = unsafe { core::ptr::read_volatile(&raw const TASK_TGID_OFFSET) } as usize;
+    if off == 0 {
+        return;
+    }
+    // SAFETY: probe read of the child's tgid at the BTF-derived offset.
+    let child_tgid = match unsafe { bpf_probe_read_kernel(child.wrapping_add(off).cast::<i32>()) } {
+        Ok(t) => t as u32,
+        Err(_) => parent, // unreadable: treat like a thread; the cgroup still enrolls it
+    };
+    if child_tgid == parent {
+        return; // a new thread: the thread group is already enrolled
+    }
+    let t = TaskIdentity {
+        identity: id,
+        how: ENROLL_INHERIT,
+    };
+    if ZT_TASKS
+        .insert(&child_tgid, &t, BPF_NOEXIST.into())
+        .is_err()
+        && task_identity(child_tgid) != id
+    {
+        // The child could not inherit the identity: stop the parent rather than let
+        // an untagged child run (fail closed).
+        count_error(errors::TASKS_FULL);
+        // SAFETY: helper call signalling the current task.
+        unsafe {
+            bpf_send_signal(SIGKILL);
+        }
+    }
+}
+
+#[inline(always)]
+fn try_exit(ctx: &BtfTracePointContext) {
+    // sched_process_exit(struct task_struct *p, bool group_dead): the identity ends
+    // only when the whole thread group has exited.
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff == 0 {
+        return;
+    }
+    let tgid = current_tgid();
+    let _ = ZT_TASKS.remove(&tgid);
+}
+
+// ---------------------------------------------------------------------------
+// Counters and events
+// ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn count_verdict(identity: u32, verdict: Verdict, proto: u8) {
+    if identity >= zt_agent_common::MAX_IDENTITIES {
+        return;
+    }
+    if let Some(p) = ZT_VERDICTS.get_ptr_mut(verdict_index(identity, verdict as u8, proto)) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_error(slot: u32) {
+    if let Some(p) = ZT_ERRORS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    kind: EventKind,
+    j: &Judgement,
+    identity: u32,
+    sock_identity: u32,
+    family: u16,
+    addr: &[u8; 16],
+    port: u16,
+    protocol: u8,
+    detail: u32,
+) {
+    let Some(mut entry) = ZT_EVENTS.reserve(0) else {
+        count_error(errors::RINGBUF_FULL);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let ev = Event {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        identity,
+        sock_identity,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        detail,
+        family,
+        port,
+        kind: kind as u8,
+        verdict: j.verdict as u8,
+        reason: j.reason as u8,
+        protocol,
+        _pad: [0; 4],
+        addr: *addr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    entry.write(ev);
+    entry.submit(0);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

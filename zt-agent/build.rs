@@ -1,0 +1,32 @@
+//! Builds the eBPF object with aya-build, on the pinned toolchain.
+use anyhow::{Context as _, anyhow};
+use aya_build::Toolchain;
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf_package = packages
+        .into_iter()
+        .find(|cargo_metadata::Package { name, .. }| name.as_str() == "zt-agent-ebpf")
+        .ok_or_else(|| anyhow!("zt-agent-ebpf package not found"))?;
+    let cargo_metadata::Package {
+        name,
+        manifest_path,
+        ..
+    } = ebpf_package;
+    let ebpf_package = aya_build::Package {
+        name: name.as_str(),
+        root_dir: manifest_path
+            .parent()
+            .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?
+            .as_str(),
+        ..Default::default()
+    };
+    // The eBPF target needs `-Z build-std=core`, which the pinned stable toolchain
+    // allows only with RUSTC_BOOTSTRAP (TOOLCHAIN.md). Scoped to the nested build.
+    // SAFETY: build scripts are single-threaded.
+    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    aya_build::build_ebpf([ebpf_package], Toolchain::Custom("1.98.0"))
+}

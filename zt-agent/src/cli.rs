@@ -1,0 +1,85 @@
+//! Command line (a contract: see DESIGN.md and the README).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ebpf::loader::DEFAULT_PIN_DIR;
+use crate::state::DEFAULT_STATE_DIR;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zt-agent",
+    version,
+    about = "Zero-trust egress enforcement for non-human identities, in the kernel"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the kernel state lives; tests give each daemon its own.
+#[derive(Debug, Clone, Args)]
+pub struct Dirs {
+    /// bpffs directory for pinned programs, links and maps.
+    #[arg(long, env = "ZT_AGENT_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Directory for the daemon's state file (identity ids, policy in force).
+    #[arg(long, env = "ZT_AGENT_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and attach the programs, enforce the policy, serve metrics, stream events.
+    Daemon(DaemonArgs),
+    /// Run CMD under an identity, in a fresh cgroup, without privileges.
+    Run(RunArgs),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Directory of policy YAML files.
+    #[arg(long, default_value = "/etc/zt-agent/policies")]
+    pub policy: PathBuf,
+    /// Address for Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Event output: a file path to append JSON lines to, or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    pub events: String,
+    /// Detach and remove everything zt-agent pinned, then exit.
+    #[arg(long)]
+    pub teardown: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Identity (metadata.name in the policy) to run CMD under.
+    #[arg(long)]
+    pub identity: String,
+    /// User to run CMD as (name or uid). Default: the invoking user, or SUDO_UID under
+    /// sudo. Root only when given explicitly as `--user root`.
+    #[arg(long)]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub dirs: Dirs,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy directory without loading anything.
+    Check {
+        /// Directory of policy YAML files.
+        dir: PathBuf,
+    },
+}

@@ -1,0 +1,430 @@
+//! `zt-agent daemon`: load or adopt the kernel side, keep the policy and cgroup
+//! enrollment current, stream events, serve metrics.
+//!
+//! The daemon is never in the verdict path. Killing it leaves the pinned programs
+//! enforcing the last policy; a new daemon adopts them without detaching anything.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use zt_agent_common::{CGROUPS_CAPACITY, ENROLL_SCAN, POLICY_TRIE_CAPACITY, TASKS_CAPACITY};
+
+use crate::cli::DaemonArgs;
+use crate::ebpf::loader::{self, KernelMaps, LoadError, PinDir};
+use crate::ebpf::maps::{Cgroups, Counters, PolicyMaps, Tasks};
+use crate::events::{decode, sink::Sink};
+use crate::exit;
+use crate::metrics::Metrics;
+use crate::policy::{self, Compiled, Mode};
+use crate::state::{IdentityState, State};
+use crate::sys::{cgroup, mounts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("zt-agent daemon must run as root (it loads eBPF programs and writes cgroups)")]
+    NotRoot,
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("policy {dir}:\n{errors}")]
+    Policy { dir: String, errors: String },
+    #[error("installing the policy into the kernel: {0}")]
+    Install(#[source] aya::maps::MapError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("event sink {spec}: {source}")]
+    Sink {
+        spec: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl DaemonError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotRoot => exit::NOPERM,
+            Self::Policy { .. } => exit::CONFIG,
+            Self::Mount(_) | Self::Load(_) => exit::UNAVAILABLE,
+            Self::Sink { .. } => exit::CONFIG,
+            _ => exit::OSERR,
+        }
+    }
+}
+
+pub fn main(args: DaemonArgs) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zt-agent: tokio runtime: {e}");
+            return exit::OSERR;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("zt-agent daemon: {}", exit::chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// Maps the daemon keeps using after start-up (the ring buffer goes to the reader).
+struct Control {
+    tasks: Tasks,
+    cgroups: Cgroups,
+    policy: PolicyMaps,
+    counters: Counters,
+    state: State,
+    state_dir: PathBuf,
+    policy_dir: PathBuf,
+    /// Policy source hash last seen on disk, applied or not.
+    seen_sha: Option<String>,
+    rules: (usize, usize),
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
+    if !is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let pins = PinDir::new(&args.dirs.pin_dir);
+    if args.teardown {
+        pins.remove_all()?;
+        State::remove(&args.dirs.state_dir);
+        tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
+        return Ok(());
+    }
+    mounts::ensure_bpffs()?;
+    let cg_root = mounts::cgroup2_mount()?;
+    let metrics = Metrics::new();
+    let initial = policy::load_dir(&args.policy);
+
+    let (kmaps, adopted, loaded) = if pins.is_complete() {
+        tracing::info!(pin_dir = %pins.root.display(), "adopting pinned enforcement");
+        (KernelMaps::open_pinned(&pins)?, true, None)
+    } else {
+        if pins.exists() {
+            // A half-finished start-up: nothing of it is attached; start over.
+            pins.remove_all()?;
+        }
+        // A fresh start needs a valid policy before anything is attached.
+        if let Err(errs) = &initial {
+            metrics.reloads.with_label_values(&["failure"]).inc();
+            return Err(DaemonError::Policy {
+                dir: args.policy.display().to_string(),
+                errors: errs.to_string(),
+            });
+        }
+        let (loaded, kmaps) = loader::load(&pins)?;
+        (kmaps, false, Some(loaded))
+    };
+    let KernelMaps {
+        tasks,
+        cgroups,
+        policy,
+        counters,
+        events,
+    } = kmaps;
+    let mut state = if adopted {
+        State::read(&args.dirs.state_dir).unwrap_or_default()
+    } else {
+        State::default()
+    };
+    state.cgroup_root.clone_from(&cg_root);
+    let mut ctl = Control {
+        tasks,
+        cgroups,
+        policy,
+        counters,
+        state,
+        state_dir: args.dirs.state_dir.clone(),
+        policy_dir: args.policy.clone(),
+        seen_sha: None,
+        rules: (0, 0),
+    };
+
+    match initial {
+        Ok(p) => match ctl.apply(&p) {
+            Ok(c) => {
+                metrics.reloads.with_label_values(&["success"]).inc();
+                metrics.set_policy(&c.sha256);
+                tracing::info!(sha256 = %c.sha256, identities = c.identities.len(), adopted, "policy in force");
+            }
+            Err(e) => {
+                metrics.reloads.with_label_values(&["failure"]).inc();
+                if !adopted {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, "policy rejected; the pinned policy stays in force");
+            }
+        },
+        Err(errs) => {
+            // Only reachable when adopting: keep what the kernel enforces now.
+            metrics.reloads.with_label_values(&["failure"]).inc();
+            tracing::error!("policy rejected; the pinned policy stays in force:\n{errs}");
+            metrics.set_policy(&ctl.state.policy_sha256);
+        }
+    }
+    if let Some(loaded) = loaded {
+        // Attach only once the policy is installed, so enrolled tasks see it from
+        // their first call.
+        loaded.attach(&cg_root)?;
+    }
+    ctl.state.write(&ctl.state_dir)?;
+    metrics.reloads.with_label_values(&["success"]).inc_by(0);
+
+    let mut sink = Sink::open(&args.events).map_err(|source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    })?;
+    let ctl = Arc::new(Mutex::new(ctl));
+    let metrics = Arc::new(Mutex::new(metrics));
+
+    // Events: ring buffer -> JSON lines.
+    // SAFETY: the ring buffer owns its descriptor and outlives the registration: both
+    // move into the reader task together.
+    let mut ring = unsafe { AsyncFd::register(events) }.map_err(|e| DaemonError::Io(e.into()))?;
+    let ev_ctl = ctl.clone();
+    let ev_metrics = metrics.clone();
+    let events_task = tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = ring.readable_mut().await else {
+                break;
+            };
+            let rb = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            while let Some(item) = rb.next() {
+                if let Some(ev) = decode::parse(&item) {
+                    batch.push(ev);
+                }
+            }
+            guard.clear_ready();
+            if batch.is_empty() {
+                continue;
+            }
+            let state = ev_ctl.lock().map(|c| c.state.clone()).unwrap_or_default();
+            for ev in batch {
+                let j = decode::enrich(&ev, &state);
+                let ok = sink.write(&j).is_ok();
+                if let Ok(m) = ev_metrics.lock() {
+                    if ok {
+                        m.events
+                            .with_label_values(&[j.kind, j.verdict.unwrap_or("none")])
+                            .inc();
+                    } else {
+                        m.sink_error();
+                    }
+                }
+            }
+        }
+    });
+
+    // Metrics.
+    let refresh_ctl = ctl.clone();
+    let refresh_metrics = metrics.clone();
+    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let (Ok(c), Ok(mut m)) = (refresh_ctl.lock(), refresh_metrics.lock()) else {
+            return;
+        };
+        c.refresh_metrics(&mut m);
+    });
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        refresh,
+    ));
+
+    // Reload on SIGHUP and on file change; rescan cgroups.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!("zt-agent daemon running");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&ctl, &metrics, true),
+            _ = tick.tick() => {
+                reload(&ctl, &metrics, false);
+                if let Ok(mut c) = ctl.lock() {
+                    c.sync_cgroups();
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if metrics_task.is_finished() {
+            return Err(DaemonError::Io(std::io::Error::other(format!(
+                "metrics server on {} stopped (address in use?)",
+                args.metrics_addr
+            ))));
+        }
+    }
+    events_task.abort();
+    // Enforcement stays pinned: stopping the daemon never opens the gates.
+    tracing::info!(
+        "zt-agent daemon stopped; enforcement stays in place (use --teardown to remove it)"
+    );
+    Ok(())
+}
+
+fn reload(ctl: &Arc<Mutex<Control>>, metrics: &Arc<Mutex<Metrics>>, forced: bool) {
+    let Ok(mut c) = ctl.lock() else { return };
+    let sha = policy::load_dir(&c.policy_dir).map(|p| p.sha256.clone());
+    let on_disk = match &sha {
+        Ok(s) => Some(s.clone()),
+        Err(e) => Some(format!("invalid:{e}")),
+    };
+    if !forced && on_disk == c.seen_sha {
+        return;
+    }
+    c.seen_sha.clone_from(&on_disk);
+    if !forced && sha.as_ref().is_ok_and(|s| *s == c.state.policy_sha256) {
+        return;
+    }
+    let result = match policy::load_dir(&c.policy_dir) {
+        Ok(p) => c.apply(&p).map_err(|e| e.to_string()),
+        Err(errs) => Err(errs.to_string()),
+    };
+    let Ok(m) = metrics.lock() else { return };
+    match result {
+        Ok(compiled) => {
+            m.reloads.with_label_values(&["success"]).inc();
+            m.set_policy(&compiled.sha256);
+            tracing::info!(sha256 = %compiled.sha256, "policy reloaded");
+        }
+        Err(e) => {
+            m.reloads.with_label_values(&["failure"]).inc();
+            tracing::error!("policy reload rejected; the running policy stays in force:\n{e}");
+        }
+    }
+}
+
+impl Control {
+    /// Compile and install a policy: all or nothing. On any error the running policy
+    /// and the state stay as they were.
+    fn apply(&mut self, p: &policy::Policy) -> Result<Compiled, DaemonError> {
+        let ids = policy::assign_ids(&self.state.ids, p);
+        let compiled = policy::compile(p, &ids).map_err(|e| DaemonError::Policy {
+            dir: self.policy_dir.display().to_string(),
+            errors: e.to_string(),
+        })?;
+        self.policy
+            .install(&compiled)
+            .map_err(DaemonError::Install)?;
+        self.state.ids = ids;
+        self.state.identities = compiled
+            .identities
+            .iter()
+            .map(|i| IdentityState {
+                name: i.name.clone(),
+                id: i.id,
+                owner: i.owner.clone(),
+                spiffe_id: i.spiffe_id.clone(),
+                mode: match i.mode {
+                    Mode::Audit => "audit".into(),
+                    Mode::Enforce => "enforce".into(),
+                },
+                cgroup_globs: i.cgroup_globs.clone(),
+            })
+            .collect();
+        self.state.policy_sha256.clone_from(&compiled.sha256);
+        self.seen_sha = Some(compiled.sha256.clone());
+        self.rules = (compiled.v4.len(), compiled.v6.len());
+        self.sync_cgroups();
+        if let Err(e) = self.state.write(&self.state_dir) {
+            tracing::error!(error = %e, "writing state");
+        }
+        Ok(compiled)
+    }
+
+    /// Enroll every cgroup that matches a selector, and the tasks already in them.
+    fn sync_cgroups(&mut self) {
+        let root = self.state.cgroup_root.clone();
+        // Explicit selectors plus each identity's launch cgroup.
+        let globs: Vec<(u32, Vec<String>)> = self
+            .state
+            .identities
+            .iter()
+            .map(|i| {
+                let mut g = i.cgroup_globs.clone();
+                g.push(format!("/zt/{}/**", i.name));
+                (i.id, g)
+            })
+            .collect();
+        let mut want = BTreeMap::new();
+        for (rel, dir) in cgroup::walk(&root) {
+            let Some(id) = globs
+                .iter()
+                .find(|(_, globs)| globs.iter().any(|g| cgroup::glob_matches(g, &rel)))
+                .map(|(id, _)| *id)
+            else {
+                continue;
+            };
+            let Ok(cgid) = cgroup::cgroup_id(&dir) else {
+                continue;
+            };
+            want.insert(cgid, id);
+            for tgid in cgroup::procs(&dir) {
+                if let Err(e) = self.tasks.enroll_if_absent(tgid, id, ENROLL_SCAN) {
+                    tracing::warn!(tgid, error = %e, "enrolling a task found in an enrolled cgroup");
+                }
+            }
+        }
+        if let Err(e) = self.cgroups.sync(&want) {
+            tracing::warn!(error = %e, "syncing enrolled cgroups");
+        }
+    }
+
+    fn refresh_metrics(&self, m: &mut Metrics) {
+        let names: BTreeMap<u32, String> = self
+            .state
+            .ids
+            .iter()
+            .map(|(n, i)| (*i, n.clone()))
+            .collect();
+        m.update_verdicts(&names, |idx| {
+            self.counters
+                .verdicts
+                .get(&idx, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        });
+        m.update_errors(&self.counters.errors());
+        let tasks = self.tasks.all();
+        m.identity_tasks.reset();
+        for (_, t) in &tasks {
+            let name = names
+                .get(&t.identity)
+                .cloned()
+                .unwrap_or_else(|| format!("id-{}", t.identity));
+            m.identity_tasks.with_label_values(&[name.as_str()]).inc();
+        }
+        for (map, n, cap) in [
+            ("tasks", tasks.len(), TASKS_CAPACITY),
+            ("cgroups", self.cgroups.len(), CGROUPS_CAPACITY),
+            ("policy_v4", self.rules.0, POLICY_TRIE_CAPACITY),
+            ("policy_v6", self.rules.1, POLICY_TRIE_CAPACITY),
+        ] {
+            m.map_entries
+                .with_label_values(&[map])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            m.map_capacity.with_label_values(&[map]).set(i64::from(cap));
+        }
+    }
+}

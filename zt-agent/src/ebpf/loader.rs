@@ -1,0 +1,445 @@
+//! Load, attach and pin the programs, or adopt what an earlier daemon pinned.
+//!
+//! Layout under the pin directory (default /sys/fs/bpf/zt-agent):
+//!   maps/<MAP>    every map, so a restarted daemon and `zt-agent run` reach them
+//!   links/<PROG>  one bpf_link per program: enforcement lasts as long as these do
+//! Programs stay alive through their links; removing the links detaches them.
+
+use std::fs::File;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Map, MapData, MapError, RingBuf},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, ProgramError,
+        links::{FdLink, PinnedLink},
+    },
+};
+use zt_agent_common::{map_names, program_names};
+
+use super::btf;
+use super::maps::{Cgroups, Counters, PolicyMaps, Tasks};
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zt-agent"));
+
+const CGROUP_PROGRAMS: [&str; 6] = [
+    program_names::CONNECT4,
+    program_names::CONNECT6,
+    program_names::SENDMSG4,
+    program_names::SENDMSG6,
+    program_names::SOCK_CREATE,
+    program_names::SETSOCKOPT,
+];
+/// tp_btf programs and the tracepoint each attaches to.
+const TRACING_PROGRAMS: [(&str, &str); 2] = [
+    (program_names::FORK, "sched_process_fork"),
+    (program_names::EXIT, "sched_process_exit"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object failed: {0} (is this root, with BPF allowed by the kernel?)")]
+    Object(#[source] aya::EbpfError),
+    #[error("eBPF program {name} was not found in the object")]
+    MissingProgram { name: String },
+    #[error("eBPF map {name} was not found")]
+    MissingMap { name: String },
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("kernel BTF for tp_btf programs: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    #[error("pin directory {path}: {source}")]
+    Pin {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning {path}: {source}")]
+    PinObject {
+        path: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("cgroup2 root {path}: {source}")]
+    CgroupRoot {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Paths of the pinned objects.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub root: PathBuf,
+}
+
+impl PinDir {
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    #[must_use]
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+    #[must_use]
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.root.join("links").join(name)
+    }
+    /// Every map and every link is pinned: a running enforcement to adopt.
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        map_names::ALL.iter().all(|m| self.map(m).exists())
+            && CGROUP_PROGRAMS
+                .iter()
+                .chain(TRACING_PROGRAMS.iter().map(|(p, _)| p))
+                .all(|p| self.link(p).exists())
+    }
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.root.exists()
+    }
+
+    /// Remove every pin: links first, which detaches the programs, then maps.
+    pub fn remove_all(&self) -> Result<(), LoadError> {
+        for sub in ["links", "maps"] {
+            let dir = self.root.join(sub);
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    std::fs::remove_file(e.path()).map_err(|source| LoadError::Pin {
+                        path: e.path().display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        if self.root.exists() {
+            std::fs::remove_dir(&self.root).map_err(|source| LoadError::Pin {
+                path: self.root.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Handles to every map the daemon and the launcher use.
+pub struct KernelMaps {
+    pub tasks: Tasks,
+    pub cgroups: Cgroups,
+    pub policy: PolicyMaps,
+    pub counters: Counters,
+    pub events: RingBuf<MapData>,
+}
+
+fn map_err(name: &str) -> impl FnOnce(MapError) -> LoadError + '_ {
+    move |source| LoadError::Map {
+        name: name.to_owned(),
+        source,
+    }
+}
+
+fn open_pinned(pins: &PinDir, name: &str) -> Result<Map, LoadError> {
+    let data = MapData::from_pin(pins.map(name)).map_err(map_err(name))?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &str) -> Result<T, LoadError> {
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl KernelMaps {
+    /// Open the maps an earlier daemon pinned.
+    pub fn open_pinned(pins: &PinDir) -> Result<Self, LoadError> {
+        let get = |n| open_pinned(pins, n);
+        Self::from_maps(get)
+    }
+
+    fn from_maps(
+        mut get: impl FnMut(&'static str) -> Result<Map, LoadError>,
+    ) -> Result<Self, LoadError> {
+        use map_names as m;
+        Ok(Self {
+            tasks: Tasks(typed(get(m::TASKS)?, m::TASKS)?),
+            cgroups: Cgroups(typed(get(m::CGROUPS)?, m::CGROUPS)?),
+            policy: PolicyMaps {
+                v4: typed(get(m::POLICY_V4)?, m::POLICY_V4)?,
+                v6: typed(get(m::POLICY_V6)?, m::POLICY_V6)?,
+            },
+            counters: Counters {
+                verdicts: typed(get(m::VERDICTS)?, m::VERDICTS)?,
+                errors: typed(get(m::ERRORS)?, m::ERRORS)?,
+            },
+            events: typed(get(m::EVENTS)?, m::EVENTS)?,
+        })
+    }
+}
+
+/// Programs loaded into the kernel, maps pinned, not attached yet.
+pub struct Loaded {
+    ebpf: Ebpf,
+    pins: PinDir,
+}
+
+/// Load the object, verify every program, and pin every map. Nothing is attached, so
+/// nothing is enforced until `attach` (the policy goes in between).
+pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
+    let tgid_offset = btf::member_offset(Path::new(btf::VMLINUX), "task_struct", "tgid")?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("TASK_TGID_OFFSET", &tgid_offset, true)
+        .load(OBJECT)
+        .map_err(LoadError::Object)?;
+    let kernel_btf = Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
+
+    for name in CGROUP_PROGRAMS {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
+        let res = match prog {
+            aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            aya::programs::Program::CgroupSock(p) => p.load(),
+            aya::programs::Program::CgroupSockopt(p) => p.load(),
+            _ => return Err(LoadError::MissingProgram { name: name.into() }),
+        };
+        res.map_err(|source| LoadError::Program {
+            name: name.into(),
+            source,
+        })?;
+    }
+    for (name, tp) in TRACING_PROGRAMS {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                name: name.into(),
+                source,
+            })?;
+        prog.load(tp, &kernel_btf)
+            .map_err(|source| LoadError::Program {
+                name: name.into(),
+                source,
+            })?;
+    }
+
+    for sub in ["maps", "links"] {
+        let dir = pins.root.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|source| LoadError::Pin {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    // Pins and control files are root-only.
+    restrict(&pins.root)?;
+    let mut maps = Vec::new();
+    for name in map_names::ALL {
+        let map = ebpf
+            .take_map(name)
+            .ok_or_else(|| LoadError::MissingMap { name: name.into() })?;
+        let path = pins.map(name);
+        map_data(&map)
+            .pin(&path)
+            .map_err(|source| LoadError::PinObject {
+                path: path.display().to_string(),
+                source,
+            })?;
+        maps.push((name, map));
+    }
+    let kmaps = KernelMaps::from_maps(|n| {
+        let i = maps
+            .iter()
+            .position(|(m, _)| *m == n)
+            .ok_or_else(|| LoadError::MissingMap { name: n.into() })?;
+        Ok(maps.swap_remove(i).1)
+    })?;
+    Ok((
+        Loaded {
+            ebpf,
+            pins: pins.clone(),
+        },
+        kmaps,
+    ))
+}
+
+fn restrict(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        LoadError::Pin {
+            path: dir.display().to_string(),
+            source,
+        }
+    })
+}
+
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::HashMap(m)
+        | Map::LpmTrie(m)
+        | Map::RingBuf(m)
+        | Map::ArrayOfMaps(m)
+        | Map::SkStorage(m)
+        | Map::PerCpuHashMap(m) => m,
+        Map::Unsupported(m) => m,
+        _ => unreachable_map(),
+    }
+}
+
+#[expect(
+    clippy::panic,
+    reason = "the object defines only the map types matched above"
+)]
+fn unreachable_map() -> ! {
+    panic!("unexpected map type in the zt-agent object")
+}
+
+impl Loaded {
+    /// Attach every program at the cgroup2 root and pin its link. From here on the
+    /// kernel enforces, with or without this process.
+    ///
+    /// Cgroup bpf_links always attach in multi mode (the kernel takes no flags for
+    /// them), so other programs at the root, systemd's for example, keep running too.
+    pub fn attach(mut self, cgroup_root: &Path) -> Result<(), LoadError> {
+        let root = File::open(cgroup_root).map_err(|source| LoadError::CgroupRoot {
+            path: cgroup_root.display().to_string(),
+            source,
+        })?;
+        let prog_err = |name: &str| {
+            let name = name.to_owned();
+            move |source| LoadError::Program { name, source }
+        };
+        for name in CGROUP_PROGRAMS {
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
+            let link: FdLink = match prog {
+                aya::programs::Program::CgroupSockAddr(p) => {
+                    let id = p
+                        .attach(&root, CgroupAttachMode::Single)
+                        .map_err(prog_err(name))?;
+                    p.take_link(id)
+                        .map_err(prog_err(name))?
+                        .try_into()
+                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
+                            name: name.into(),
+                            source: e.into(),
+                        })?
+                }
+                aya::programs::Program::CgroupSock(p) => {
+                    let id = p
+                        .attach(&root, CgroupAttachMode::Single)
+                        .map_err(prog_err(name))?;
+                    p.take_link(id)
+                        .map_err(prog_err(name))?
+                        .try_into()
+                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
+                            name: name.into(),
+                            source: e.into(),
+                        })?
+                }
+                aya::programs::Program::CgroupSockopt(p) => {
+                    // aya 0.16 cannot turn a sockopt link into an FdLink, so create and
+                    // pin this one bpf_link directly.
+                    let prog_fd = p.fd().map_err(prog_err(name))?;
+                    let path = self.pins.link(name);
+                    raw_link::create_and_pin(
+                        prog_fd.as_fd(),
+                        root.as_fd(),
+                        raw_link::BPF_CGROUP_SETSOCKOPT,
+                        &path,
+                    )
+                    .map_err(|source| LoadError::Pin {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    continue;
+                }
+                _ => return Err(LoadError::MissingProgram { name: name.into() }),
+            };
+            self.pin_link(name, link)?;
+        }
+        for (name, _) in TRACING_PROGRAMS {
+            let prog: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            let id = prog.attach().map_err(prog_err(name))?;
+            let link: FdLink = prog.take_link(id).map_err(prog_err(name))?.into();
+            self.pin_link(name, link)?;
+        }
+        Ok(())
+    }
+
+    fn pin_link(&self, name: &str, link: FdLink) -> Result<PinnedLink, LoadError> {
+        let path = self.pins.link(name);
+        link.pin(&path).map_err(|source| LoadError::PinObject {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Minimal bpf(2) calls for what aya 0.16 does not expose for sockopt programs.
+mod raw_link {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::path::Path;
+
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
+
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
+        // SAFETY: attr is a zero-padded bpf_attr of the size we pass.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    pub fn create_and_pin(
+        prog: BorrowedFd<'_>,
+        cgroup: BorrowedFd<'_>,
+        attach_type: u32,
+        path: &Path,
+    ) -> std::io::Result<()> {
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+        let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+        // SAFETY: the kernel just returned this new descriptor to us.
+        let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        let mut attr = [0u8; 128];
+        attr[0..8].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
+        attr[8..12].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
+        bpf(BPF_OBJ_PIN, &mut attr)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Typed wrappers around the pinned maps, named by what they do.
+
+use aya::maps::{ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key};
+use zt_agent_common::{
+    ENROLL_RUN, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity, VERDICT_SLOTS,
+    errors,
+};
+
+use crate::policy::Compiled;
+
+type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
+type Trie6 = LpmTrie<MapData, KeyV6, PolicyValue>;
+
+/// BPF_F_NO_PREALLOC: required for LPM tries, and must match the inner-map template.
+const NO_PREALLOC: u32 = 1;
+
+/// The two per-family policy tries, swapped whole on every policy change.
+pub struct PolicyMaps {
+    pub v4: ArrayOfMaps<MapData, Trie4>,
+    pub v6: ArrayOfMaps<MapData, Trie6>,
+}
+
+impl PolicyMaps {
+    /// Build new tries from the compiled policy and swap them in. Each family is one
+    /// atomic pointer swap; a verdict in flight keeps the trie it started with.
+    pub fn install(&mut self, compiled: &Compiled) -> Result<(), MapError> {
+        let mut t4: Trie4 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
+        for (len, data, value) in &compiled.v4 {
+            t4.insert(&Key::new(*len, *data), value, 0)?;
+        }
+        let mut t6: Trie6 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
+        for (len, data, value) in &compiled.v6 {
+            t6.insert(&Key::new(*len, *data), value, 0)?;
+        }
+        self.v4.set(0, &t4, 0)?;
+        self.v6.set(0, &t6, 0)?;
+        Ok(())
+    }
+
+    /// Whether a policy has been installed (the slot holds a trie).
+    #[must_use]
+    pub fn installed(&self) -> bool {
+        self.v4.get(&0, 0).is_ok()
+    }
+}
+
+/// Enrolled thread groups: tgid -> identity.
+pub struct Tasks(pub HashMap<MapData, u32, TaskIdentity>);
+
+impl Tasks {
+    pub fn enroll(&mut self, tgid: u32, identity: u32, how: u32) -> Result<(), MapError> {
+        self.0.insert(&tgid, &TaskIdentity { identity, how }, 0)
+    }
+
+    /// Enroll unless already enrolled: an identity never changes once taken.
+    pub fn enroll_if_absent(
+        &mut self,
+        tgid: u32,
+        identity: u32,
+        how: u32,
+    ) -> Result<bool, MapError> {
+        match self.0.insert(
+            &tgid,
+            &TaskIdentity { identity, how },
+            1, /* BPF_NOEXIST */
+        ) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[must_use]
+    pub fn identity_of(&self, tgid: u32) -> Option<TaskIdentity> {
+        self.0.get(&tgid, 0).ok()
+    }
+
+    #[must_use]
+    pub fn all(&self) -> Vec<(u32, TaskIdentity)> {
+        self.0.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn remove(&mut self, tgid: u32) -> Result<(), MapError> {
+        self.0.remove(&tgid)
+    }
+
+    /// Launched tasks are enrolled by `run` before exec.
+    pub fn enroll_launched(&mut self, tgid: u32, identity: u32) -> Result<(), MapError> {
+        self.enroll(tgid, identity, ENROLL_RUN)
+    }
+}
+
+/// Enrolled cgroups: cgroup id -> identity.
+pub struct Cgroups(pub HashMap<MapData, u64, u32>);
+
+impl Cgroups {
+    /// Make the table equal to `want`, removing stale entries after adding new ones.
+    pub fn sync(&mut self, want: &std::collections::BTreeMap<u64, u32>) -> Result<(), MapError> {
+        for (id, ident) in want {
+            if self.0.get(id, 0).ok() != Some(*ident) {
+                self.0.insert(id, ident, 0)?;
+            }
+        }
+        let stale: Vec<u64> = self
+            .0
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.0.remove(&k);
+        }
+        Ok(())
+    }
+
+    pub fn insert(&mut self, cgroup: u64, identity: u32) -> Result<(), MapError> {
+        self.0.insert(&cgroup, &identity, 0)
+    }
+
+    pub fn remove(&mut self, cgroup: u64) -> Result<(), MapError> {
+        self.0.remove(&cgroup)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.keys().count()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-CPU counters, summed.
+pub struct Counters {
+    pub verdicts: PerCpuArray<MapData, u64>,
+    pub errors: PerCpuArray<MapData, u64>,
+}
+
+impl Counters {
+    /// Sum of every verdict slot (index = `verdict_index`).
+    #[must_use]
+    pub fn verdicts(&self) -> Vec<u64> {
+        (0..VERDICT_SLOTS)
+            .map(|i| {
+                self.verdicts
+                    .get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    #[must_use]
+    pub fn errors(&self) -> Vec<u64> {
+        (0..errors::COUNT)
+            .map(|i| self.errors.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+            .collect()
+    }
+}

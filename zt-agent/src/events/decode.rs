@@ -1,0 +1,248 @@
+//! Kernel event record -> the JSON event of DESIGN.md.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+use zt_agent_common::{Event, EventKind, Reason, Verdict};
+
+use crate::state::State;
+
+/// One event line. Field names are a contract (DESIGN.md, Events).
+#[derive(Clone, Debug, Serialize)]
+pub struct JsonEvent {
+    pub time: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<&'static str>,
+    pub identity: String,
+    pub spiffe_id: Option<String>,
+    pub owner: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cgroup: Option<String>,
+    pub cgroup_id: u64,
+    pub policy_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_identity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[must_use]
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Parse a raw ring-buffer record; `None` if it is not a whole event.
+#[must_use]
+pub fn parse(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: Event is plain old data and the buffer is long enough; read_unaligned
+    // copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+fn kind_name(k: u8) -> &'static str {
+    match k {
+        x if x == EventKind::Connect as u8 => "connect",
+        x if x == EventKind::Sendmsg as u8 => "sendmsg",
+        x if x == EventKind::SockCreate as u8 => "socket",
+        x if x == EventKind::Setsockopt as u8 => "setsockopt",
+        _ => "unknown",
+    }
+}
+
+#[must_use]
+pub fn verdict_name(v: u8) -> &'static str {
+    match v {
+        x if x == Verdict::Allow as u8 => "allow",
+        x if x == Verdict::Deny as u8 => "deny",
+        _ => "audit",
+    }
+}
+
+fn reason_name(r: u8) -> &'static str {
+    match r {
+        x if x == Reason::RuleMatched as u8 => "rule_matched",
+        x if x == Reason::NoRule as u8 => "no_rule",
+        x if x == Reason::IdentityRemoved as u8 => "identity_removed",
+        x if x == Reason::SocketType as u8 => "socket_type",
+        x if x == Reason::SocketOption as u8 => "socket_option",
+        _ => "unknown",
+    }
+}
+
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "other",
+    }
+}
+
+fn comm(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+/// The task's exe and cgroup, read from /proc while the task may still be alive.
+fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
+    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string());
+    let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        });
+    (exe, cgroup)
+}
+
+#[must_use]
+pub fn dst(ev: &Event) -> Option<String> {
+    match ev.family {
+        2 => {
+            let a = Ipv4Addr::new(ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]);
+            Some(format!("{a}:{}", ev.port))
+        }
+        10 => {
+            let a = Ipv6Addr::from(ev.addr);
+            Some(format!("[{}]:{}", IpAddr::V6(a), ev.port))
+        }
+        _ => None,
+    }
+}
+
+/// Enrich a kernel event with what the policy and /proc know.
+#[must_use]
+pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
+    let ident = state.by_id(ev.identity);
+    let name = ident.map_or_else(
+        || {
+            state
+                .name_of(ev.identity)
+                .map_or_else(|| format!("id-{}", ev.identity), str::to_owned)
+        },
+        |i| i.name.clone(),
+    );
+    let (exe, cgroup) = proc_facts(ev.tgid);
+    let is_addr = ev.kind == EventKind::Connect as u8 || ev.kind == EventKind::Sendmsg as u8;
+    let detail = match ev.kind {
+        x if x == EventKind::SockCreate as u8 => Some(format!(
+            "family={} type={} protocol={}",
+            ev.family, ev.detail, ev.protocol
+        )),
+        x if x == EventKind::Setsockopt as u8 => {
+            Some(format!("level={} optname={}", ev.protocol, ev.detail))
+        }
+        _ => None,
+    };
+    JsonEvent {
+        time: now_rfc3339(),
+        kind: kind_name(ev.kind),
+        verdict: Some(verdict_name(ev.verdict)),
+        identity: name,
+        spiffe_id: ident.map(|i| i.spiffe_id.clone()),
+        owner: ident.map(|i| i.owner.clone()),
+        pid: ev.tgid,
+        tid: ev.pid,
+        uid: ev.uid,
+        comm: comm(&ev.comm),
+        exe,
+        cgroup,
+        cgroup_id: ev.cgroup_id,
+        policy_sha256: state.policy_sha256.clone(),
+        dst: if is_addr { dst(ev) } else { None },
+        protocol: if is_addr {
+            Some(protocol_name(ev.protocol))
+        } else {
+            None
+        },
+        reason: reason_name(ev.reason),
+        socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity).then(|| {
+            state
+                .name_of(ev.sock_identity)
+                .map_or_else(|| format!("id-{}", ev.sock_identity), str::to_owned)
+        }),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        Event {
+            ktime_ns: 1,
+            cgroup_id: 7,
+            identity: 3,
+            sock_identity: 0,
+            pid: 42,
+            tgid: 42,
+            uid: 1000,
+            gid: 1000,
+            detail: 0,
+            family: 2,
+            port: 443,
+            kind: EventKind::Connect as u8,
+            verdict: Verdict::Deny as u8,
+            reason: Reason::NoRule as u8,
+            protocol: 6,
+            _pad: [0; 4],
+            addr,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_and_enriches() {
+        let ev = sample();
+        // SAFETY: viewing a POD struct as bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<Event>()) };
+        let back = parse(bytes).expect("whole event");
+        let mut state = State::default();
+        state.ids.insert("coder".into(), 3);
+        state.identities.push(crate::state::IdentityState {
+            name: "coder".into(),
+            id: 3,
+            owner: "alice@example.com".into(),
+            spiffe_id: "spiffe://zt-agent.local/coder".into(),
+            mode: "enforce".into(),
+            cgroup_globs: vec![],
+        });
+        let j = enrich(&back, &state);
+        assert_eq!(j.identity, "coder");
+        assert_eq!(j.dst.as_deref(), Some("10.1.2.3:443"));
+        assert_eq!(j.verdict, Some("deny"));
+        assert_eq!(j.protocol, Some("tcp"));
+        assert_eq!(j.comm, "curl");
+        assert!(parse(&bytes[..10]).is_none());
+    }
+
+    #[test]
+    fn formats_v6() {
+        let mut ev = sample();
+        ev.family = 10;
+        ev.addr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(dst(&ev).as_deref(), Some("[::1]:443"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Prometheus metrics, served as text on a local address (default 127.0.0.1:9464).
+//!
+//! Kernel counters are per-CPU arrays; on every scrape they are summed and the growth
+//! since the last scrape is added to the matching counter.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use zt_agent_common::{PROTO_COUNT, VERDICT_COUNT, errors, verdict_index};
+
+use crate::events::decode::verdict_name;
+
+pub struct Metrics {
+    pub registry: Registry,
+    verdicts: IntCounterVec,
+    events_lost: IntCounterVec,
+    kernel_errors: IntCounterVec,
+    pub events: IntCounterVec,
+    pub map_entries: IntGaugeVec,
+    pub map_capacity: IntGaugeVec,
+    policy_info: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub identity_tasks: IntGaugeVec,
+    last_verdicts: BTreeMap<u32, u64>,
+    last_errors: Vec<u64>,
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "metric definitions are static and valid"
+)]
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "metric definitions are static and valid"
+)]
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+const PROTOCOLS: [&str; PROTO_COUNT as usize] = ["tcp", "udp", "other"];
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let build = gauge(
+            r,
+            "zt_agent_build_info",
+            "Build information; always 1.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Self {
+            verdicts: counter(
+                r,
+                "zt_agent_verdicts_total",
+                "Egress and socket decisions by the kernel, per identity, verdict and protocol.",
+                &["identity", "verdict", "protocol"],
+            ),
+            events_lost: counter(
+                r,
+                "zt_agent_events_lost_total",
+                "Events the kernel could not deliver, by reason.",
+                &["reason"],
+            ),
+            kernel_errors: counter(
+                r,
+                "zt_agent_kernel_errors_total",
+                "Kernel-side failures that were handled fail-closed, by reason.",
+                &["reason"],
+            ),
+            events: counter(
+                r,
+                "zt_agent_events_total",
+                "Events delivered to the event sink, by kind and verdict.",
+                &["kind", "verdict"],
+            ),
+            map_entries: gauge(
+                r,
+                "zt_agent_map_entries",
+                "Entries in each kernel map.",
+                &["map"],
+            ),
+            map_capacity: gauge(
+                r,
+                "zt_agent_map_capacity",
+                "Capacity of each kernel map.",
+                &["map"],
+            ),
+            policy_info: gauge(
+                r,
+                "zt_agent_policy_info",
+                "The policy in force, by sha256; always 1.",
+                &["sha256"],
+            ),
+            reloads: counter(
+                r,
+                "zt_agent_policy_reloads_total",
+                "Policy loads and reloads, by result.",
+                &["result"],
+            ),
+            identity_tasks: gauge(
+                r,
+                "zt_agent_identity_tasks",
+                "Enrolled thread groups per identity.",
+                &["identity"],
+            ),
+            registry,
+            last_verdicts: BTreeMap::new(),
+            last_errors: vec![0; errors::COUNT as usize],
+        }
+    }
+
+    pub fn set_policy(&self, sha256: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[sha256]).set(1);
+    }
+
+    /// Fold kernel verdict counters (summed per slot) into the counters. `names` maps
+    /// identity ids to their label.
+    pub fn update_verdicts(&mut self, names: &BTreeMap<u32, String>, read: impl Fn(u32) -> u64) {
+        for (id, name) in names {
+            for v in 0..VERDICT_COUNT as u8 {
+                for (p, proto) in PROTOCOLS.iter().enumerate() {
+                    let idx = verdict_index(*id, v, p as u8);
+                    let now = read(idx);
+                    let last = self.last_verdicts.entry(idx).or_insert(0);
+                    if now > *last {
+                        self.verdicts
+                            .with_label_values(&[name.as_str(), verdict_name(v), proto])
+                            .inc_by(now - *last);
+                    }
+                    *last = now;
+                }
+            }
+        }
+    }
+
+    pub fn update_errors(&mut self, now: &[u64]) {
+        for (i, n) in now.iter().enumerate() {
+            let last = self.last_errors.get(i).copied().unwrap_or(0);
+            if *n > last {
+                let reason = errors::NAMES.get(i).copied().unwrap_or("unknown");
+                if i as u32 == errors::RINGBUF_FULL {
+                    self.events_lost
+                        .with_label_values(&[reason])
+                        .inc_by(n - last);
+                } else {
+                    self.kernel_errors
+                        .with_label_values(&[reason])
+                        .inc_by(n - last);
+                }
+            }
+            if let Some(l) = self.last_errors.get_mut(i) {
+                *l = *n;
+            }
+        }
+        // Make the series visible before the first loss.
+        self.events_lost
+            .with_label_values(&["ringbuf_full"])
+            .inc_by(0);
+        self.events_lost
+            .with_label_values(&["sink_error"])
+            .inc_by(0);
+    }
+
+    pub fn sink_error(&self) {
+        self.events_lost.with_label_values(&["sink_error"]).inc();
+    }
+
+    #[must_use]
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serve `GET /metrics` (and `/`). The closure refreshes kernel-derived values first.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Mutex<Metrics>>,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let resp = if path == "/metrics" || path == "/" {
+                refresh();
+                let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            };
+            let _ = sock.write_all(&resp).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_growth_only() {
+        let mut m = Metrics::new();
+        let names: BTreeMap<u32, String> = [(1, "coder".to_owned())].into();
+        let idx = verdict_index(1, 1, 0);
+        m.update_verdicts(&names, |i| if i == idx { 5 } else { 0 });
+        m.update_verdicts(&names, |i| if i == idx { 7 } else { 0 });
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(
+            text.contains(
+                r#"zt_agent_verdicts_total{identity="coder",protocol="tcp",verdict="deny"} 7"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("zt_agent_build_info"));
+    }
+}

@@ -1,0 +1,654 @@
+//! Policy pipeline: YAML files -> parse -> validate -> [`Policy`] -> [`compile`] -> map entries.
+//!
+//! Everything here is pure (no root, no kernel), so that a bad policy is rejected with every
+//! problem listed before anything touches the running one.
+
+mod compile;
+mod model;
+mod parse;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zt_agent_common::MAX_IDENTITIES;
+
+pub use compile::{CompileError, Compiled, CompiledIdentity, compile};
+pub use model::*;
+
+/// One problem in the policy source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based; 0 when the problem is not in a file's text (e.g. an unreadable directory).
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Dotted path of the field, like `spec.egress[1].ports[0]`; empty for syntax errors.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one pass, sorted by file and position.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{}", lines(.0))]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+fn lines(errors: &[PolicyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyErrors {
+    fn single(file: String, message: String) -> Self {
+        Self(vec![PolicyError {
+            file,
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        }])
+    }
+}
+
+/// Whether `name` is a policy file: `*.yaml` or `*.yml`, not hidden (editor temp files).
+fn is_policy_file(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// Loads every `*.yaml` / `*.yml` file of `dir` (not recursive, sorted by name).
+///
+/// # Errors
+/// Every problem of every file, or one naming `dir` if it cannot be read.
+pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        PolicyErrors::single(shown.clone(), format!("cannot read policy directory: {e}"))
+    })?;
+    let mut errors = Vec::new();
+    let mut names = BTreeSet::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let is_file = e.path().is_file();
+                if is_file && is_policy_file(&name) {
+                    names.insert(name);
+                }
+            }
+            Err(e) => errors.push(PolicyError {
+                file: shown.clone(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot list policy directory: {e}"),
+            }),
+        }
+    }
+    let mut sources = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let display = path.display().to_string();
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => sources.push(Source {
+                    name,
+                    display,
+                    text,
+                }),
+                Err(e) => errors.push(PolicyError {
+                    file: display,
+                    line: 0,
+                    column: 0,
+                    field: String::new(),
+                    message: format!("not UTF-8 text: {}", e.utf8_error()),
+                }),
+            },
+            Err(e) => errors.push(PolicyError {
+                file: display,
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read policy file: {e}"),
+            }),
+        }
+    }
+    load_sources(&sources, errors)
+}
+
+/// Loads one file's text; the same pipeline as [`load_dir`].
+///
+/// # Errors
+/// Every problem of the text.
+pub fn load_str(file_name: &str, text: &str) -> Result<Policy, PolicyErrors> {
+    let source = Source {
+        name: file_name.to_owned(),
+        display: file_name.to_owned(),
+        text: text.to_owned(),
+    };
+    load_sources(std::slice::from_ref(&source), Vec::new())
+}
+
+struct Source {
+    /// File name, as hashed.
+    name: String,
+    /// Path, as shown in errors and locations.
+    display: String,
+    text: String,
+}
+
+fn load_sources(sources: &[Source], mut errors: Vec<PolicyError>) -> Result<Policy, PolicyErrors> {
+    let mut identities = Vec::new();
+    for source in sources {
+        let docs = parse::parse_documents(&source.display, &source.text, &mut errors);
+        let mut decoder = parse::Decoder {
+            file: &source.display,
+            errors: &mut errors,
+        };
+        for doc in &docs {
+            if let Some(identity) = decoder.identity(doc) {
+                identities.push(identity);
+            }
+        }
+    }
+    validate::cross_check(&identities, &mut errors);
+    if !errors.is_empty() {
+        // Stable sort keeps same-position errors in the order they were found.
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        errors.dedup();
+        return Err(PolicyErrors(errors));
+    }
+    identities.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    names.sort();
+    Ok(Policy {
+        identities,
+        sha256: hash_sources(sources),
+        sources: names,
+    })
+}
+
+/// sha256 over every file sorted by name: name, NUL, content length (u64 big endian),
+/// content. The framing keeps different splits of the same bytes apart.
+fn hash_sources(sources: &[Source]) -> String {
+    let mut sorted: Vec<&Source> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = Sha256::new();
+    for s in sorted {
+        h.update(s.name.as_bytes());
+        h.update([0u8]);
+        h.update((s.text.len() as u64).to_be_bytes());
+        h.update(s.text.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Stable identity ids: every existing name keeps its id, even when it left the policy
+/// (its live tasks are still tagged with it); new names get the lowest free id in
+/// `1..MAX_IDENTITIES`, in name order. A name left without an id because every id is
+/// taken makes [`compile`] fail.
+#[must_use]
+pub fn assign_ids(existing: &BTreeMap<String, u32>, policy: &Policy) -> BTreeMap<String, u32> {
+    let mut ids = existing.clone();
+    let used: BTreeSet<u32> = ids.values().copied().collect();
+    let mut free = (1..MAX_IDENTITIES).filter(|id| !used.contains(id));
+    let mut new: Vec<&str> = policy
+        .identities
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !existing.contains_key(*n))
+        .collect();
+    new.sort_unstable();
+    new.dedup();
+    for name in new {
+        match free.next() {
+            Some(id) => {
+                ids.insert(name.to_owned(), id);
+            }
+            None => break,
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// The DESIGN.md example, without what this version does not support yet.
+    const DESIGN_EXAMPLE: &str = r#"
+apiVersion: zt-agent/v1
+kind: Identity
+metadata:
+  name: coder                      # [a-z0-9-]{1,63}; the metrics label
+  owner: alice@example.com         # required: the accountable human
+  description: Code assistant; may reach GitHub and the model API
+spec:
+  spiffeId: spiffe://example.org/agent/coder
+  mode: enforce
+  selectors:
+    - cgroup: /zt/coder/**
+  egress:
+    - to: [10.0.0.0/8, "2001:db8::/32", 127.0.0.1]
+      ports: [443, "8000-8100"]
+      protocol: tcp
+    - to: [140.82.112.0/20]
+      ports: [443]
+"#;
+
+    fn ok(text: &str) -> Policy {
+        load_str("t.yaml", text).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
+    }
+
+    fn errs(text: &str) -> Vec<PolicyError> {
+        match load_str("t.yaml", text) {
+            Ok(p) => panic!("expected errors, got {p:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn net(s: &str) -> ipnet::IpNet {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let p = ok(DESIGN_EXAMPLE);
+        assert_eq!(p.identities.len(), 1);
+        let id = &p.identities[0];
+        assert_eq!(id.name, "coder");
+        assert_eq!(id.owner, "alice@example.com");
+        assert_eq!(
+            id.description.as_deref(),
+            Some("Code assistant; may reach GitHub and the model API")
+        );
+        assert_eq!(id.spiffe_id(), "spiffe://example.org/agent/coder");
+        assert_eq!(id.mode, Mode::Enforce);
+        assert_eq!(id.cgroup_globs(), ["/zt/coder/**"]);
+        assert_eq!(id.selectors[0].location.line, 12);
+        assert_eq!(id.egress.len(), 2);
+        let r = &id.egress[0];
+        assert_eq!(
+            r.to,
+            [net("10.0.0.0/8"), net("2001:db8::/32"), net("127.0.0.1/32")]
+        );
+        assert_eq!(r.ports, [(443, 443), (8000, 8100)]);
+        assert_eq!(r.protocol, Protocol::Tcp);
+        assert_eq!(
+            (r.location.line, r.location.column),
+            (14, 7),
+            "rule location is its first key"
+        );
+        assert_eq!(id.egress[1].protocol, Protocol::Any);
+        assert_eq!(id.location.file, "t.yaml");
+        assert_eq!((id.location.line, id.location.column), (5, 9));
+        assert_eq!(p.sources, ["t.yaml"]);
+        assert_eq!(p.sha256.len(), 64);
+    }
+
+    #[test]
+    fn defaults() {
+        let p = ok("apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: svc, owner: bob}\n");
+        let id = &p.identities[0];
+        assert_eq!(id.mode, Mode::Enforce);
+        assert_eq!(
+            id.spiffe_id(),
+            format!("spiffe://{DEFAULT_TRUST_DOMAIN}/svc")
+        );
+        assert!(id.egress.is_empty(), "omitted egress is deny all");
+        assert!(id.selectors.is_empty());
+        assert_eq!(id.description, None);
+        let p = ok(
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: svc, owner: bob}\nspec:\n  mode: audit\n  egress:\n  - to: [1.1.1.1]\n",
+        );
+        let id = &p.identities[0];
+        assert_eq!(id.mode, Mode::Audit);
+        assert_eq!(id.egress[0].ports, [ALL_PORTS]);
+        assert_eq!(id.egress[0].protocol, Protocol::Any);
+    }
+
+    #[test]
+    fn multi_document_files() {
+        let text = "\
+apiVersion: zt-agent/v1
+kind: Identity
+metadata: {name: b, owner: x}
+---
+# a comment-only gap is not a document
+---
+apiVersion: zt-agent/v1
+kind: Identity
+metadata: {name: a, owner: y}
+spec:
+  egress:
+  - to: [192.0.2.0/24]
+...
+";
+        let p = ok(text);
+        assert_eq!(
+            p.identities.iter().map(|i| &i.name[..]).collect::<Vec<_>>(),
+            ["a", "b"],
+            "sorted by name"
+        );
+        assert_eq!(p.identity("a").map(|i| i.location.line), Some(9));
+        assert!(p.identity("c").is_none());
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_become_ipv4() {
+        let p = ok(
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: a, owner: y}\nspec:\n  egress:\n  - to: [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.1\", \"2001:db8::1\"]\n",
+        );
+        assert_eq!(
+            p.identities[0].egress[0].to,
+            [
+                net("10.0.0.0/8"),
+                net("192.0.2.1/32"),
+                net("2001:db8::1/128")
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_stable() {
+        let p1 = ok(
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: b, owner: x}\n---\napiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: a, owner: x}\n",
+        );
+        let ids = assign_ids(&BTreeMap::new(), &p1);
+        assert_eq!(ids, BTreeMap::from([("a".into(), 1), ("b".into(), 2)]));
+        assert_eq!(assign_ids(&ids, &p1), ids, "idempotent");
+        // `a` leaves, `c` and `0` arrive: `a` keeps 1, new names take the lowest free ids.
+        let p2 = ok(
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: c, owner: x}\n---\napiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: b, owner: x}\n---\napiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: \"0\", owner: x}\n",
+        );
+        let ids2 = assign_ids(&ids, &p2);
+        assert_eq!(
+            ids2,
+            BTreeMap::from([
+                ("0".into(), 3),
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("c".into(), 4)
+            ])
+        );
+        // Holes are reused.
+        let existing = BTreeMap::from([("x".into(), 1), ("y".into(), 3)]);
+        assert_eq!(assign_ids(&existing, &p2)["0"], 2);
+        assert_eq!(assign_ids(&existing, &p2)["b"], 4);
+        // No id left: the name stays unassigned, and compile says so.
+        let full: BTreeMap<String, u32> =
+            (1..MAX_IDENTITIES).map(|i| (format!("n{i}"), i)).collect();
+        let ids3 = assign_ids(&full, &p2);
+        assert!(!ids3.contains_key("b"));
+        assert!(matches!(
+            compile(&p2, &ids3),
+            Err(CompileError::MissingId { .. })
+        ));
+    }
+
+    #[test]
+    fn every_error_in_one_pass_with_positions() {
+        let text = "\
+apiVersion: zt-agent/v2
+kind: Identity
+metadata:
+  name: Bad_Name
+  owner: \"\"
+  colour: blue
+spec:
+  mode: strict
+  egress:
+    - to: [10.0.0.1/8, api.openai.com]
+      ports: [0, \"90-80\", 443]
+      protocol: icmp
+    - to: []
+---
+apiVersion: zt-agent/v1
+kind: Identity
+metadata: {name: ok, owner: me}
+spec:
+  selectors:
+    - exe: /usr/bin/curl
+  exec:
+    allow: [/usr/bin/git]
+";
+        let e = errs(text);
+        let got: Vec<(usize, usize, &str)> = e
+            .iter()
+            .map(|e| (e.line, e.column, e.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 13, "apiVersion"),
+                (4, 9, "metadata.name"),
+                (5, 10, "metadata.owner"),
+                (6, 3, "metadata.colour"),
+                (8, 9, "spec.mode"),
+                (10, 12, "spec.egress[0].to[0]"),
+                (10, 24, "spec.egress[0].to[1]"),
+                (11, 15, "spec.egress[0].ports[0]"),
+                (11, 18, "spec.egress[0].ports[1]"),
+                (12, 17, "spec.egress[0].protocol"),
+                (13, 11, "spec.egress[1].to"),
+                (20, 7, "spec.selectors[0].exe"),
+                (21, 3, "spec.exec"),
+            ],
+            "{}",
+            PolicyErrors(e.clone())
+        );
+        let shown = PolicyErrors(e).to_string();
+        assert!(shown.contains(
+            "t.yaml:10:12: spec.egress[0].to[0]: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
+        ));
+        assert!(shown.contains("t.yaml:11:18: spec.egress[0].ports[1]: inverted port range"));
+        assert!(shown.contains("exe selectors are not supported yet by this version"));
+        assert!(shown.contains("exec allowlists are not supported yet by this version"));
+        assert_eq!(shown.lines().count(), 13);
+    }
+
+    #[test]
+    fn duplicates_and_overlaps_name_both_sides() {
+        let dir = TempDir::new("dup");
+        dir.write(
+            "a.yaml",
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: coder, owner: x}\nspec:\n  selectors: [{cgroup: /svc/**}]\n",
+        );
+        dir.write(
+            "b.yml",
+            "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: coder, owner: y}\n---\napiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: other, owner: y}\nspec:\n  selectors:\n  - cgroup: /svc/web/*\n  - cgroup: /zt/coder/x\n",
+        );
+        dir.write("notes.txt", "not a policy");
+        dir.write(".hidden.yaml", "garbage: [");
+        let e = load_dir(&dir.0)
+            .err()
+            .unwrap_or_else(|| panic!("expected errors"))
+            .0;
+        let shown = PolicyErrors(e.clone()).to_string();
+        assert_eq!(e.len(), 3, "{shown}");
+        let a = dir.0.join("a.yaml").display().to_string();
+        let b = dir.0.join("b.yml").display().to_string();
+        assert!(
+            shown.contains(&format!(
+                "{b}:3:18: metadata.name: duplicate identity `coder`: already defined at {a}:3:18"
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("{b}:10:13: spec.selectors[0].cgroup: cgroup selector `/svc/web/*` of identity `other` overlaps the cgroup selector `/svc/**` of identity `coder` ({a}:5:24)")), "{shown}");
+        assert!(shown.contains("cgroup selector `/zt/coder/x` of identity `other` overlaps the launch cgroup `/zt/coder/**` of identity `coder`"), "{shown}");
+    }
+
+    #[test]
+    fn load_dir_hashes_sorted_sources() {
+        let one = TempDir::new("hash1");
+        let doc = |n: &str| {
+            format!("apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {{name: {n}, owner: x}}\n")
+        };
+        one.write("b.yaml", &doc("b"));
+        one.write("a.yaml", &doc("a"));
+        let two = TempDir::new("hash2");
+        two.write("a.yaml", &doc("a"));
+        two.write("b.yaml", &doc("b"));
+        let p1 = load_dir(&one.0).unwrap_or_else(|e| panic!("{e}"));
+        let p2 = load_dir(&two.0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p1.sha256, p2.sha256);
+        assert_eq!(p1.sources, ["a.yaml", "b.yaml"]);
+        // Moving a document between files changes the hash.
+        let three = TempDir::new("hash3");
+        three.write("a.yaml", &format!("{}---\n{}", doc("a"), doc("b")));
+        let p3 = load_dir(&three.0).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(p3.sha256, p1.sha256);
+        assert_eq!(p3.identities, {
+            let mut ids = p1.identities.clone();
+            for i in &mut ids {
+                i.location.file = three.0.join("a.yaml").display().to_string();
+            }
+            ids[1].location.line = 7;
+            ids
+        });
+        // An empty directory is an empty policy.
+        let empty = TempDir::new("empty");
+        assert!(load_dir(&empty.0).is_ok_and(|p| p.identities.is_empty()));
+    }
+
+    #[test]
+    fn missing_dir_is_an_error_naming_it() {
+        let e = load_dir(Path::new("/nonexistent/zt-agent-policies"))
+            .err()
+            .unwrap_or_else(|| panic!("expected an error"));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("/nonexistent/zt-agent-policies: cannot read policy directory"),
+            "{shown}"
+        );
+    }
+
+    /// Each corpus file is one malformed policy whose first line says which error to expect.
+    #[test]
+    fn malformed_corpus() {
+        let dir = format!("{}/tests/policy_corpus", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 20, "only {} corpus cases", files.len());
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut expects = Vec::new();
+            let mut at = Vec::new();
+            for line in text.lines().take_while(|l| l.starts_with('#')) {
+                if let Some(x) = line.strip_prefix("# expect: ") {
+                    expects.push(x.trim().to_owned());
+                } else if let Some(x) = line.strip_prefix("# at: ") {
+                    at.push(x.trim().to_owned());
+                }
+            }
+            assert!(!expects.is_empty(), "{name}: no `# expect:` line");
+            let errors = match load_str(&name, &text) {
+                Ok(_) => panic!("{name}: loaded without errors"),
+                Err(e) => e.0,
+            };
+            let shown = PolicyErrors(errors.clone()).to_string();
+            for (i, expect) in expects.iter().enumerate() {
+                let hit = errors
+                    .iter()
+                    .find(|e| e.to_string().contains(expect.as_str()));
+                let Some(hit) = hit else {
+                    panic!("{name}: no error contains {expect:?}; got:\n{shown}");
+                };
+                if let Some(pos) = at.get(i) {
+                    assert_eq!(
+                        format!("{}:{}", hit.line, hit.column),
+                        *pos,
+                        "{name}: position of {expect:?}; got:\n{shown}"
+                    );
+                }
+                assert!(shown.starts_with(&format!("{name}:")), "{name}: {shown}");
+            }
+        }
+    }
+
+    /// The shipped examples must load and compile.
+    #[test]
+    fn examples_load_and_compile() {
+        let dir = format!("{}/../policies", env!("CARGO_MANIFEST_DIR"));
+        let policy = load_dir(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = policy.identities.iter().map(|i| i.name.as_str()).collect();
+        assert!(
+            names.contains(&"coder") && names.contains(&"telemetry"),
+            "{names:?}"
+        );
+        let ids = assign_ids(&BTreeMap::new(), &policy);
+        let c = compile(&policy, &ids).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.identities.len(), policy.identities.len());
+        assert_eq!(c.sha256, policy.sha256);
+        let telemetry = policy
+            .identity("telemetry")
+            .unwrap_or_else(|| panic!("telemetry"));
+        assert_eq!(
+            telemetry.cgroup_globs(),
+            ["/system.slice/telemetry.service"]
+        );
+        let broker: IpAddr = [192, 168, 1, 10].into();
+        assert!(
+            telemetry
+                .egress
+                .iter()
+                .any(|r| r.to.iter().any(|n| n.contains(&broker)))
+        );
+    }
+
+    /// A scratch directory removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "zt-policy-test-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            Self(p)
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The validated policy: what the parser produces and the compiler consumes.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// Trust domain of the SPIFFE ids of identities that do not name their own.
+pub const DEFAULT_TRUST_DOMAIN: &str = "zt-agent.local";
+/// The only `apiVersion` this version understands.
+pub const API_VERSION: &str = "zt-agent/v1";
+/// The only `kind` this version understands.
+pub const KIND_IDENTITY: &str = "Identity";
+/// Metrics label of unenrolled tasks, so no identity may take it as its name.
+pub const RESERVED_NAME: &str = "unenrolled";
+/// Parent of the launch cgroups `zt-agent run` creates, below the cgroup2 mount.
+pub const LAUNCH_CGROUP_ROOT: &str = "/zt";
+
+/// Where an item was written: file, 1-based line and 1-based column.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// How an identity's policy is applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Block what the policy does not allow.
+    #[default]
+    Enforce,
+    /// Never block; report what enforce mode would have blocked.
+    Audit,
+}
+
+impl Mode {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Transport protocol an egress rule applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// Both TCP and UDP.
+    #[default]
+    Any,
+}
+
+impl Protocol {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Any => "any",
+        }
+    }
+
+    /// Protocol bits as the kernel's port ranges carry them.
+    #[must_use]
+    pub const fn mask(self) -> u8 {
+        match self {
+            Self::Tcp => zt_agent_common::PROTO_MASK_TCP,
+            Self::Udp => zt_agent_common::PROTO_MASK_UDP,
+            Self::Any => zt_agent_common::PROTO_MASK_TCP | zt_agent_common::PROTO_MASK_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// All ports: what an omitted `ports` means.
+pub const ALL_PORTS: (u16, u16) = (0, u16::MAX);
+
+/// One `spec.egress` entry: traffic to any of `to`, on any of `ports`, over `protocol`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EgressRule {
+    /// Networks, normalised: single addresses are /32 or /128, IPv4-mapped IPv6 is IPv4.
+    #[serde(serialize_with = "nets_as_strings")]
+    pub to: Vec<IpNet>,
+    /// Inclusive port ranges; never empty (an omitted `ports` is [`ALL_PORTS`]).
+    pub ports: Vec<(u16, u16)>,
+    pub protocol: Protocol,
+    pub location: Location,
+}
+
+// ipnet's own serde support is behind a feature the workspace does not enable.
+fn nets_as_strings<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+/// One `spec.selectors` entry. Only `cgroup` selectors exist in this version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CgroupSelector {
+    /// Absolute path glob below the cgroup2 mount.
+    pub glob: String,
+    pub location: Location,
+}
+
+/// One `kind: Identity` document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub name: String,
+    pub owner: String,
+    pub description: Option<String>,
+    /// As written; [`Identity::spiffe_id`] gives the effective id.
+    pub spiffe_id: Option<String>,
+    pub mode: Mode,
+    /// Explicit selectors only; the launch cgroup is implicit ([`Identity::launch_cgroup_glob`]).
+    pub selectors: Vec<CgroupSelector>,
+    /// Empty means deny all.
+    pub egress: Vec<EgressRule>,
+    /// Where `metadata.name` was written.
+    pub location: Location,
+}
+
+impl Identity {
+    /// The SPIFFE id, defaulted from the name.
+    #[must_use]
+    pub fn spiffe_id(&self) -> String {
+        self.spiffe_id
+            .clone()
+            .unwrap_or_else(|| format!("spiffe://{DEFAULT_TRUST_DOMAIN}/{}", self.name))
+    }
+
+    /// The glob of the cgroups `zt-agent run --identity NAME` creates.
+    #[must_use]
+    pub fn launch_cgroup_glob(&self) -> String {
+        launch_cgroup_glob(&self.name)
+    }
+
+    /// The explicit cgroup selector globs.
+    #[must_use]
+    pub fn cgroup_globs(&self) -> Vec<String> {
+        self.selectors.iter().map(|s| s.glob.clone()).collect()
+    }
+}
+
+/// The glob of the launch cgroups of identity `name`.
+#[must_use]
+pub fn launch_cgroup_glob(name: &str) -> String {
+    format!("{LAUNCH_CGROUP_ROOT}/{name}/**")
+}
+
+/// A whole policy: every identity of every file of a directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Sorted by name; names are unique.
+    pub identities: Vec<Identity>,
+    /// Hex sha256 over the sources (see `hash_sources`).
+    pub sha256: String,
+    /// The file names the policy was read from, sorted.
+    pub sources: Vec<String>,
+}
+
+impl Policy {
+    #[must_use]
+    pub fn identity(&self, name: &str) -> Option<&Identity> {
+        self.identities.iter().find(|i| i.name == name)
+    }
+}
+
+/// Whether cgroup `path` (absolute, below the cgroup2 mount) matches `glob`: `*` matches
+/// within one path component, a `**` component matches zero or more components.
+#[must_use]
+pub fn cgroup_glob_matches(glob: &str, path: &str) -> bool {
+    let g: Vec<&str> = components(glob);
+    let p: Vec<&str> = components(path);
+    match_components(&g, &p)
+}
+
+pub(super) fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+fn match_components(g: &[&str], p: &[&str]) -> bool {
+    match g.split_first() {
+        None => p.is_empty(),
+        Some((&"**", rest)) => (0..=p.len()).any(|skip| match_components(rest, &p[skip..])),
+        Some((first, rest)) => match p.split_first() {
+            Some((c, prest)) => component_matches(first, c) && match_components(rest, prest),
+            None => false,
+        },
+    }
+}
+
+/// `*` within one component, matching any run of characters.
+pub(super) fn component_matches(glob: &str, name: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    if parts.len() == 1 {
+        return glob == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matching() {
+        assert!(cgroup_glob_matches("/zt/coder/**", "/zt/coder/run-1"));
+        assert!(cgroup_glob_matches("/zt/coder/**", "/zt/coder/a/b/c"));
+        assert!(cgroup_glob_matches("/zt/coder/**", "/zt/coder"));
+        assert!(!cgroup_glob_matches("/zt/coder/**", "/zt/coder2/x"));
+        assert!(cgroup_glob_matches(
+            "/system.slice/tele*.service",
+            "/system.slice/telemetry.service"
+        ));
+        assert!(!cgroup_glob_matches(
+            "/system.slice/tele*.service",
+            "/system.slice/tele/x.service"
+        ));
+        assert!(cgroup_glob_matches("/a/*/c", "/a/b/c"));
+        assert!(!cgroup_glob_matches("/a/*/c", "/a/b/d/c"));
+        assert!(cgroup_glob_matches("/a/**/c", "/a/b/d/c"));
+        assert!(cgroup_glob_matches("/a/x*y*z", "/a/xyz"));
+        assert!(!cgroup_glob_matches("/a/x*y*z", "/a/xz"));
+        assert!(cgroup_glob_matches("/exact", "/exact"));
+        assert!(!cgroup_glob_matches("/exact", "/exact/child"));
+    }
+
+    #[test]
+    fn defaults() {
+        let id = Identity {
+            name: "coder".into(),
+            owner: "a".into(),
+            description: None,
+            spiffe_id: None,
+            mode: Mode::default(),
+            selectors: vec![],
+            egress: vec![],
+            location: Location::default(),
+        };
+        assert_eq!(id.spiffe_id(), "spiffe://zt-agent.local/coder");
+        assert_eq!(id.launch_cgroup_glob(), "/zt/coder/**");
+        assert_eq!(id.mode, Mode::Enforce);
+        assert_eq!(Protocol::default().mask(), 3);
+    }
+}

@@ -1,0 +1,176 @@
+//! Checks across documents and files: unique names, no two identities claiming a cgroup.
+
+use super::PolicyError;
+use super::model::{Identity, Location, component_matches, components, launch_cgroup_glob};
+
+/// Appends an error for every duplicate name and every overlapping pair of cgroup globs.
+/// `identities` are in source order (files sorted by name, documents in file order), so
+/// errors point at the later definition and name the earlier one.
+pub(super) fn cross_check(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    duplicate_names(identities, errors);
+    overlapping_cgroups(identities, errors);
+}
+
+fn error(at: &Location, field: &str, message: String) -> PolicyError {
+    PolicyError {
+        file: at.file.clone(),
+        line: at.line,
+        column: at.column,
+        field: field.to_owned(),
+        message,
+    }
+}
+
+fn duplicate_names(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    for (i, id) in identities.iter().enumerate() {
+        if let Some(first) = identities[..i].iter().find(|o| o.name == id.name) {
+            errors.push(error(
+                &id.location,
+                "metadata.name",
+                format!(
+                    "duplicate identity `{}`: already defined at {}",
+                    id.name, first.location
+                ),
+            ));
+        }
+    }
+}
+
+/// One glob an identity claims: an explicit selector, or its implicit launch cgroup.
+struct Claim<'a> {
+    identity: &'a str,
+    glob: String,
+    /// Index of the selector; `None` for the implicit launch glob.
+    selector: Option<usize>,
+    location: &'a Location,
+}
+
+impl Claim<'_> {
+    fn describe(&self) -> String {
+        match self.selector {
+            Some(_) => format!(
+                "cgroup selector `{}` of identity `{}` ({})",
+                self.glob, self.identity, self.location
+            ),
+            None => format!(
+                "launch cgroup `{}` of identity `{}` ({})",
+                self.glob, self.identity, self.location
+            ),
+        }
+    }
+}
+
+fn overlapping_cgroups(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    let mut claims = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in identities {
+        // A duplicate name is already an error; its claims would only repeat reports.
+        if !seen.insert(id.name.as_str()) {
+            continue;
+        }
+        claims.push(Claim {
+            identity: &id.name,
+            glob: launch_cgroup_glob(&id.name),
+            selector: None,
+            location: &id.location,
+        });
+        for (i, s) in id.selectors.iter().enumerate() {
+            claims.push(Claim {
+                identity: &id.name,
+                glob: s.glob.clone(),
+                selector: Some(i),
+                location: &s.location,
+            });
+        }
+    }
+    for (j, b) in claims.iter().enumerate() {
+        for a in &claims[..j] {
+            // Two launch globs never overlap (names are distinct); duplicates are
+            // reported by name already.
+            if a.identity == b.identity || (a.selector.is_none() && b.selector.is_none()) {
+                continue;
+            }
+            if !globs_may_overlap(&a.glob, &b.glob) {
+                continue;
+            }
+            // Report at the explicit selector, which is what the author has to change.
+            let (at, other) = match b.selector {
+                Some(_) => (b, a),
+                None => (a, b),
+            };
+            let field = format!("spec.selectors[{}].cgroup", at.selector.unwrap_or_default());
+            errors.push(error(
+                at.location,
+                &field,
+                format!(
+                    "cgroup selector `{}` of identity `{}` overlaps the {}",
+                    at.glob,
+                    at.identity,
+                    other.describe()
+                ),
+            ));
+        }
+    }
+}
+
+/// Whether some cgroup path could match both globs. Conservative: may say yes for globs
+/// that are in fact disjoint (e.g. `/a/**/x` and `/a/**/y`), never no for overlapping ones.
+pub(super) fn globs_may_overlap(a: &str, b: &str) -> bool {
+    overlap(&components(a), &components(b))
+}
+
+fn overlap(a: &[&str], b: &[&str]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        // `**` can absorb any remainder of the other glob, including nothing.
+        (Some((&"**", _)), _) | (_, Some((&"**", _))) => true,
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((x, ra)), Some((y, rb))) => components_may_overlap(x, y) && overlap(ra, rb),
+    }
+}
+
+/// Whether one path component could match both component globs (`*` within a component).
+fn components_may_overlap(x: &str, y: &str) -> bool {
+    match (x.contains('*'), y.contains('*')) {
+        (false, false) => x == y,
+        (true, false) => component_matches(x, y),
+        (false, true) => component_matches(y, x),
+        (true, true) => {
+            // Compare the literal text before the first and after the last `*`.
+            let (xp, xs) = literal_ends(x);
+            let (yp, ys) = literal_ends(y);
+            (xp.starts_with(yp) || yp.starts_with(xp)) && (xs.ends_with(ys) || ys.ends_with(xs))
+        }
+    }
+}
+
+fn literal_ends(c: &str) -> (&str, &str) {
+    let first = c.find('*').unwrap_or(c.len());
+    let last = c.rfind('*').map_or(c.len(), |i| i + 1);
+    (&c[..first], &c[last..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_decisions() {
+        assert!(globs_may_overlap("/zt/coder/**", "/zt/coder/**"));
+        assert!(globs_may_overlap("/zt/**", "/zt/coder/**"));
+        assert!(globs_may_overlap("/zt/coder", "/zt/coder/**"));
+        assert!(globs_may_overlap("/zt/coder/x", "/zt/*/x"));
+        assert!(globs_may_overlap("/zt/c*/**", "/zt/coder/**"));
+        assert!(globs_may_overlap("/a/x*", "/a/*y"));
+        assert!(!globs_may_overlap("/zt/coder/**", "/zt/telemetry/**"));
+        assert!(!globs_may_overlap("/zt/coder", "/zt/coder/x"));
+        assert!(!globs_may_overlap("/a/b", "/a/c"));
+        assert!(!globs_may_overlap("/a/x*", "/a/y*"));
+        assert!(!globs_may_overlap("/a/*.service", "/a/*.scope"));
+        assert!(!globs_may_overlap(
+            "/system.slice/telemetry.service",
+            "/zt/telemetry/**"
+        ));
+        assert!(!globs_may_overlap("/a/*/c", "/a/b"));
+    }
+}

@@ -1,0 +1,173 @@
+//! cgroup v2: ids, globs, launch cgroups and their clean-up.
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The kernel's cgroup id is the inode number of the cgroup directory.
+pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
+    Ok(std::fs::metadata(dir).map_err(io(dir))?.ino())
+}
+
+/// Whether a cgroup path (relative to the cgroup2 mount, starting with '/') matches a
+/// selector glob: `*` matches within one path component, `**` any number of components.
+#[must_use]
+pub fn glob_matches(glob: &str, path: &str) -> bool {
+    let g: Vec<&str> = glob.split('/').filter(|s| !s.is_empty()).collect();
+    let p: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match_components(&g, &p)
+}
+
+fn match_components(g: &[&str], p: &[&str]) -> bool {
+    match g.first() {
+        None => p.is_empty(),
+        Some(&"**") => (0..=p.len()).any(|skip| match_components(&g[1..], &p[skip..])),
+        Some(pat) => match p.first() {
+            Some(comp) => component_matches(pat, comp) && match_components(&g[1..], &p[1..]),
+            None => false,
+        },
+    }
+}
+
+fn component_matches(pat: &str, s: &str) -> bool {
+    let (pb, sb) = (pat.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < sb.len() {
+        if pi < pb.len() && pb[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if pi < pb.len() && pb[pi] == sb[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < pb.len() && pb[pi] == b'*' {
+        pi += 1;
+    }
+    pi == pb.len()
+}
+
+/// Every cgroup directory below `root` (the cgroup2 mount), as (relative path, dir).
+#[must_use]
+pub fn walk(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rel = dir
+            .strip_prefix(root)
+            .map_or_else(|_| String::from("/"), |r| format!("/{}", r.display()));
+        out.push((rel, dir.clone()));
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Thread-group ids of the tasks in one cgroup (not its descendants).
+#[must_use]
+pub fn procs(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Create a cgroup (and its parents).
+pub fn create(dir: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))
+}
+
+/// Move the calling process into `dir`.
+pub fn enter(dir: &Path) -> Result<(), CgroupError> {
+    let f = dir.join("cgroup.procs");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .and_then(|mut fh| fh.write_all(b"0"))
+        .map_err(io(&f))
+}
+
+fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|s| s.lines().any(|l| l.trim() == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Kill everything left in `dir` and its descendants, wait for it to empty, and remove
+/// the directories bottom-up.
+pub fn kill_and_remove(dir: &Path) -> Result<(), CgroupError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let kill = dir.join("cgroup.kill");
+    if populated(dir) {
+        std::fs::write(&kill, b"1").map_err(io(&kill))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while populated(dir) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let mut dirs = walk(dir);
+    // Deepest first.
+    dirs.sort_by_key(|(_, d)| std::cmp::Reverse(d.components().count()));
+    for (_, d) in dirs {
+        std::fs::remove_dir(&d).map_err(io(&d))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("/zt/coder/**", "/zt/coder"));
+        assert!(glob_matches("/zt/coder/**", "/zt/coder/run-1/x"));
+        assert!(!glob_matches("/zt/coder/**", "/zt/coders"));
+        assert!(glob_matches(
+            "/system.slice/*.service",
+            "/system.slice/a.service"
+        ));
+        assert!(!glob_matches(
+            "/system.slice/*.service",
+            "/system.slice/a/b.service"
+        ));
+        assert!(glob_matches("/a/**/leaf", "/a/x/y/leaf"));
+        assert!(glob_matches("/a/**/leaf", "/a/leaf"));
+        assert!(glob_matches("/exact", "/exact"));
+        assert!(!glob_matches("/exact", "/exact/child"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Host facts and host changes: mounts, cgroups, users and privileges.
+pub mod cgroup;
+pub mod mounts;
+pub mod user;
