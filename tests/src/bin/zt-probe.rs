@@ -1,0 +1,252 @@
+//! A workload for the integration tests: opens real sockets the way an attacker or an
+//! ordinary client would, and reports the outcome as its exit code.
+//!
+//! Exit codes: 0 success, 10 EPERM/EACCES (denied), 11 another error, 2 bad usage.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socket,
+};
+
+const DENIED: u8 = 10;
+const OTHER: u8 = 11;
+
+fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
+    match r {
+        Ok(()) => {
+            println!("{what}: ok");
+            0
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            println!("{what}: denied ({e})");
+            DENIED
+        }
+        Err(e) => {
+            println!("{what}: error ({e})");
+            OTHER
+        }
+    }
+}
+
+fn addr(host: &str, port: &str) -> SocketAddr {
+    let ip: IpAddr = host.parse().unwrap_or_else(|_| usage());
+    SocketAddr::new(ip, port.parse().unwrap_or_else(|_| usage()))
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: zt-probe tcp|udp-sendto|udp-connect ADDR PORT | raw4 | rthdr | ipopts |\n\
+         child PROBE-ARGS... | move-cgroup DIR PROBE-ARGS... | fd-server UNIX-PATH |\n\
+         fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS"
+    );
+    std::process::exit(2)
+}
+
+fn tcp(a: SocketAddr) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(5))?;
+    let _ = s.write_all(b"hi");
+    Ok(())
+}
+
+fn udp_socket(a: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+}
+
+fn udp_sendto(a: SocketAddr) -> std::io::Result<()> {
+    udp_socket(a)?.send_to(b"probe", a).map(|_| ())
+}
+
+fn udp_connect(a: SocketAddr) -> std::io::Result<()> {
+    let s = udp_socket(a)?;
+    s.connect(a)?;
+    s.send(b"probe").map(|_| ())
+}
+
+fn cvt(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn raw4() -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the descriptor is closed right away.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) })?;
+    // SAFETY: we own fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> std::io::Result<()> {
+    // SAFETY: val is a valid buffer of the given length.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// A type 2 routing header: the only kind Linux accepts from an unprivileged socket.
+fn rthdr() -> std::io::Result<()> {
+    let s = UdpSocket::bind("[::]:0")?;
+    let mut hdr = [0u8; 24];
+    hdr[1] = 2; // hdrlen in 8-octet units, not counting the first 8
+    hdr[2] = 2; // type 2
+    hdr[3] = 1; // segments left
+    hdr[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    setsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RTHDR, &hdr)
+}
+
+fn ipopts() -> std::io::Result<()> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    // NOP, NOP, NOP, end of options.
+    setsockopt_bytes(
+        s.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_OPTIONS,
+        &[1, 1, 1, 0],
+    )
+}
+
+/// Run another probe in a child process and pass its exit code on.
+fn child(args: &[String]) -> u8 {
+    let me = std::env::current_exe().unwrap_or_else(|_| usage());
+    match Command::new(me).args(args).status() {
+        Ok(s) => s.code().map_or(OTHER, |c| c as u8),
+        Err(e) => {
+            println!("child: error ({e})");
+            OTHER
+        }
+    }
+}
+
+/// Move this process into cgroup DIR (creating it), then run the rest in-process.
+fn move_cgroup(dir: &str, rest: &[String]) -> u8 {
+    let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = std::fs::write(format!("{dir}/cgroup.procs"), b"0") {
+        println!("move-cgroup: error ({e})");
+        return OTHER;
+    }
+    println!("moved to {dir}");
+    dispatch(rest)
+}
+
+/// Create a TCP socket here, hand it to whoever connects to UNIX-PATH, then exit.
+fn fd_server(path: &str) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let (conn, _) = l.accept()?;
+    let fds = [sock.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"x")];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    // Wait for the peer to finish with the socket before closing ours.
+    let mut b = [0u8; 1];
+    let _ = (&conn).read(&mut b);
+    Ok(())
+}
+
+/// Receive a socket over UNIX-PATH and connect it to ADDR:PORT.
+fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match UnixStream::connect(path) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fd = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            fd = v.first().copied();
+        }
+    }
+    let fd = fd.ok_or_else(|| std::io::Error::other("no descriptor received"))?;
+    // SAFETY: the descriptor arrived through SCM_RIGHTS and is ours now.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let sa = nix::sys::socket::SockaddrIn::from(match a {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(_) => usage(),
+    });
+    let r = nix::sys::socket::connect(s.as_raw_fd(), &sa).map_err(std::io::Error::from);
+    let _ = (&conn).write_all(b"done");
+    r
+}
+
+/// Connect repeatedly for MILLIS ms; print how many attempts passed and were denied.
+fn loop_tcp(a: SocketAddr, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let (mut ok, mut denied, mut other) = (0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+            Ok(_) => ok += 1,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => denied += 1,
+            Err(_) => other += 1,
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("ok={ok} denied={denied} other={other}");
+    0
+}
+
+fn dispatch(args: &[String]) -> u8 {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["tcp", h, p] => outcome("tcp", tcp(addr(h, p))),
+        ["udp-sendto", h, p] => outcome("udp-sendto", udp_sendto(addr(h, p))),
+        ["udp-connect", h, p] => outcome("udp-connect", udp_connect(addr(h, p))),
+        ["raw4"] => outcome("raw4", raw4()),
+        ["rthdr"] => outcome("rthdr", rthdr()),
+        ["ipopts"] => outcome("ipopts", ipopts()),
+        ["child", ..] => child(&args[1..]),
+        ["move-cgroup", dir, ..] => move_cgroup(dir, &args[2..]),
+        ["fd-server", path] => outcome("fd-server", fd_server(path)),
+        ["fd-client", path, h, p] => outcome("fd-client", fd_client(path, addr(h, p))),
+        ["loop-tcp", h, p, ms] => loop_tcp(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        _ => usage(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = dispatch(&args);
+    let _ = std::io::stdout().flush();
+    ExitCode::from(code)
+}

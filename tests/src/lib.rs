@@ -1,0 +1,525 @@
+//! Harness for the privileged integration tests.
+//!
+//! Each test starts its own daemon with its own pin directory, state directory, policy
+//! and identity names, so tests run in parallel without seeing each other. Everything
+//! is torn down on drop, also when the test fails: the daemon is killed, its pins
+//! removed (which detaches its programs), and the cgroups it made removed.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Probe exit codes (see src/bin/zt-probe.rs).
+pub const OK: i32 = 0;
+pub const DENIED: i32 = 10;
+
+/// Privileged tests never skip: without root and a loadable BPF program they fail.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "privileged eBPF tests need root: run them with `sudo ./x test`"
+    );
+}
+
+fn target_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The zt-agent binary under test (`./x test` builds it first).
+#[must_use]
+pub fn agent_bin() -> PathBuf {
+    let p = std::env::var_os("ZT_AGENT_BIN")
+        .map_or_else(|| target_dir().join("zt-agent"), PathBuf::from);
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`./x test` does: cargo build -p zt-agent)",
+        p.display()
+    );
+    p
+}
+
+#[must_use]
+pub fn probe_bin() -> PathBuf {
+    let p = target_dir().join("zt-probe");
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+/// The cgroup2 mount point, read from mountinfo like the agent does.
+#[must_use]
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in info.lines() {
+        let mut parts = line.split(" - ");
+        if let (Some(l), Some(r)) = (parts.next(), parts.next())
+            && r.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = l.split_whitespace().nth(4)
+        {
+            return PathBuf::from(mp);
+        }
+    }
+    panic!("no cgroup2 mount");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Remove a cgroup and everything below it, killing what runs there.
+pub fn remove_cgroup_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let populated = std::fs::read_to_string(dir.join("cgroup.events"))
+            .map(|s| s.contains("populated 1"))
+            .unwrap_or(false);
+        if !populated || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut dirs = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        dirs.push(d);
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
+/// A running zt-agent daemon owned by one test.
+pub struct Daemon {
+    pub name: String,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub work: PathBuf,
+    pub policy_dir: PathBuf,
+    pub events_path: PathBuf,
+    pub metrics_addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start a daemon for test `name` with one policy file.
+    pub fn start(name: &str, policy_yaml: &str) -> Self {
+        require_root();
+        let base = format!("zt-test-{name}");
+        let work = std::env::temp_dir().join(&base);
+        let mut d = Self {
+            name: name.to_owned(),
+            pin_dir: PathBuf::from("/sys/fs/bpf").join(&base),
+            state_dir: PathBuf::from("/run").join(&base),
+            policy_dir: work.join("policy"),
+            events_path: work.join("events.jsonl"),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            work,
+            child: None,
+        };
+        d.teardown(); // leftovers of an earlier, interrupted run
+        let _ = std::fs::remove_dir_all(&d.work);
+        std::fs::create_dir_all(&d.policy_dir).expect("policy dir");
+        d.write_policy(policy_yaml);
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new(agent_bin())
+            .arg("daemon")
+            .arg("--policy")
+            .arg(&self.policy_dir)
+            .arg("--metrics-addr")
+            .arg(self.metrics_addr.to_string())
+            .arg("--events")
+            .arg(&self.events_path)
+            .args(self.dir_args())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn dir_args(&self) -> Vec<String> {
+        vec![
+            "--pin-dir".into(),
+            self.pin_dir.display().to_string(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+        ]
+    }
+
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.work.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn links_pinned(&self) -> bool {
+        std::fs::read_dir(self.pin_dir.join("links")).is_ok_and(|rd| rd.count() == 8)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "zt-agent daemon exited during start-up ({status}); BPF must load here.\n{}",
+                    self.log()
+                );
+            }
+            if self.links_pinned()
+                && self.state_dir.join("state.json").exists()
+                && TcpStream::connect(self.metrics_addr).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zt-agent daemon not ready after 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Replace the policy file (atomically, as an editor or config manager would).
+    pub fn write_policy(&self, yaml: &str) {
+        let tmp = self.work.join("policy.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write policy");
+        std::fs::rename(&tmp, self.policy_dir.join("policy.yaml")).expect("rename policy");
+    }
+
+    #[must_use]
+    pub fn state(&self) -> serde_json::Value {
+        let s = std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default();
+        serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
+    }
+
+    #[must_use]
+    pub fn policy_sha(&self) -> String {
+        self.state()["policy_sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Send SIGHUP.
+    pub fn hup(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
+        }
+    }
+
+    /// Write a new policy, SIGHUP, and wait until it is in force.
+    pub fn reload(&self, yaml: &str) {
+        let before = self.policy_sha();
+        self.write_policy(yaml);
+        self.hup();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.policy_sha() == before {
+            assert!(
+                Instant::now() < deadline,
+                "policy not reloaded:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `zt-agent run --identity ID --user nobody -- zt-probe ARGS...`
+    #[must_use]
+    pub fn run(&self, identity: &str, probe_args: &[&str]) -> (i32, String) {
+        let out = self.run_cmd(identity, &["--user", "nobody"], probe_args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    #[must_use]
+    pub fn run_cmd(&self, identity: &str, extra: &[&str], probe_args: &[&str]) -> Output {
+        Command::new(agent_bin())
+            .arg("run")
+            .arg("--identity")
+            .arg(identity)
+            .args(extra)
+            .args(self.dir_args())
+            .arg("--")
+            .arg(probe_bin())
+            .args(probe_args)
+            .output()
+            .expect("zt-agent run")
+    }
+
+    /// Start `zt-agent run` without waiting for it.
+    #[must_use]
+    pub fn spawn_run(&self, identity: &str, probe_args: &[&str]) -> Child {
+        Command::new(agent_bin())
+            .arg("run")
+            .arg("--identity")
+            .arg(identity)
+            .args(["--user", "nobody"])
+            .args(self.dir_args())
+            .arg("--")
+            .arg(probe_bin())
+            .args(probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("zt-agent run")
+    }
+
+    #[must_use]
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait up to 5 s for an event matching `pred`.
+    pub fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event {what}; events: {:#?}",
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Scrape /metrics.
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(self.metrics_addr).expect("metrics connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("metrics request");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).expect("metrics read");
+        buf.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Value of one series, 0 if absent.
+    #[must_use]
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// SIGKILL the daemon, leaving its pins in place.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start a new daemon on the same pins (adoption).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `zt-agent daemon --teardown` for this test's pins.
+    pub fn teardown(&self) {
+        let _ = Command::new(agent_bin())
+            .args(["daemon", "--teardown"])
+            .args(self.dir_args())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.state()["ids"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        self.kill9();
+        self.teardown();
+        for n in names {
+            remove_cgroup_tree(&cgroup2_root().join("zt").join(n));
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A cgroup made by a test, below `<cgroup2>/zt-test/`. Removed on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+    /// Path relative to the cgroup2 mount, as policy selectors write it.
+    pub rel: String,
+}
+
+impl Cgroup {
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let rel = format!("/zt-test/{name}");
+        let path = cgroup2_root().join(rel.trim_start_matches('/'));
+        remove_cgroup_tree(&path);
+        std::fs::create_dir_all(&path).expect("create cgroup");
+        Self { path, rel }
+    }
+
+    /// Start `zt-probe ARGS` as root inside this cgroup (before it executes).
+    #[must_use]
+    pub fn spawn_probe(&self, args: &[&str]) -> Child {
+        let procs = self.path.join("cgroup.procs");
+        let mut cmd = Command::new(probe_bin());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: only a file write between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        cmd.spawn().expect("spawn probe in cgroup")
+    }
+
+    /// Run `zt-probe ARGS` as root inside this cgroup and return (exit code, output).
+    #[must_use]
+    pub fn run_probe(&self, args: &[&str]) -> (i32, String) {
+        let out = self
+            .spawn_probe(args)
+            .wait_with_output()
+            .expect("wait probe");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.path);
+    }
+}
+
+/// Run `zt-probe ARGS` unenrolled, as root, in the test's own cgroup.
+#[must_use]
+pub fn run_probe_unenrolled(args: &[&str]) -> (i32, String) {
+    let out = Command::new(probe_bin())
+        .args(args)
+        .output()
+        .expect("probe");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A TCP listener that accepts and drops connections until the test ends.
+pub struct TcpServer {
+    pub port: u16,
+}
+
+impl TcpServer {
+    #[must_use]
+    pub fn new(ip: &str) -> Self {
+        let l = TcpListener::bind((ip, 0)).expect("bind tcp");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                drop(c);
+            }
+        });
+        Self { port }
+    }
+}
+
+/// A UDP socket that counts what reaches it.
+pub struct UdpServer {
+    sock: UdpSocket,
+    pub port: u16,
+}
+
+impl UdpServer {
+    #[must_use]
+    pub fn new(ip: &str) -> Self {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind udp");
+        let port = sock.local_addr().expect("addr").port();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        Self { sock, port }
+    }
+
+    /// Datagrams received within the read timeout.
+    #[must_use]
+    pub fn received(&self) -> usize {
+        let mut n = 0;
+        let mut buf = [0u8; 64];
+        while self.sock.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// An identity document with the given egress rules (YAML list items, indented).
+#[must_use]
+pub fn identity(name: &str, mode: &str, extra_spec: &str, egress: &str) -> String {
+    format!(
+        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: {name}\n  owner: tests@example.com\nspec:\n  mode: {mode}\n{extra_spec}  egress:\n{egress}\n"
+    )
+}
