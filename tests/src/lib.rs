@@ -187,7 +187,7 @@ impl Daemon {
     }
 
     fn links_pinned(&self) -> bool {
-        std::fs::read_dir(self.pin_dir.join("links")).is_ok_and(|rd| rd.count() == 8)
+        std::fs::read_dir(self.pin_dir.join("links")).is_ok_and(|rd| rd.count() > 0)
     }
 
     fn wait_ready(&mut self) {
@@ -201,6 +201,7 @@ impl Daemon {
                     self.log()
                 );
             }
+            // The daemon serves metrics only once everything is attached.
             if self.links_pinned()
                 && self.state_dir.join("state.json").exists()
                 && TcpStream::connect(self.metrics_addr).is_ok()

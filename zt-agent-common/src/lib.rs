@@ -54,6 +54,7 @@ pub mod program_names {
     pub const SETSOCKOPT: &str = "zt_setsockopt";
     pub const FORK: &str = "zt_fork";
     pub const EXIT: &str = "zt_exit";
+    pub const CGROUP_ATTACH: &str = "zt_cgroup_attach";
 }
 
 /// Return codes of cgroup sock_addr, sock and sockopt programs.

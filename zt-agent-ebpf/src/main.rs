@@ -39,9 +39,31 @@ const IPV6_2292RTHDR: i32 = 24;
 const IPV6_RTHDR: i32 = 57;
 const SIGKILL: u32 = 9;
 
-/// Offset of `task_struct.tgid` in the running kernel, computed by userspace from BTF.
+// Kernel struct offsets of the running kernel, computed by userspace from BTF at
+// load time (Rust eBPF has no CO-RE field relocation).
 #[unsafe(no_mangle)]
 static TASK_TGID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_ROOT_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_ROOT_HIERARCHY_ID_OFFSET: u32 = 0;
+
+#[inline(always)]
+fn offset(global: &u32) -> usize {
+    // SAFETY: reading a global that the loader set before verification.
+    unsafe { core::ptr::read_volatile(global) as usize }
+}
+
+/// Read a `T` at `base + off` from kernel memory.
+#[inline(always)]
+fn read_at<T>(base: *const u8, off: usize) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off).cast::<T>()).ok() }
+}
 
 #[btf_map]
 static ZT_TASKS: HashMap<u32, TaskIdentity, { TASKS_CAPACITY as usize }> = HashMap::new();
@@ -112,6 +134,12 @@ pub fn zt_setsockopt(ctx: SockoptContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn zt_fork(ctx: BtfTracePointContext) -> u32 {
     try_fork(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn zt_cgroup_attach(ctx: BtfTracePointContext) -> u32 {
+    try_cgroup_attach(&ctx);
     0
 }
 
@@ -557,6 +585,49 @@ fn try_fork(ctx: &BtfTracePointContext) {
         unsafe {
             bpf_send_signal(SIGKILL);
         }
+    }
+}
+
+/// A task moved into an enrolled cgroup is enrolled before the write to
+/// cgroup.procs returns, so it cannot move on before anything saw it.
+#[inline(always)]
+fn try_cgroup_attach(ctx: &BtfTracePointContext) {
+    // cgroup_attach_task(struct cgroup *dst, const char *path, struct task_struct *task,
+    //                    bool threadgroup)
+    let cgrp: *const u8 = ctx.arg(0);
+    let task: *const u8 = ctx.arg(2);
+    // Only the cgroup2 hierarchy (hierarchy_id 0); v1 hierarchies number ids apart.
+    let Some(root) = read_at::<*const u8>(cgrp, offset(&CGROUP_ROOT_OFFSET)) else {
+        return;
+    };
+    if read_at::<i32>(root, offset(&CGROUP_ROOT_HIERARCHY_ID_OFFSET)) != Some(0) {
+        return;
+    }
+    let Some(kn) = read_at::<*const u8>(cgrp, offset(&CGROUP_KN_OFFSET)) else {
+        return;
+    };
+    let Some(cgid) = read_at::<u64>(kn, offset(&KERNFS_NODE_ID_OFFSET)) else {
+        return;
+    };
+    let Some(p) = ZT_CGROUPS.get_ptr(&cgid) else {
+        return;
+    };
+    // SAFETY: pointer from a successful lookup.
+    let identity = unsafe { *p };
+    let Some(tgid) = read_at::<i32>(task, offset(&TASK_TGID_OFFSET)) else {
+        return;
+    };
+    let t = TaskIdentity {
+        identity,
+        how: ENROLL_CGROUP,
+    };
+    // NOEXIST: an enrolled task never changes identity.
+    if ZT_TASKS
+        .insert(&(tgid as u32), &t, BPF_NOEXIST.into())
+        .is_err()
+        && task_identity(tgid as u32) == IDENTITY_NONE
+    {
+        count_error(errors::TASKS_FULL);
     }
 }
 

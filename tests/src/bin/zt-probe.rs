@@ -99,14 +99,17 @@ fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> std::io::Re
     .map(|_| ())
 }
 
-/// A type 2 routing header: the only kind Linux accepts from an unprivileged socket.
+/// A segment routing header (type 4) with two segments: Linux accepts it from an
+/// unprivileged socket, and it sends packets via an address no hook judged.
 fn rthdr() -> std::io::Result<()> {
     let s = UdpSocket::bind("[::]:0")?;
-    let mut hdr = [0u8; 24];
-    hdr[1] = 2; // hdrlen in 8-octet units, not counting the first 8
-    hdr[2] = 2; // type 2
+    let mut hdr = [0u8; 40];
+    hdr[1] = 4; // hdrlen in 8-octet units, not counting the first 8
+    hdr[2] = 4; // type 4: segment routing
     hdr[3] = 1; // segments left
+    hdr[4] = 1; // last entry
     hdr[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    hdr[24..40].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
     setsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RTHDR, &hdr)
 }
 
@@ -148,6 +151,11 @@ fn move_cgroup(dir: &str, rest: &[String]) -> u8 {
 fn fd_server(path: &str) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
+    // The peer may be an unprivileged workload.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    // Never wait forever for a peer that failed.
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
     let sock = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -155,7 +163,17 @@ fn fd_server(path: &str) -> std::io::Result<()> {
         None,
     )
     .map_err(std::io::Error::from)?;
-    let (conn, _) = l.accept()?;
+    let conn = loop {
+        match l.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(std::io::Error::other(format!("accept: {e}"))),
+        }
+    };
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
     let fds = [sock.as_raw_fd()];
     let iov = [std::io::IoSlice::new(b"x")];
     sendmsg::<()>(
@@ -178,7 +196,10 @@ fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
     let conn = loop {
         match UnixStream::connect(path) {
             Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => return Err(e),
+            // Not the verdict under test: report it as another error.
+            Err(e) if Instant::now() > deadline => {
+                return Err(std::io::Error::other(format!("unix connect: {e}")));
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };

@@ -35,9 +35,23 @@ const CGROUP_PROGRAMS: [&str; 6] = [
     program_names::SETSOCKOPT,
 ];
 /// tp_btf programs and the tracepoint each attaches to.
-const TRACING_PROGRAMS: [(&str, &str); 2] = [
+const TRACING_PROGRAMS: [(&str, &str); 3] = [
     (program_names::FORK, "sched_process_fork"),
     (program_names::EXIT, "sched_process_exit"),
+    (program_names::CGROUP_ATTACH, "cgroup_attach_task"),
+];
+
+/// Kernel struct members the programs read, and the global each offset goes to.
+const OFFSETS: [(&str, &str, &str); 5] = [
+    ("TASK_TGID_OFFSET", "task_struct", "tgid"),
+    ("CGROUP_KN_OFFSET", "cgroup", "kn"),
+    ("CGROUP_ROOT_OFFSET", "cgroup", "root"),
+    ("KERNFS_NODE_ID_OFFSET", "kernfs_node", "id"),
+    (
+        "CGROUP_ROOT_HIERARCHY_ID_OFFSET",
+        "cgroup_root",
+        "hierarchy_id",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -202,11 +216,19 @@ pub struct Loaded {
 /// Load the object, verify every program, and pin every map. Nothing is attached, so
 /// nothing is enforced until `attach` (the policy goes in between).
 pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
-    let tgid_offset = btf::member_offset(Path::new(btf::VMLINUX), "task_struct", "tgid")?;
-    let mut ebpf = EbpfLoader::new()
-        .override_global("TASK_TGID_OFFSET", &tgid_offset, true)
-        .load(OBJECT)
-        .map_err(LoadError::Object)?;
+    let vmlinux = std::fs::read(btf::VMLINUX).map_err(|source| btf::BtfError::Read {
+        path: btf::VMLINUX.into(),
+        source,
+    })?;
+    let mut offsets = Vec::new();
+    for (global, strukt, member) in OFFSETS {
+        offsets.push((global, btf::member_offset_in(&vmlinux, strukt, member)?));
+    }
+    let mut loader = EbpfLoader::new();
+    for (global, off) in &offsets {
+        loader.override_global(global, off, true);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     let kernel_btf = Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
 
     for name in CGROUP_PROGRAMS {
