@@ -1,0 +1,409 @@
+//! The daemon's life: reloads under live traffic, bad policies that must not replace
+//! the running one, SIGKILL and adoption, teardown, metrics, and CLI errors.
+
+use std::process::Command;
+use std::time::Duration;
+
+use zt_agent_tests::{DENIED, Daemon, OK, TcpServer, agent_bin, identity, probe_bin, require_root};
+
+fn rule(to: &str, ports: &str) -> String {
+    format!("    - to: [{to}]\n      ports: [{ports}]\n      protocol: tcp\n")
+}
+
+fn loop_counts(out: &str) -> (u64, u64) {
+    let field = |k: &str| {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {out:?}"))
+    };
+    (field("ok="), field("denied="))
+}
+
+#[test]
+fn reload_swaps_policy_under_live_traffic() {
+    let a = TcpServer::new("127.0.0.1");
+    let b = TcpServer::new("127.0.0.1");
+    let never = TcpServer::new("127.0.0.1");
+    let (pa, pb, pn) = (
+        a.port.to_string(),
+        b.port.to_string(),
+        never.port.to_string(),
+    );
+    let d = Daemon::start(
+        "reload",
+        &identity("lc-reload", "enforce", "", &rule("127.0.0.1", &pa)),
+    );
+    // Clients hammer a port no policy version allows, and the port that changes.
+    let never_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pn, "3000"]);
+    let a_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pa, "3000"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..4 {
+        let ports = if i % 2 == 0 { &pb } else { &pa };
+        d.reload(&identity(
+            "lc-reload",
+            "enforce",
+            "",
+            &rule("127.0.0.1", ports),
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.reload(&identity(
+        "lc-reload",
+        "enforce",
+        "",
+        &rule("127.0.0.1", &pb),
+    ));
+    let out =
+        String::from_utf8_lossy(&never_client.wait_with_output().expect("wait").stdout).to_string();
+    let (ok, denied) = loop_counts(&out);
+    assert_eq!(
+        ok, 0,
+        "a port no policy allowed was reached during reloads: {out}"
+    );
+    assert!(denied > 10, "{out}");
+    let out =
+        String::from_utf8_lossy(&a_client.wait_with_output().expect("wait").stdout).to_string();
+    let (ok, denied) = loop_counts(&out);
+    assert!(
+        ok > 0 && denied > 0,
+        "the changing port saw both policies: {out}"
+    );
+    // The final policy is in force.
+    assert_eq!(d.run("lc-reload", &["tcp", "127.0.0.1", &pa]).0, DENIED);
+    assert_eq!(d.run("lc-reload", &["tcp", "127.0.0.1", &pb]).0, OK);
+    assert!(d.metric("zt_agent_policy_reloads_total{result=\"success\"}") >= 6.0);
+}
+
+#[test]
+fn reload_on_file_change_without_signal() {
+    let a = TcpServer::new("127.0.0.1");
+    let pa = a.port.to_string();
+    let d = Daemon::start(
+        "watch",
+        &identity("lc-watch", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    assert_eq!(d.run("lc-watch", &["tcp", "127.0.0.1", &pa]).0, DENIED);
+    let before = d.policy_sha();
+    d.write_policy(&identity(
+        "lc-watch",
+        "enforce",
+        "",
+        &rule("127.0.0.1", &pa),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.policy_sha() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file change not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.run("lc-watch", &["tcp", "127.0.0.1", &pa]).0, OK);
+}
+
+#[test]
+fn malformed_policies_never_replace_the_running_one() {
+    let a = TcpServer::new("127.0.0.1");
+    let pa = a.port.to_string();
+    let good = identity("lc-bad", "enforce", "", &rule("127.0.0.1", &pa));
+    let d = Daemon::start("badpolicy", &good);
+    let sha = d.policy_sha();
+    let corpus = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../zt-agent/tests/policy_corpus"
+    );
+    let mut cases: Vec<_> = std::fs::read_dir(corpus)
+        .expect("corpus")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "corpus has {} cases", cases.len());
+    let mut failures = d.metric("zt_agent_policy_reloads_total{result=\"failure\"}");
+    for case in &cases {
+        let text = std::fs::read_to_string(case).expect("case");
+        d.write_policy(&text);
+        d.hup();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = d.metric("zt_agent_policy_reloads_total{result=\"failure\"}");
+            if now > failures {
+                failures = now;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} was not rejected:\n{}",
+                case.display(),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            d.policy_sha(),
+            sha,
+            "{} replaced the policy",
+            case.display()
+        );
+        assert_eq!(
+            d.run("lc-bad", &["tcp", "127.0.0.1", &pa]).0,
+            OK,
+            "after {} the running policy is gone",
+            case.display()
+        );
+    }
+    // Errors name the file, line and column.
+    assert!(d.log().contains("policy.yaml:"), "{}", d.log());
+}
+
+#[test]
+fn enforcement_survives_sigkill_and_restart_adopts_without_a_gap() {
+    let a = TcpServer::new("127.0.0.1");
+    let n = TcpServer::new("127.0.0.1");
+    let (pa, pn) = (a.port.to_string(), n.port.to_string());
+    let mut d = Daemon::start(
+        "restart",
+        &identity("lc-restart", "enforce", "", &rule("127.0.0.1", &pa)),
+    );
+    // A client keeps trying a denied port across the kill and the restart.
+    let client = d.spawn_run("lc-restart", &["loop-tcp", "127.0.0.1", &pn, "4000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    // No daemon: the kernel still enforces.
+    assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pn]).0, DENIED);
+    assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pa]).0, OK);
+    d.restart();
+    assert!(
+        d.log().contains("adopting pinned enforcement"),
+        "{}",
+        d.log()
+    );
+    let out = String::from_utf8_lossy(&client.wait_with_output().expect("wait").stdout).to_string();
+    let (ok, denied) = loop_counts(&out);
+    assert_eq!(
+        ok, 0,
+        "a denied port was reached across kill and restart: {out}"
+    );
+    assert!(denied > 10, "{out}");
+    assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pn]).0, DENIED);
+    assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pa]).0, OK);
+    // Events still flow from the adopted ring buffer.
+    d.wait_event("deny after adoption", |e| e["verdict"] == "deny");
+}
+
+#[test]
+fn teardown_removes_everything() {
+    let d = Daemon::start(
+        "teardown",
+        &identity("lc-down", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    assert!(d.pin_dir.join("links").exists());
+    let mut d = d;
+    d.kill9();
+    d.teardown();
+    assert!(!d.pin_dir.exists(), "pins left behind");
+    assert!(
+        !d.state_dir.join("state.json").exists(),
+        "state left behind"
+    );
+    // Nothing is enforced any more; `run` says the daemon is gone.
+    let out = d.run_cmd("lc-down", &["--user", "nobody"], &["tcp", "127.0.0.1", "1"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_verdicts() {
+    let a = TcpServer::new("127.0.0.1");
+    let pa = a.port.to_string();
+    let d = Daemon::start(
+        "metrics",
+        &identity("lc-metrics", "enforce", "", &rule("127.0.0.1", &pa)),
+    );
+    assert_eq!(d.run("lc-metrics", &["tcp", "127.0.0.1", &pa]).0, OK);
+    assert_eq!(d.run("lc-metrics", &["tcp", "127.0.0.1", "1"]).0, DENIED);
+    let text = d.metrics();
+    for series in [
+        r#"zt_agent_verdicts_total{identity="lc-metrics",protocol="tcp",verdict="allow"} 1"#,
+        r#"zt_agent_verdicts_total{identity="lc-metrics",protocol="tcp",verdict="deny"} 1"#,
+        r#"zt_agent_events_lost_total{reason="ringbuf_full"} 0"#,
+        r#"zt_agent_map_capacity{map="tasks"}"#,
+        r#"zt_agent_map_entries{map="policy_v4"}"#,
+        "zt_agent_policy_info{sha256=",
+        r#"zt_agent_policy_reloads_total{result="success"}"#,
+        "zt_agent_build_info{version=",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(text.as_bytes());
+    let out = child
+        .take()
+        .expect("promtool must be installed (./x test installs it)");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+trait WithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output>;
+}
+
+impl WithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Option<std::process::Output> {
+        use std::io::Write as _;
+        let mut c = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        c.stdin.take()?.write_all(input).ok()?;
+        c.wait_with_output().ok()
+    }
+}
+
+#[test]
+fn cli_errors_and_exit_codes() {
+    require_root();
+    let d = Daemon::start(
+        "cli",
+        &identity("lc-cli", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    // Unknown identity: a configuration error that names what exists.
+    let out = d.run_cmd(
+        "no-such-identity",
+        &["--user", "nobody"],
+        &["tcp", "127.0.0.1", "1"],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown identity") && err.contains("lc-cli"),
+        "{err}"
+    );
+    // Root workloads need an explicit --user root.
+    let out = Command::new(agent_bin())
+        .args(["run", "--identity", "lc-cli", "--pin-dir"])
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .arg("--")
+        .arg(probe_bin())
+        .env_remove("SUDO_UID")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    // Unknown user.
+    let out = d.run_cmd("lc-cli", &["--user", "no-such-user-zt"], &["raw4"]);
+    assert_eq!(out.status.code(), Some(67), "{out:?}");
+    // The workload's own exit status passes through, and so does a missing command.
+    let out = Command::new(agent_bin())
+        .args([
+            "run",
+            "--identity",
+            "lc-cli",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(["--", "sh", "-c", "exit 7"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7));
+    let out = Command::new(agent_bin())
+        .args([
+            "run",
+            "--identity",
+            "lc-cli",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(["--", "/nonexistent/cmd"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    // The workload runs unprivileged: no capabilities, no_new_privs, not root.
+    let out = Command::new(agent_bin())
+        .args([
+            "run",
+            "--identity",
+            "lc-cli",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args([
+            "--",
+            "grep",
+            "-E",
+            "^(Uid|CapEff|CapPrm|CapBnd|NoNewPrivs)",
+            "/proc/self/status",
+        ])
+        .output()
+        .expect("run");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("Uid:\t65534"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapPrm:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // The run cgroups are gone once the workload exits.
+    let zt = zt_agent_tests::cgroup2_root().join("zt").join("lc-cli");
+    let left: Vec<_> = std::fs::read_dir(&zt)
+        .map(|r| r.flatten().filter(|e| e.path().is_dir()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run cgroups left behind: {left:?}");
+
+    // policy check: exit 78 and file:line:column on a bad policy, 0 on the examples.
+    let bad = d.work.join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    std::fs::write(
+        bad.join("p.yaml"),
+        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: Bad_Name\n  owner: a@b\n",
+    )
+    .expect("write");
+    let out = Command::new(agent_bin())
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("p.yaml:4:"), "{err}");
+    assert!(err.contains("metadata.name"), "{err}");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    let out = Command::new(agent_bin())
+        .args(["policy", "check", examples])
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A daemon started on a bad policy refuses to start, and says why.
+    let out = Command::new(agent_bin())
+        .args(["daemon", "--policy"])
+        .arg(&bad)
+        .args([
+            "--pin-dir",
+            "/sys/fs/bpf/zt-test-cli-bad",
+            "--state-dir",
+            "/run/zt-test-cli-bad",
+        ])
+        .output()
+        .expect("daemon");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(!std::path::Path::new("/sys/fs/bpf/zt-test-cli-bad/links").exists());
+}
