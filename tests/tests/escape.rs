@@ -149,6 +149,26 @@ fn raw_sockets_and_source_routing_are_refused() {
     // refusal is the agent's too.
     let (code, out) = d.run("esc-raw", &["rthdr"]);
     assert_eq!(code, DENIED, "{out}");
+    // The same option as ancillary data on one sendmsg(): no socket option hook sees
+    // it, the packet guard does. Unenrolled, the datagram arrives.
+    let u = zt_agent_tests::UdpServer::new("127.0.0.1");
+    let port = u.port.to_string();
+    assert_eq!(
+        run_probe_unenrolled(&["ipopts-cmsg", "127.0.0.1", &port]).0,
+        OK
+    );
+    assert_eq!(u.received(), 1);
+    let (code, out) = d.run("esc-raw", &["ipopts-cmsg", "127.0.0.1", &port]);
+    assert_eq!(code, DENIED, "IP options sent as ancillary data: {out}");
+    assert_eq!(u.received(), 0, "the datagram with IP options got through");
+    // Plain datagrams of the same identity still flow, with harmless ancillary data too.
+    assert_eq!(d.run("esc-raw", &["udp-connect", "127.0.0.1", &port]).0, OK);
+    assert_eq!(u.received(), 1);
+    assert_eq!(d.run("esc-raw", &["tos-cmsg", "127.0.0.1", &port]).0, OK);
+    assert_eq!(u.received(), 1);
+    d.wait_event("packet deny", |e| {
+        e["kind"] == "packet" && e["verdict"] == "deny"
+    });
     d.wait_event("socket type deny", |e| {
         e["kind"] == "socket" && e["verdict"] == "deny" && e["reason"] == "socket_type"
     });

@@ -55,6 +55,7 @@ pub mod program_names {
     pub const FORK: &str = "zt_fork";
     pub const EXIT: &str = "zt_exit";
     pub const CGROUP_ATTACH: &str = "zt_cgroup_attach";
+    pub const SKB_EGRESS: &str = "zt_skb_egress";
 }
 
 /// Return codes of cgroup sock_addr, sock and sockopt programs.
@@ -94,6 +95,8 @@ pub enum EventKind {
     Sendmsg = 2,
     SockCreate = 3,
     Setsockopt = 4,
+    /// A packet of an enrolled socket carrying IP options or IPv6 routing headers.
+    Packet = 5,
 }
 
 /// Why a decision went the way it did.

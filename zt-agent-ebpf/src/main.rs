@@ -7,16 +7,18 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
+    bindings::__sk_buff,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE},
     btf_maps::{ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_send_signal, bpf_sk_storage_get},
+        generated::{bpf_send_signal, bpf_sk_fullsock, bpf_sk_storage_get},
     },
-    macros::{btf_map, btf_tracepoint, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    macros::{btf_map, btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
     maps::lpm_trie::Key,
-    programs::{BtfTracePointContext, SockAddrContext, SockContext, SockoptContext},
+    programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockoptContext},
 };
 use zt_agent_common::{
     CGROUP_ALLOW, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP, ENROLL_INHERIT,
@@ -129,6 +131,11 @@ pub fn zt_sock_create(ctx: SockContext) -> i32 {
 #[cgroup_sockopt(setsockopt)]
 pub fn zt_setsockopt(ctx: SockoptContext) -> i32 {
     try_setsockopt(&ctx)
+}
+
+#[cgroup_skb(egress)]
+pub fn zt_skb_egress(ctx: SkBuffContext) -> i32 {
+    try_skb_egress(&ctx)
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]
@@ -378,6 +385,12 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {
         return CGROUP_ALLOW;
     }
+    if sock_id == IDENTITY_NONE {
+        // A socket created outside and used by an enrolled task: tag it now, so that
+        // its packets are guarded like those of sockets the task created itself.
+        let mut init = SockIdentity { identity: task_id };
+        let _ = ZT_SOCK_ID.get_or_insert_ptr_mut(ctx, Some(&mut init));
+    }
 
     // SAFETY: the context pointer is valid for the whole program run.
     let sa = unsafe { &*ctx.sock_addr };
@@ -388,6 +401,12 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         (_, p) => (0, PROTO_OTHER, p as u8),
     };
     let dest = read_dest(ctx, is6);
+    if matches!(kind, EventKind::Sendmsg) && dest.port == 0 && dest.addr == [0u8; 16] {
+        // sendmsg() on a connected socket that carries ancillary data runs this hook
+        // with no address: the datagram goes to the peer that connect() already judged.
+        // Options that would divert it are dropped by the packet guard.
+        return CGROUP_ALLOW;
+    }
 
     let mut j = ALLOW;
     if task_id != IDENTITY_NONE {
@@ -540,6 +559,80 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
         CGROUP_REJECT
     } else {
         CGROUP_ALLOW
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Packets: the same routing options can ride on a single sendmsg() as ancillary data
+// (IPV6_RTHDR, IP_OPTIONS/IP_RETOPTS cmsgs), which no socket option hook sees. Drop
+// packets of enrolled sockets that carry IPv4 options or IPv6 extension headers that
+// can hold a routing header. Packets without them pass after two loads.
+// ---------------------------------------------------------------------------
+
+const ETH_P_IP_BE: u32 = 0x0008; // htons(0x0800) as the __sk_buff sees it
+const ETH_P_IPV6_BE: u32 = 0xdd86; // htons(0x86dd)
+const SKB_PASS: i32 = 1;
+const SKB_DROP: i32 = 0;
+
+#[inline(always)]
+fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: the context pointer is valid for the whole program run.
+    let proto = unsafe { (*skb).protocol };
+    let suspicious = if proto == ETH_P_IP_BE {
+        // IHL above 5 words: the header carries options.
+        ctx.load::<u8>(0).is_ok_and(|b| b & 0x0f > 5)
+    } else if proto == ETH_P_IPV6_BE {
+        // Hop-by-hop (0), routing (43) and destination options (60) come before any
+        // transport header; TCP and UDP sockets never need them.
+        ctx.load::<u8>(6)
+            .is_ok_and(|n| n == 0 || n == 43 || n == 60)
+    } else {
+        false
+    };
+    if !suspicious {
+        return SKB_PASS;
+    }
+    // SAFETY: reading the socket pointer of this skb.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return SKB_PASS;
+    }
+    // SAFETY: helper calls on the skb's socket; both accept and check it.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return SKB_PASS;
+    }
+    let p = unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
+    if p.is_null() {
+        return SKB_PASS;
+    }
+    // SAFETY: non-null storage pointer.
+    let id = unsafe { (*(p as *const SockIdentity)).identity };
+    if id == IDENTITY_NONE {
+        return SKB_PASS;
+    }
+    let j = mode_judgement(id, Reason::SocketOption);
+    count_verdict(id, j.verdict, PROTO_OTHER);
+    emit(
+        EventKind::Packet,
+        &j,
+        id,
+        id,
+        if proto == ETH_P_IP_BE {
+            AF_INET
+        } else {
+            AF_INET6
+        },
+        &[0; 16],
+        0,
+        0,
+        0,
+    );
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        SKB_DROP
+    } else {
+        SKB_PASS
     }
 }
 

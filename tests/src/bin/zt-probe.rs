@@ -103,6 +103,10 @@ fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> std::io::Re
 /// unprivileged socket, and it sends packets via an address no hook judged.
 fn rthdr() -> std::io::Result<()> {
     let s = UdpSocket::bind("[::]:0")?;
+    setsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RTHDR, &srh())
+}
+
+fn srh() -> [u8; 40] {
     let mut hdr = [0u8; 40];
     hdr[1] = 4; // hdrlen in 8-octet units, not counting the first 8
     hdr[2] = 4; // type 4: segment routing
@@ -110,7 +114,37 @@ fn rthdr() -> std::io::Result<()> {
     hdr[4] = 1; // last entry
     hdr[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
     hdr[24..40].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
-    setsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RTHDR, &hdr)
+    hdr
+}
+
+/// sendmsg() to ADDR with one ancillary option: the per-call form of a socket option.
+fn sendmsg_cmsg(a: SocketAddr, level: i32, ty: i32, data: &[u8]) -> std::io::Result<()> {
+    let s = udp_socket(a)?;
+    s.connect(a)?;
+    let mut payload = *b"probe";
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer has room for one header and `data`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = ty;
+        (*c).cmsg_len = libc::CMSG_LEN(data.len() as u32) as usize;
+        std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+    }
+    // SAFETY: msg is fully initialised.
+    cvt(unsafe { libc::sendmsg(s.as_raw_fd(), &raw const msg, 0) } as libc::c_int).map(|_| ())
 }
 
 fn ipopts() -> std::io::Result<()> {
@@ -256,6 +290,19 @@ fn dispatch(args: &[String]) -> u8 {
         ["raw4"] => outcome("raw4", raw4()),
         ["rthdr"] => outcome("rthdr", rthdr()),
         ["ipopts"] => outcome("ipopts", ipopts()),
+        ["tos-cmsg", h, p] => outcome(
+            "tos-cmsg",
+            sendmsg_cmsg(addr(h, p), libc::IPPROTO_IP, libc::IP_TOS, &[0x10]),
+        ),
+        ["ipopts-cmsg", h, p] => outcome(
+            "ipopts-cmsg",
+            sendmsg_cmsg(
+                addr(h, p),
+                libc::IPPROTO_IP,
+                libc::IP_RETOPTS,
+                &[1, 1, 1, 0],
+            ),
+        ),
         ["child", ..] => child(&args[1..]),
         ["move-cgroup", dir, ..] => move_cgroup(dir, &args[2..]),
         ["fd-server", path] => outcome("fd-server", fd_server(path)),

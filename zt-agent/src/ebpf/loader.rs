@@ -26,7 +26,8 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zt-agent"));
 
-const CGROUP_PROGRAMS: [&str; 6] = [
+const CGROUP_PROGRAMS: [&str; 7] = [
+    program_names::SKB_EGRESS,
     program_names::CONNECT4,
     program_names::CONNECT6,
     program_names::SENDMSG4,
@@ -239,6 +240,7 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
             aya::programs::Program::CgroupSockAddr(p) => p.load(),
             aya::programs::Program::CgroupSock(p) => p.load(),
             aya::programs::Program::CgroupSockopt(p) => p.load(),
+            aya::programs::Program::CgroupSkb(p) => p.load(),
             _ => return Err(LoadError::MissingProgram { name: name.into() }),
         };
         res.map_err(|source| LoadError::Program {
@@ -358,6 +360,22 @@ impl Loaded {
                 aya::programs::Program::CgroupSockAddr(p) => {
                     let id = p
                         .attach(&root, CgroupAttachMode::Single)
+                        .map_err(prog_err(name))?;
+                    p.take_link(id)
+                        .map_err(prog_err(name))?
+                        .try_into()
+                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
+                            name: name.into(),
+                            source: e.into(),
+                        })?
+                }
+                aya::programs::Program::CgroupSkb(p) => {
+                    let id = p
+                        .attach(
+                            &root,
+                            aya::programs::CgroupSkbAttachType::Egress,
+                            CgroupAttachMode::Single,
+                        )
                         .map_err(prog_err(name))?;
                     p.take_link(id)
                         .map_err(prog_err(name))?

@@ -60,6 +60,7 @@ fn kind_name(k: u8) -> &'static str {
         x if x == EventKind::Sendmsg as u8 => "sendmsg",
         x if x == EventKind::SockCreate as u8 => "socket",
         x if x == EventKind::Setsockopt as u8 => "setsockopt",
+        x if x == EventKind::Packet as u8 => "packet",
         _ => "unknown",
     }
 }
