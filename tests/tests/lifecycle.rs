@@ -267,6 +267,22 @@ impl WithStdin for Command {
     }
 }
 
+/// `zt-agent run --identity lc-cli ARGS -- CMD...` against this test's daemon.
+fn agent_run(d: &Daemon, args: &[&str], cmd: &[&str]) -> std::process::Output {
+    Command::new(agent_bin())
+        .args(["run", "--identity", "lc-cli"])
+        .args(args)
+        .arg("--pin-dir")
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .arg("--")
+        .args(cmd)
+        .env_remove("SUDO_UID")
+        .output()
+        .expect("zt-agent run")
+}
+
 #[test]
 fn cli_errors_and_exit_codes() {
     require_root();
@@ -287,16 +303,8 @@ fn cli_errors_and_exit_codes() {
         "{err}"
     );
     // Root workloads need an explicit --user root.
-    let out = Command::new(agent_bin())
-        .args(["run", "--identity", "lc-cli", "--pin-dir"])
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .arg("--")
-        .arg(probe_bin())
-        .env_remove("SUDO_UID")
-        .output()
-        .expect("run");
+    let probe = probe_bin().display().to_string();
+    let out = agent_run(&d, &[], &[&probe]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     // Unknown user.
     let out = d.run_cmd("lc-cli", &["--user", "no-such-user-zt"], &["raw4"]);

@@ -447,8 +447,10 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
 
 #[inline(always)]
 fn try_sock_create(ctx: &SockContext) -> i32 {
-    let tgid = current_tgid();
-    let id = resolve_and_enroll(tgid);
+    // Tasks in enrolled cgroups are already enrolled: by cgroup_attach_task when they
+    // entered, by fork when they were born there, or by the daemon's scan of tasks that
+    // were there first. So one lookup suffices here.
+    let id = task_identity(current_tgid());
     if id == IDENTITY_NONE {
         return CGROUP_ALLOW;
     }

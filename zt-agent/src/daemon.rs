@@ -185,6 +185,8 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         // Attach only once the policy is installed, so enrolled tasks see it from
         // their first call.
         loaded.attach(&cg_root)?;
+        // Tasks that entered a selected cgroup before cgroup_attach_task was hooked.
+        ctl.sync_cgroups();
     }
     ctl.state.write(&ctl.state_dir)?;
     metrics.reloads.with_label_values(&["success"]).inc_by(0);
@@ -363,7 +365,7 @@ impl Control {
             .iter()
             .map(|i| {
                 let mut g = i.cgroup_globs.clone();
-                g.push(format!("/zt/{}/**", i.name));
+                g.push(policy::launch_cgroup_glob(&i.name));
                 (i.id, g)
             })
             .collect();
@@ -371,7 +373,7 @@ impl Control {
         for (rel, dir) in cgroup::walk(&root) {
             let Some(id) = globs
                 .iter()
-                .find(|(_, globs)| globs.iter().any(|g| cgroup::glob_matches(g, &rel)))
+                .find(|(_, globs)| globs.iter().any(|g| policy::cgroup_glob_matches(g, &rel)))
                 .map(|(id, _)| *id)
             else {
                 continue;

@@ -356,46 +356,24 @@ impl Loaded {
                 .ebpf
                 .program_mut(name)
                 .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
+            // Attach one cgroup program and turn its link into a pinnable FdLink.
+            macro_rules! attach_cgroup {
+                ($p:expr $(, $arg:expr)*) => {{
+                    let id = $p
+                        .attach(&root, $($arg,)* CgroupAttachMode::Single)
+                        .map_err(prog_err(name))?;
+                    let link = $p.take_link(id).map_err(prog_err(name))?;
+                    FdLink::try_from(link).map_err(|e| LoadError::Program {
+                        name: name.into(),
+                        source: e.into(),
+                    })?
+                }};
+            }
             let link: FdLink = match prog {
-                aya::programs::Program::CgroupSockAddr(p) => {
-                    let id = p
-                        .attach(&root, CgroupAttachMode::Single)
-                        .map_err(prog_err(name))?;
-                    p.take_link(id)
-                        .map_err(prog_err(name))?
-                        .try_into()
-                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
-                            name: name.into(),
-                            source: e.into(),
-                        })?
-                }
+                aya::programs::Program::CgroupSockAddr(p) => attach_cgroup!(p),
+                aya::programs::Program::CgroupSock(p) => attach_cgroup!(p),
                 aya::programs::Program::CgroupSkb(p) => {
-                    let id = p
-                        .attach(
-                            &root,
-                            aya::programs::CgroupSkbAttachType::Egress,
-                            CgroupAttachMode::Single,
-                        )
-                        .map_err(prog_err(name))?;
-                    p.take_link(id)
-                        .map_err(prog_err(name))?
-                        .try_into()
-                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
-                            name: name.into(),
-                            source: e.into(),
-                        })?
-                }
-                aya::programs::Program::CgroupSock(p) => {
-                    let id = p
-                        .attach(&root, CgroupAttachMode::Single)
-                        .map_err(prog_err(name))?;
-                    p.take_link(id)
-                        .map_err(prog_err(name))?
-                        .try_into()
-                        .map_err(|e: aya::programs::links::LinkError| LoadError::Program {
-                            name: name.into(),
-                            source: e.into(),
-                        })?
+                    attach_cgroup!(p, aya::programs::CgroupSkbAttachType::Egress)
                 }
                 aya::programs::Program::CgroupSockopt(p) => {
                     // aya 0.16 cannot turn a sockopt link into an FdLink, so create and

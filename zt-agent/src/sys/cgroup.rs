@@ -1,4 +1,5 @@
-//! cgroup v2: ids, globs, launch cgroups and their clean-up.
+//! cgroup v2: ids, the tree, launch cgroups and their clean-up. Selector globs are
+//! matched by `policy::cgroup_glob_matches`.
 
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -25,52 +26,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 /// The kernel's cgroup id is the inode number of the cgroup directory.
 pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
     Ok(std::fs::metadata(dir).map_err(io(dir))?.ino())
-}
-
-/// Whether a cgroup path (relative to the cgroup2 mount, starting with '/') matches a
-/// selector glob: `*` matches within one path component, `**` any number of components.
-#[must_use]
-pub fn glob_matches(glob: &str, path: &str) -> bool {
-    let g: Vec<&str> = glob.split('/').filter(|s| !s.is_empty()).collect();
-    let p: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match_components(&g, &p)
-}
-
-fn match_components(g: &[&str], p: &[&str]) -> bool {
-    match g.first() {
-        None => p.is_empty(),
-        Some(&"**") => (0..=p.len()).any(|skip| match_components(&g[1..], &p[skip..])),
-        Some(pat) => match p.first() {
-            Some(comp) => component_matches(pat, comp) && match_components(&g[1..], &p[1..]),
-            None => false,
-        },
-    }
-}
-
-fn component_matches(pat: &str, s: &str) -> bool {
-    let (pb, sb) = (pat.as_bytes(), s.as_bytes());
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < sb.len() {
-        if pi < pb.len() && pb[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if pi < pb.len() && pb[pi] == sb[si] {
-            pi += 1;
-            si += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < pb.len() && pb[pi] == b'*' {
-        pi += 1;
-    }
-    pi == pb.len()
 }
 
 /// Every cgroup directory below `root` (the cgroup2 mount), as (relative path, dir).
@@ -146,28 +101,4 @@ pub fn kill_and_remove(dir: &Path) -> Result<(), CgroupError> {
         std::fs::remove_dir(&d).map_err(io(&d))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_matches("/zt/coder/**", "/zt/coder"));
-        assert!(glob_matches("/zt/coder/**", "/zt/coder/run-1/x"));
-        assert!(!glob_matches("/zt/coder/**", "/zt/coders"));
-        assert!(glob_matches(
-            "/system.slice/*.service",
-            "/system.slice/a.service"
-        ));
-        assert!(!glob_matches(
-            "/system.slice/*.service",
-            "/system.slice/a/b.service"
-        ));
-        assert!(glob_matches("/a/**/leaf", "/a/x/y/leaf"));
-        assert!(glob_matches("/a/**/leaf", "/a/leaf"));
-        assert!(glob_matches("/exact", "/exact"));
-        assert!(!glob_matches("/exact", "/exact/child"));
-    }
 }
