@@ -43,6 +43,20 @@ fn tcp_v4_v6_and_v4_mapped() {
             .0,
         DENIED
     );
+    // The unspecified address reaches this host's loopback: judged as loopback.
+    assert_eq!(
+        d.run("eg-tcp", &["tcp", "0.0.0.0", &p(allowed4.port)]).0,
+        OK
+    );
+    assert_eq!(
+        d.run("eg-tcp", &["tcp", "0.0.0.0", &p(other4.port)]).0,
+        DENIED
+    );
+    assert_eq!(d.run("eg-tcp", &["tcp", "::", &p(other6.port)]).0, DENIED);
+    assert_eq!(
+        run_probe_unenrolled(&["tcp", "0.0.0.0", &p(other4.port)]).0,
+        OK
+    );
     // The same destinations are open to unenrolled processes.
     assert_eq!(
         run_probe_unenrolled(&["tcp", "127.0.0.1", &p(other4.port)]).0,

@@ -309,10 +309,33 @@ fn read_dest(ctx: &SockAddrContext, is6: bool) -> Dest {
     // SAFETY: the context pointer is valid for the whole program run.
     let sa = unsafe { &*ctx.sock_addr };
     // user_port holds the port in network byte order in its low 16 bits.
-    let port = u16::from_be(sa.user_port as u16);
+    make_dest(
+        is6,
+        sa.user_ip4,
+        sa.user_ip6,
+        u16::from_be(sa.user_port as u16),
+    )
+}
+
+/// The peer of a connected socket: where a sendmsg() without an address goes.
+#[inline(always)]
+fn read_peer(ctx: &SockAddrContext, is6: bool) -> Dest {
+    // SAFETY: the context pointer is valid for the whole program run; sk is the full
+    // socket the call is made on.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return make_dest(false, 0, [0; 4], 0);
+    }
+    // SAFETY: non-null socket pointer from the context.
+    let sk = unsafe { &*sk };
+    make_dest(is6, sk.dst_ip4, sk.dst_ip6, u16::from_be(sk.dst_port))
+}
+
+#[inline(always)]
+fn make_dest(is6: bool, ip4: u32, ip6: [u32; 4], port: u16) -> Dest {
     let mut addr = [0u8; 16];
     if !is6 {
-        let a = sa.user_ip4.to_ne_bytes();
+        let a = ip4.to_ne_bytes();
         addr[0] = a[0];
         addr[1] = a[1];
         addr[2] = a[2];
@@ -323,12 +346,7 @@ fn read_dest(ctx: &SockAddrContext, is6: bool) -> Dest {
             port,
         };
     }
-    let w = [
-        sa.user_ip6[0],
-        sa.user_ip6[1],
-        sa.user_ip6[2],
-        sa.user_ip6[3],
-    ];
+    let w = ip6;
     // An IPv4-mapped destination (::ffff:a.b.c.d) on an IPv6 socket reaches an IPv4
     // host and only runs connect6/sendmsg6: judge it by the IPv4 rules.
     if w[0] == 0 && w[1] == 0 && w[2] == 0xffff_u32.to_be() {
@@ -373,10 +391,27 @@ fn judge_dest(identity: u32, d: &Dest, proto_mask: u8) -> Judgement {
     }
 }
 
+/// The unspecified address (0.0.0.0, ::) reaches this host: the kernel substitutes
+/// loopback after the hook has run. Judge it as loopback, both families for `::`
+/// (a v6 socket bound to a v4-mapped address ends up at 127.0.0.1).
+#[inline(always)]
+fn judge_unspecified_too(identity: u32, d: &Dest, proto_mask: u8) -> Judgement {
+    if d.addr != [0u8; 16] {
+        return judge_dest(identity, d, proto_mask);
+    }
+    let v4 = judge_v4(identity, [127, 0, 0, 1], d.port, proto_mask);
+    if d.v4 {
+        return v4;
+    }
+    let mut lo6 = [0u8; 16];
+    lo6[15] = 1;
+    worst(v4, judge_v6(identity, lo6, d.port, proto_mask))
+}
+
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     let tgid = current_tgid();
-    let task_id = task_identity(tgid);
+    let task_id = resolve_and_enroll(tgid);
     let sock_id = match ZT_SOCK_ID.get_ptr_mut(ctx) {
         p if p.is_null() => IDENTITY_NONE,
         // SAFETY: non-null pointer to this socket's storage.
@@ -400,20 +435,20 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         // Other protocols match no rule, so they are denied.
         (_, p) => (0, PROTO_OTHER, p as u8),
     };
-    let dest = read_dest(ctx, is6);
+    let mut dest = read_dest(ctx, is6);
     if matches!(kind, EventKind::Sendmsg) && dest.port == 0 && dest.addr == [0u8; 16] {
-        // sendmsg() on a connected socket that carries ancillary data runs this hook
-        // with no address: the datagram goes to the peer that connect() already judged.
-        // Options that would divert it are dropped by the packet guard.
-        return CGROUP_ALLOW;
+        // sendmsg() on a connected socket with ancillary data runs this hook with no
+        // address: the datagram goes to the socket's peer, so judge that. (The peer may
+        // have been connected before this task had its identity.)
+        dest = read_peer(ctx, is6);
     }
 
     let mut j = ALLOW;
     if task_id != IDENTITY_NONE {
-        j = judge_dest(task_id, &dest, proto_mask);
+        j = judge_unspecified_too(task_id, &dest, proto_mask);
     }
     if sock_id != IDENTITY_NONE && sock_id != task_id {
-        j = worst(j, judge_dest(sock_id, &dest, proto_mask));
+        j = worst(j, judge_unspecified_too(sock_id, &dest, proto_mask));
     }
     let reported = if task_id != IDENTITY_NONE {
         task_id
@@ -447,10 +482,10 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
 
 #[inline(always)]
 fn try_sock_create(ctx: &SockContext) -> i32 {
-    // Tasks in enrolled cgroups are already enrolled: by cgroup_attach_task when they
-    // entered, by fork when they were born there, or by the daemon's scan of tasks that
-    // were there first. So one lookup suffices here.
-    let id = task_identity(current_tgid());
+    // Tasks in enrolled cgroups are normally enrolled on entry (cgroup_attach_task), at
+    // birth (fork) or by the daemon's scan. A task spawned straight into a cgroup with
+    // clone3(CLONE_INTO_CGROUP) passes none of those, so look at the cgroup too.
+    let id = resolve_and_enroll(current_tgid());
     if id == IDENTITY_NONE {
         return CGROUP_ALLOW;
     }
@@ -531,7 +566,7 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     if !routing {
         return CGROUP_ALLOW;
     }
-    let mut id = task_identity(current_tgid());
+    let mut id = resolve_and_enroll(current_tgid());
     if id == IDENTITY_NONE {
         // SAFETY: sk is a full socket for setsockopt; the helper accepts it.
         let sk = unsafe { so.__bindgen_anon_1.sk };
@@ -646,35 +681,28 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
 fn try_fork(ctx: &BtfTracePointContext) {
     // Runs in the parent's context.
     let parent = current_tgid();
+    let child: *const u8 = ctx.arg(1);
+    let Some(child_tgid) = read_at::<i32>(child, offset(&TASK_TGID_OFFSET)) else {
+        return;
+    };
+    let child_tgid = child_tgid as u32;
+    if child_tgid == parent {
+        return; // a new thread: the thread group is already enrolled or not
+    }
     let id = resolve_and_enroll(parent);
     if id == IDENTITY_NONE {
+        // A new process never takes over an entry left by an earlier holder of its pid.
+        let _ = ZT_TASKS.remove(&child_tgid);
         return;
-    }
-    let child: *const u8 = ctx.arg(1);
-    // SAFETY: reading a global set at load time.
-    let off = unsafe { core::ptr::read_volatile(&raw const TASK_TGID_OFFSET) } as usize;
-    if off == 0 {
-        return;
-    }
-    // SAFETY: probe read of the child's tgid at the BTF-derived offset.
-    let child_tgid = match unsafe { bpf_probe_read_kernel(child.wrapping_add(off).cast::<i32>()) } {
-        Ok(t) => t as u32,
-        Err(_) => parent, // unreadable: treat like a thread; the cgroup still enrolls it
-    };
-    if child_tgid == parent {
-        return; // a new thread: the thread group is already enrolled
     }
     let t = TaskIdentity {
         identity: id,
         how: ENROLL_INHERIT,
     };
-    if ZT_TASKS
-        .insert(&child_tgid, &t, BPF_NOEXIST.into())
-        .is_err()
-        && task_identity(child_tgid) != id
-    {
-        // The child could not inherit the identity: stop the parent rather than let
-        // an untagged child run (fail closed).
+    // BPF_ANY: an entry under a pid that was just handed out is stale by definition.
+    if ZT_TASKS.insert(&child_tgid, &t, BPF_ANY.into()).is_err() {
+        // The child could not inherit the identity. It stays judged through its cgroup
+        // if it remains there; count it, and stop the parent (fail closed).
         count_error(errors::TASKS_FULL);
         // SAFETY: helper call signalling the current task.
         unsafe {
