@@ -415,3 +415,135 @@ fn cli_errors_and_exit_codes() {
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert!(!std::path::Path::new("/sys/fs/bpf/zt-test-cli-bad/links").exists());
 }
+
+#[test]
+fn refuses_to_guess_when_pinned_state_is_incomplete_or_unknown() {
+    let n = TcpServer::new("127.0.0.1");
+    let pn = n.port.to_string();
+    let mut d = Daemon::start(
+        "partial",
+        &identity("lc-partial", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    d.kill9();
+    // The state file is gone (say /run was cleared): ids cannot be matched to names.
+    let state = std::fs::read(d.state_dir.join("state.json")).expect("state");
+    std::fs::remove_file(d.state_dir.join("state.json")).expect("rm state");
+    let out = daemon_cmd(&d).output().expect("daemon");
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be adopted"),
+        "{out:?}"
+    );
+    std::fs::write(d.state_dir.join("state.json"), state).expect("restore state");
+    // One link of the set is missing: the daemon leaves the rest attached and says so.
+    std::fs::remove_file(d.pin_dir.join("links/zt_exit")).expect("rm link");
+    let out = daemon_cmd(&d).output().expect("daemon");
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--teardown"),
+        "{out:?}"
+    );
+    // Enforcement went on through both refusals.
+    assert_eq!(d.run("lc-partial", &["tcp", "127.0.0.1", &pn]).0, DENIED);
+}
+
+fn daemon_cmd(d: &Daemon) -> Command {
+    let mut c = Command::new(agent_bin());
+    c.args([
+        "daemon",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--events",
+        "/dev/null",
+        "--policy",
+    ])
+    .arg(&d.policy_dir)
+    .arg("--pin-dir")
+    .arg(&d.pin_dir)
+    .arg("--state-dir")
+    .arg(&d.state_dir);
+    c
+}
+
+#[test]
+fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
+    use std::os::unix::process::CommandExt as _;
+    let d = Daemon::start(
+        "runiso",
+        &identity("lc-iso", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    // A descriptor the launcher inherits without close-on-exec must not reach CMD.
+    let file = std::fs::File::open("/etc/hostname").expect("open");
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut c = Command::new(agent_bin());
+    c.args([
+        "run",
+        "--identity",
+        "lc-iso",
+        "--user",
+        "nobody",
+        "--pin-dir",
+    ])
+    .arg(&d.pin_dir)
+    .arg("--state-dir")
+    .arg(&d.state_dir)
+    .args([
+        "--",
+        "sh",
+        "-c",
+        "test ! -e /proc/self/fd/7 && test \"$HOME\" = /nonexistent && test -z \"$SUDO_UID\"",
+    ])
+    .env("SUDO_UID", "0");
+    // SAFETY: dup2 between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fd, HOME or SUDO_UID leaked: {out:?}"
+    );
+
+    // SIGTERM to the launcher reaches CMD; the launcher still cleans up.
+    let mut child = Command::new(agent_bin())
+        .args([
+            "run",
+            "--identity",
+            "lc-iso",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
+        .arg(&d.pin_dir)
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(["--", "sleep", "30"])
+        .spawn()
+        .expect("run sleep");
+    let zt = zt_agent_tests::cgroup2_root().join("zt").join("lc-iso");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let runs = || {
+        std::fs::read_dir(&zt)
+            .map(|r| r.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    };
+    while runs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run cgroup appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert_eq!(runs(), 0, "run cgroup left behind after SIGTERM");
+}

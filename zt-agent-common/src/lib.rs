@@ -140,6 +140,11 @@ pub const ENROLL_CGROUP: u32 = 2;
 pub const ENROLL_INHERIT: u32 = 3;
 pub const ENROLL_SCAN: u32 = 4;
 
+/// Value bit of the enrolled-cgroup table: the entry belongs to a `zt-agent run`
+/// launch cgroup, which the launcher adds and removes itself. The identity is the
+/// value without this bit.
+pub const CGROUP_LAUNCHED: u32 = 1 << 31;
+
 /// Value of the socket-local storage: the identity of the task that created the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockoptContext},
 };
 use zt_agent_common::{
-    CGROUP_ALLOW, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP, ENROLL_INHERIT,
+    CGROUP_ALLOW, CGROUP_LAUNCHED, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP, ENROLL_INHERIT,
     EVENTS_RING_BYTES, Event, EventKind, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE,
     KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP,
     PROTO_UDP, PolicyValue, Reason, SockIdentity, TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS,
@@ -188,7 +188,7 @@ fn resolve_and_enroll(tgid: u32) -> u32 {
     match ZT_CGROUPS.get_ptr(&cg) {
         Some(p) => {
             // SAFETY: pointer from a successful lookup.
-            let id = unsafe { *p };
+            let id = unsafe { *p } & !CGROUP_LAUNCHED;
             let t = TaskIdentity {
                 identity: id,
                 how: ENROLL_CGROUP,
@@ -736,7 +736,7 @@ fn try_cgroup_attach(ctx: &BtfTracePointContext) {
         return;
     };
     // SAFETY: pointer from a successful lookup.
-    let identity = unsafe { *p };
+    let identity = unsafe { *p } & !CGROUP_LAUNCHED;
     let Some(tgid) = read_at::<i32>(task, offset(&TASK_TGID_OFFSET)) else {
         return;
     };

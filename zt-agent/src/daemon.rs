@@ -5,7 +5,7 @@
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,18 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "{pin_dir} holds attached programs but not the complete set this version pins; enforcement is left as it is. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
+    )]
+    Incomplete { pin_dir: String },
+    #[error(
+        "pinned enforcement at {pin_dir} cannot be adopted: {source}. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
+    )]
+    AdoptWithoutState {
+        pin_dir: String,
+        #[source]
+        source: crate::state::StateError,
+    },
 }
 
 impl DaemonError {
@@ -52,7 +64,8 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } => exit::CONFIG,
-            Self::Mount(_) | Self::Load(_) => exit::UNAVAILABLE,
+            Self::Mount(_) | Self::Load(_) | Self::Incomplete { .. } => exit::UNAVAILABLE,
+            Self::AdoptWithoutState { .. } => exit::UNAVAILABLE,
             Self::Sink { .. } => exit::CONFIG,
             _ => exit::OSERR,
         }
@@ -119,8 +132,16 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         tracing::info!(pin_dir = %pins.root.display(), "adopting pinned enforcement");
         (KernelMaps::open_pinned(&pins)?, true, None)
     } else {
+        if pins.has_links() {
+            // Something is attached, but not the set this binary expects (a crash
+            // mid-start, or another version). Removing it would drop enforcement and
+            // every identity; leave that to the operator.
+            return Err(DaemonError::Incomplete {
+                pin_dir: pins.root.display().to_string(),
+            });
+        }
         if pins.exists() {
-            // A half-finished start-up: nothing of it is attached; start over.
+            // A half-finished start-up with nothing attached: start over.
             pins.remove_all()?;
         }
         // A fresh start needs a valid policy before anything is attached.
@@ -142,7 +163,12 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         events,
     } = kmaps;
     let mut state = if adopted {
-        State::read(&args.dirs.state_dir).unwrap_or_default()
+        // Without the recorded ids the kernel's entries cannot be matched to names;
+        // guessing would judge tasks by another identity's rules.
+        State::read(&args.dirs.state_dir).map_err(|e| DaemonError::AdoptWithoutState {
+            pin_dir: pins.root.display().to_string(),
+            source: e,
+        })?
     } else {
         State::default()
     };
@@ -186,7 +212,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         // their first call.
         loaded.attach(&cg_root)?;
         // Tasks that entered a selected cgroup before cgroup_attach_task was hooked.
-        ctl.sync_cgroups();
+        ctl.sync_cgroups(false);
     }
     ctl.state.write(&ctl.state_dir)?;
     metrics.reloads.with_label_values(&["success"]).inc_by(0);
@@ -264,7 +290,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
             _ = tick.tick() => {
                 reload(&ctl, &metrics, false);
                 if let Ok(mut c) = ctl.lock() {
-                    c.sync_cgroups();
+                    c.sync_cgroups(false);
                 }
             }
             _ = term.recv() => break,
@@ -348,7 +374,7 @@ impl Control {
         self.state.policy_sha256.clone_from(&compiled.sha256);
         self.seen_sha = Some(compiled.sha256.clone());
         self.rules = (compiled.v4.len(), compiled.v6.len());
-        self.sync_cgroups();
+        self.sync_cgroups(true);
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::error!(error = %e, "writing state");
         }
@@ -356,7 +382,8 @@ impl Control {
     }
 
     /// Enroll every cgroup that matches a selector, and the tasks already in them.
-    fn sync_cgroups(&mut self) {
+    /// `prune` (on policy changes) also drops cgroups no identity selects any more.
+    fn sync_cgroups(&mut self, prune: bool) {
         let root = self.state.cgroup_root.clone();
         // Explicit selectors plus each identity's launch cgroup.
         let globs: Vec<(u32, Vec<String>)> = self
@@ -383,12 +410,20 @@ impl Control {
             };
             want.insert(cgid, id);
             for tgid in cgroup::procs(&dir) {
-                if let Err(e) = self.tasks.enroll_if_absent(tgid, id, ENROLL_SCAN) {
-                    tracing::warn!(tgid, error = %e, "enrolling a task found in an enrolled cgroup");
+                match self.tasks.enroll_if_absent(tgid, id, ENROLL_SCAN) {
+                    // The task may have exited between the read and the insert, after
+                    // its exit hook ran: never leave an entry a later pid could inherit.
+                    Ok(true) if !Path::new(&format!("/proc/{tgid}")).exists() => {
+                        let _ = self.tasks.remove(tgid);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(tgid, error = %e, "enrolling a task found in an enrolled cgroup");
+                    }
                 }
             }
         }
-        if let Err(e) = self.cgroups.sync(&want) {
+        if let Err(e) = self.cgroups.sync(&want, prune) {
             tracing::warn!(error = %e, "syncing enrolled cgroups");
         }
     }

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use aya::maps::{HashMap, Map, MapData};
-use zt_agent_common::{ENROLL_RUN, TaskIdentity, map_names};
+use zt_agent_common::{CGROUP_LAUNCHED, ENROLL_RUN, TaskIdentity, map_names};
+
+use crate::policy::LAUNCH_CGROUP_ROOT;
 
 use crate::cli::RunArgs;
 use crate::ebpf::loader::PinDir;
@@ -40,6 +42,10 @@ pub enum RunError {
     },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(
+        "zt-agent run must run in the host's pid namespace: the kernel tags tasks by their host pid"
+    )]
+    PidNamespace,
     #[error("cannot start {cmd}: {source}")]
     Spawn {
         cmd: String,
@@ -57,6 +63,7 @@ impl RunError {
             Self::User(_) => exit::NOUSER,
             Self::RootWorkload => exit::USAGE,
             Self::Cgroup(_) => exit::OSERR,
+            Self::PidNamespace => exit::USAGE,
             Self::Spawn { source, .. } => {
                 if source.kind() == std::io::ErrorKind::NotFound {
                     127
@@ -99,6 +106,9 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(RunError::NotRoot);
+    }
+    if !in_host_pid_namespace() {
+        return Err(RunError::PidNamespace);
     }
     let state = State::read(&args.dirs.state_dir)?;
     let ident = state
@@ -148,23 +158,33 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let dir: PathBuf = state.cgroup_root.join("zt").join(&ident.name).join(run_id);
+    let dir: PathBuf = state
+        .cgroup_root
+        .join(LAUNCH_CGROUP_ROOT.trim_start_matches('/'))
+        .join(&ident.name)
+        .join(run_id);
     cgroup::create(&dir)?;
     let cg_id = cgroup::cgroup_id(&dir)?;
-    // Anything placed in this cgroup later is enrolled too.
-    let _ = cgroups.insert(&cg_id, &ident.id, 0);
+    // The kernel enrolls whatever enters this cgroup (cgroup_attach_task), CMD first.
+    cgroups
+        .insert(&cg_id, &(ident.id | CGROUP_LAUNCHED), 0)
+        .map_err(|source| RunError::Map {
+            path: pins.map(map_names::CGROUPS).display().to_string(),
+            source,
+        })?;
 
     let procs = dir.join("cgroup.procs");
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
+    workload_env(&mut cmd, &acct);
     let identity = ident.id;
     // SAFETY: the closure runs in the forked child before exec; the launcher is
     // single-threaded, so the calls below cannot deadlock on a lock held by another
     // thread.
     unsafe {
         cmd.pre_exec(move || {
-            // Enter the cgroup, then enroll, then drop privileges: by the time CMD runs
-            // its first instruction the kernel already judges it by its identity.
+            // Enter the cgroup (which enrolls), enroll explicitly as well, then drop
+            // privileges: CMD's first instruction already runs under its identity.
             std::fs::write(&procs, b"0")?;
             let tgid = libc::getpid() as u32;
             tasks
@@ -177,19 +197,25 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
                     0,
                 )
                 .map_err(std::io::Error::other)?;
-            user::drop_privileges(acct)
+            // No controlling terminal: a workload must not push keystrokes into the
+            // shell that started it (TIOCSTI). The launcher forwards signals instead.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Descriptors the launcher inherited do not reach CMD.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            user::drop_privileges(&acct)
         });
     }
     let spawned = cmd.spawn();
     let result = match spawned {
         Ok(mut child) => {
-            // Ctrl-C reaches CMD through the terminal's process group; the launcher
-            // stays to clean up after it.
-            // SAFETY: setting a signal disposition to SIG_IGN.
-            unsafe {
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
-                libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-            }
+            forward_signals_to(child.id());
             let status = loop {
                 match child.wait() {
                     Ok(s) => break Ok(s),
@@ -220,4 +246,51 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     }
     let _ = cgroups.remove(&cg_id);
     result
+}
+
+/// One pid level in NSpid: this process sees itself as the kernel does.
+fn in_host_pid_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("NSpid:")
+                    .map(|v| v.split_whitespace().count())
+            })
+        })
+        .is_some_and(|levels| levels == 1)
+}
+
+/// The workload's environment: the caller's, minus sudo's traces, with the target
+/// user's identity variables.
+fn workload_env(cmd: &mut Command, acct: &user::Account) {
+    for k in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"] {
+        cmd.env_remove(k);
+    }
+    if let Some(home) = &acct.home {
+        cmd.env("HOME", home);
+    }
+    if let Some(name) = &acct.name {
+        cmd.env("USER", name).env("LOGNAME", name);
+    }
+}
+
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// CMD has its own session, so terminal signals reach the launcher only: pass them
+/// on, and stay alive to clean up after CMD.
+fn forward_signals_to(pid: u32) {
+    CHILD.store(pid as i32, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
 }

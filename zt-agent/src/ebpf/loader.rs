@@ -118,6 +118,12 @@ impl PinDir {
     pub fn link(&self, name: &str) -> PathBuf {
         self.root.join("links").join(name)
     }
+    /// Some program is attached through a pinned link.
+    #[must_use]
+    pub fn has_links(&self) -> bool {
+        std::fs::read_dir(self.root.join("links")).is_ok_and(|mut rd| rd.next().is_some())
+    }
+
     /// Every map and every link is pinned: a running enforcement to adopt.
     #[must_use]
     pub fn is_complete(&self) -> bool {
@@ -264,15 +270,10 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
             })?;
     }
 
+    create_private_dir(&pins.root)?;
     for sub in ["maps", "links"] {
-        let dir = pins.root.join(sub);
-        std::fs::create_dir_all(&dir).map_err(|source| LoadError::Pin {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        create_private_dir(&pins.root.join(sub))?;
     }
-    // Pins and control files are root-only.
-    restrict(&pins.root)?;
     let mut maps = Vec::new();
     for name in map_names::ALL {
         let map = ebpf
@@ -303,14 +304,26 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
     ))
 }
 
-fn restrict(dir: &Path) -> Result<(), LoadError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        LoadError::Pin {
-            path: dir.display().to_string(),
-            source,
-        }
-    })
+/// Create a root-only directory, refusing one that already exists: bpffs is
+/// world-writable (1777), and a directory someone else created first would let them
+/// unlink the pins, which detaches the programs.
+fn create_private_dir(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let err = |source| LoadError::Pin {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let md = std::fs::symlink_metadata(dir).map_err(err)?;
+    if !md.is_dir() || md.uid() != 0 {
+        return Err(err(std::io::Error::other(
+            "not a directory owned by root right after creating it",
+        )));
+    }
+    Ok(())
 }
 
 fn map_data(map: &Map) -> &MapData {

@@ -2,8 +2,8 @@
 
 use aya::maps::{ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use zt_agent_common::{
-    ENROLL_RUN, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity, VERDICT_SLOTS,
-    errors,
+    CGROUP_LAUNCHED, ENROLL_RUN, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity,
+    VERDICT_SLOTS, errors,
 };
 
 use crate::policy::Compiled;
@@ -32,8 +32,15 @@ impl PolicyMaps {
         for (len, data, value) in &compiled.v6 {
             t6.insert(&Key::new(*len, *data), value, 0)?;
         }
+        let old_v4 = self.v4.get(&0, 0).ok();
         self.v4.set(0, &t4, 0)?;
-        self.v6.set(0, &t6, 0)?;
+        if let Err(e) = self.v6.set(0, &t6, 0) {
+            // Keep both families on the same policy.
+            if let Some(old) = old_v4 {
+                let _ = self.v4.set(0, &old, 0);
+            }
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -96,18 +103,28 @@ impl Tasks {
 pub struct Cgroups(pub HashMap<MapData, u64, u32>);
 
 impl Cgroups {
-    /// Make the table equal to `want`, removing stale entries after adding new ones.
-    pub fn sync(&mut self, want: &std::collections::BTreeMap<u64, u32>) -> Result<(), MapError> {
+    /// Add the selected cgroups in `want`. With `prune`, also remove entries that are
+    /// not in `want`, except launch cgroups, which `zt-agent run` adds and removes
+    /// itself (a walk that ran before its mkdir must not drop its entry).
+    pub fn sync(
+        &mut self,
+        want: &std::collections::BTreeMap<u64, u32>,
+        prune: bool,
+    ) -> Result<(), MapError> {
         for (id, ident) in want {
-            if self.0.get(id, 0).ok() != Some(*ident) {
+            if self.0.get(id, 0).ok().map(|v| v & !CGROUP_LAUNCHED) != Some(*ident) {
                 self.0.insert(id, ident, 0)?;
             }
         }
+        if !prune {
+            return Ok(());
+        }
         let stale: Vec<u64> = self
             .0
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| !want.contains_key(k))
+            .filter(|(k, v)| !want.contains_key(k) && v & CGROUP_LAUNCHED == 0)
+            .map(|(k, _)| k)
             .collect();
         for k in stale {
             let _ = self.0.remove(&k);

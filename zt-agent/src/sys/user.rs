@@ -8,10 +8,12 @@ pub enum UserError {
     Unknown(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     pub uid: u32,
     pub gid: u32,
+    pub name: Option<String>,
+    pub home: Option<String>,
 }
 
 /// Look a user up by name or numeric uid.
@@ -47,20 +49,35 @@ pub fn lookup(user: &str) -> Result<Account, UserError> {
     if rc != 0 || result.is_null() {
         // A numeric uid without a passwd entry is still a valid target.
         return match user.parse::<u32>() {
-            Ok(uid) => Ok(Account { uid, gid: uid }),
+            Ok(uid) => Ok(Account {
+                uid,
+                gid: uid,
+                name: None,
+                home: None,
+            }),
             Err(_) => Err(UserError::Unknown(user.into())),
         };
     }
+    let text = |p: *const libc::c_char| {
+        // SAFETY: getpw*_r filled these as NUL-terminated strings inside `buf`.
+        (!p.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
     Ok(Account {
         uid: pw.pw_uid,
         gid: pw.pw_gid,
+        name: text(pw.pw_name),
+        home: text(pw.pw_dir),
     })
 }
 
 /// Drop to `acct` with no capabilities, no supplementary groups beyond its own gid,
 /// and no_new_privs. Runs in the forked child right before exec, so it only makes
 /// raw system calls.
-pub fn drop_privileges(acct: Account) -> std::io::Result<()> {
+pub fn drop_privileges(acct: &Account) -> std::io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc == 0 {
             Ok(())
@@ -120,7 +137,11 @@ mod tests {
 
     #[test]
     fn looks_up_root_and_nobody() {
-        assert_eq!(lookup("root").expect("root"), Account { uid: 0, gid: 0 });
+        let root = lookup("root").expect("root");
+        assert_eq!(
+            (root.uid, root.gid, root.name.as_deref()),
+            (0, 0, Some("root"))
+        );
         assert_eq!(lookup("0").expect("0").uid, 0);
         assert!(lookup("no-such-user-zt").is_err());
     }
