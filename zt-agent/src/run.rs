@@ -178,6 +178,7 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     cmd.args(&args.cmd[1..]);
     workload_env(&mut cmd, &acct);
     let identity = ident.id;
+    let filter = crate::sys::seccomp::socket_filter();
     // SAFETY: the closure runs in the forked child before exec; the launcher is
     // single-threaded, so the calls below cannot deadlock on a lock held by another
     // thread.
@@ -209,7 +210,9 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
-            user::drop_privileges(&acct)
+            user::drop_privileges(&acct)?;
+            // Sockets only of the families the kernel hooks judge or that stay local.
+            crate::sys::seccomp::install(&filter)
         });
     }
     let spawned = cmd.spawn();

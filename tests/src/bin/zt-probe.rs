@@ -85,6 +85,15 @@ fn raw4() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A socket of a family the cgroup hooks never see: AF_VSOCK reaches a VM's host.
+fn vsock() -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the descriptor is closed right away.
+    let fd = cvt(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) })?;
+    // SAFETY: we own fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
 fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> std::io::Result<()> {
     // SAFETY: val is a valid buffer of the given length.
     cvt(unsafe {
@@ -288,6 +297,7 @@ fn dispatch(args: &[String]) -> u8 {
         ["udp-sendto", h, p] => outcome("udp-sendto", udp_sendto(addr(h, p))),
         ["udp-connect", h, p] => outcome("udp-connect", udp_connect(addr(h, p))),
         ["raw4"] => outcome("raw4", raw4()),
+        ["vsock"] => outcome("vsock", vsock()),
         ["rthdr"] => outcome("rthdr", rthdr()),
         ["ipopts"] => outcome("ipopts", ipopts()),
         ["tos-cmsg", h, p] => outcome(

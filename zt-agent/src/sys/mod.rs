@@ -1,4 +1,5 @@
 //! Host facts and host changes: mounts, cgroups, users and privileges.
 pub mod cgroup;
 pub mod mounts;
+pub mod seccomp;
 pub mod user;

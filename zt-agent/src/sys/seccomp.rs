@@ -1,0 +1,134 @@
+//! A seccomp filter for workloads started by `zt-agent run`: sockets only of the
+//! families the kernel hooks judge (IPv4, IPv6) or that stay on this host (Unix,
+//! netlink).
+//!
+//! The cgroup socket hooks see only inet sockets. Without this filter a workload could
+//! open, say, an AF_VSOCK connection to its VM host. The filter is classic BPF, which
+//! seccomp requires; it is installed after no_new_privs, right before exec.
+//!
+//! 32-bit system calls (int 0x80 from a 64-bit process, or a 32-bit binary) reach the
+//! socket API through socketcall and the compat entry points, which skip some cgroup
+//! hooks on some kernels: they are refused outright. x32 system calls likewise.
+
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const NR_SOCKET: u32 = 41;
+const NR_SOCKETPAIR: u32 = 53;
+// i386: socketcall and the direct socket system calls (socket .. shutdown).
+const NR_I386_SOCKETCALL: u32 = 102;
+const NR_I386_SOCKET_FIRST: u32 = 359;
+const NR_I386_SOCKET_LAST: u32 = 373;
+
+const ALLOWED_FAMILIES: [u32; 4] = [
+    libc::AF_UNIX as u32,
+    libc::AF_INET as u32,
+    libc::AF_INET6 as u32,
+    libc::AF_NETLINK as u32,
+];
+
+// seccomp_data offsets.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const OFF_ARG0_LO: u32 = 16;
+
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The filter program. Built before fork so the child only installs it.
+/// Jump offsets count from the next instruction; the index of each is in a comment.
+#[must_use]
+pub fn socket_filter() -> Vec<libc::sock_filter> {
+    let deny = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    let ja = 0x05; // BPF_JMP | BPF_JA
+    let [unix, inet, inet6, netlink] = ALLOWED_FAMILIES;
+    vec![
+        stmt(LD_W_ABS, OFF_ARCH),                // 0
+        jump(JEQ_K, AUDIT_ARCH_X86_64, 2, 0),    // 1: -> 4
+        jump(JEQ_K, AUDIT_ARCH_I386, 0, 20),     // 2: -> 3, else -> 23 allow
+        stmt(ja, 13),                            // 3: -> 17 (i386 block)
+        stmt(LD_W_ABS, OFF_NR),                  // 4
+        jump(JGE_K, X32_SYSCALL_BIT, 0, 1),      // 5: x32 -> 6 deny, else -> 7
+        stmt(RET_K, deny),                       // 6
+        jump(JEQ_K, NR_SOCKET, 2, 0),            // 7: -> 10
+        jump(JEQ_K, NR_SOCKETPAIR, 1, 0),        // 8: -> 10
+        stmt(RET_K, SECCOMP_RET_ALLOW),          // 9
+        stmt(LD_W_ABS, OFF_ARG0_LO),             // 10: the family
+        jump(JEQ_K, unix, 4, 0),                 // 11: -> 16
+        jump(JEQ_K, inet, 3, 0),                 // 12: -> 16
+        jump(JEQ_K, inet6, 2, 0),                // 13: -> 16
+        jump(JEQ_K, netlink, 1, 0),              // 14: -> 16
+        stmt(RET_K, deny),                       // 15
+        stmt(RET_K, SECCOMP_RET_ALLOW),          // 16
+        stmt(LD_W_ABS, OFF_NR),                  // 17: i386
+        jump(JEQ_K, NR_I386_SOCKETCALL, 3, 0),   // 18: -> 22 deny
+        jump(JGE_K, NR_I386_SOCKET_FIRST, 0, 3), // 19: below the range -> 23
+        jump(JGT_K, NR_I386_SOCKET_LAST, 2, 0),  // 20: above the range -> 23
+        stmt(RET_K, deny),                       // 21: in the range
+        stmt(RET_K, deny),                       // 22: socketcall
+        stmt(RET_K, SECCOMP_RET_ALLOW),          // 23
+    ]
+}
+
+/// Install `prog` for the calling thread. Requires no_new_privs (or CAP_SYS_ADMIN).
+pub fn install(prog: &[libc::sock_filter]) -> std::io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(std::io::Error::other)?,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: fprog points at a valid filter that outlives the call.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &raw const fprog,
+            0,
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every jump lands inside the program, on an instruction after it.
+    #[test]
+    fn jumps_stay_in_the_program() {
+        let p = socket_filter();
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code == JEQ_K || ins.code == JGE_K || ins.code == JGT_K {
+                assert!(i + 1 + usize::from(ins.jt) < p.len(), "jt at {i}");
+                assert!(i + 1 + usize::from(ins.jf) < p.len(), "jf at {i}");
+            }
+            if ins.code == 0x05 {
+                assert!(i + 1 + (ins.k as usize) < p.len(), "ja at {i}");
+            }
+        }
+        assert_eq!(p.last().map(|i| i.k), Some(SECCOMP_RET_ALLOW));
+    }
+}
