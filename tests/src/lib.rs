@@ -429,6 +429,64 @@ impl Cgroup {
         cmd.spawn().expect("spawn probe in cgroup")
     }
 
+    /// Start `zt-probe ARGS` as root directly inside this cgroup with
+    /// clone3(CLONE_INTO_CGROUP), the way systemd starts services: the task never
+    /// enters the cgroup by a write to cgroup.procs. Returns the probe's exit code.
+    #[must_use]
+    pub fn clone3_probe(&self, args: &[&str]) -> i32 {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd as _;
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let dir = std::fs::File::open(&self.path).expect("open cgroup dir");
+        let prog = CString::new(probe_bin().display().to_string()).expect("path");
+        let argv_c: Vec<CString> = std::iter::once(prog.clone())
+            .chain(args.iter().map(|a| CString::new(*a).expect("arg")))
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let cl = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with a valid argument block; the child only calls execve and
+        // _exit, both async-signal-safe, on memory prepared before the call.
+        let pid = unsafe { libc::syscall(libc::SYS_clone3, &raw const cl, size_of::<CloneArgs>()) };
+        assert!(pid >= 0, "clone3: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        }
+    }
+
     /// Run `zt-probe ARGS` as root inside this cgroup and return (exit code, output).
     #[must_use]
     pub fn run_probe(&self, args: &[&str]) -> (i32, String) {

@@ -79,6 +79,16 @@ fn cgroup_selector_enrolls_and_moves_do_not_escape() {
     assert_eq!(cg.run_probe(&["tcp", "127.0.0.1", &a]).0, OK);
     assert_eq!(cg.run_probe(&["tcp", "127.0.0.1", &n]).0, DENIED);
 
+    // Spawned straight into the cgroup with clone3(CLONE_INTO_CGROUP), as systemd does:
+    // enrolled at birth, so even a move to the root cgroup first does not escape.
+    assert_eq!(cg.clone3_probe(&["tcp", "127.0.0.1", &a]), OK);
+    assert_eq!(cg.clone3_probe(&["tcp", "127.0.0.1", &n]), DENIED);
+    let root_dir = cgroup2_root().display().to_string();
+    assert_eq!(
+        cg.clone3_probe(&["move-cgroup", &root_dir, "tcp", "127.0.0.1", &n]),
+        DENIED
+    );
+
     // Moving itself to the root cgroup does not shed the identity...
     let root = cgroup2_root().display().to_string();
     let (code, out) = cg.run_probe(&["move-cgroup", &root, "tcp", "127.0.0.1", &n]);

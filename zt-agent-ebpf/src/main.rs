@@ -53,6 +53,10 @@ static CGROUP_ROOT_OFFSET: u32 = 0;
 static KERNFS_NODE_ID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CGROUP_ROOT_HIERARCHY_ID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
 
 #[inline(always)]
 fn offset(global: &u32) -> usize {
@@ -171,33 +175,6 @@ fn task_identity(tgid: u32) -> u32 {
     match ZT_TASKS.get_ptr(&tgid) {
         // SAFETY: the pointer comes from a successful lookup and is read once.
         Some(t) => unsafe { (*t).identity },
-        None => IDENTITY_NONE,
-    }
-}
-
-/// Like `task_identity`, but also enrolls a task found in an enrolled cgroup.
-/// Enrollment sticks to the thread group from then on.
-#[inline(always)]
-fn resolve_and_enroll(tgid: u32) -> u32 {
-    let id = task_identity(tgid);
-    if id != IDENTITY_NONE {
-        return id;
-    }
-    // SAFETY: helper without arguments.
-    let cg = unsafe { bpf_get_current_cgroup_id() };
-    match ZT_CGROUPS.get_ptr(&cg) {
-        Some(p) => {
-            // SAFETY: pointer from a successful lookup.
-            let id = unsafe { *p } & !CGROUP_LAUNCHED;
-            let t = TaskIdentity {
-                identity: id,
-                how: ENROLL_CGROUP,
-            };
-            if ZT_TASKS.insert(&tgid, &t, BPF_ANY.into()).is_err() {
-                count_error(errors::TASKS_FULL);
-            }
-            id
-        }
         None => IDENTITY_NONE,
     }
 }
@@ -411,7 +388,7 @@ fn judge_unspecified_too(identity: u32, d: &Dest, proto_mask: u8) -> Judgement {
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     let tgid = current_tgid();
-    let task_id = resolve_and_enroll(tgid);
+    let task_id = task_identity(tgid);
     let sock_id = match ZT_SOCK_ID.get_ptr_mut(ctx) {
         p if p.is_null() => IDENTITY_NONE,
         // SAFETY: non-null pointer to this socket's storage.
@@ -482,10 +459,10 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
 
 #[inline(always)]
 fn try_sock_create(ctx: &SockContext) -> i32 {
-    // Tasks in enrolled cgroups are normally enrolled on entry (cgroup_attach_task), at
-    // birth (fork) or by the daemon's scan. A task spawned straight into a cgroup with
-    // clone3(CLONE_INTO_CGROUP) passes none of those, so look at the cgroup too.
-    let id = resolve_and_enroll(current_tgid());
+    // Tasks in enrolled cgroups are enrolled when they enter (cgroup_attach_task), when
+    // they are born there (fork, CLONE_INTO_CGROUP included), or by the daemon's scan
+    // of tasks that were there first. So one lookup suffices on every hot path.
+    let id = task_identity(current_tgid());
     if id == IDENTITY_NONE {
         return CGROUP_ALLOW;
     }
@@ -566,7 +543,7 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     if !routing {
         return CGROUP_ALLOW;
     }
-    let mut id = resolve_and_enroll(current_tgid());
+    let mut id = task_identity(current_tgid());
     if id == IDENTITY_NONE {
         // SAFETY: sk is a full socket for setsockopt; the helper accepts it.
         let sk = unsafe { so.__bindgen_anon_1.sk };
@@ -689,16 +666,21 @@ fn try_fork(ctx: &BtfTracePointContext) {
     if child_tgid == parent {
         return; // a new thread: the thread group is already enrolled or not
     }
-    let id = resolve_and_enroll(parent);
-    if id == IDENTITY_NONE {
-        // A new process never takes over an entry left by an earlier holder of its pid.
-        let _ = ZT_TASKS.remove(&child_tgid);
-        return;
-    }
-    let t = TaskIdentity {
-        identity: id,
-        how: ENROLL_INHERIT,
+    let (id, how) = match task_identity(parent) {
+        IDENTITY_NONE => match child_cgroup_identity(child) {
+            // Born in an enrolled cgroup: the parent's, or another one through
+            // clone3(CLONE_INTO_CGROUP), which fires no cgroup_attach_task.
+            Some(id) => (id, ENROLL_CGROUP),
+            None => {
+                // A new process never takes over an entry left by an earlier holder
+                // of its pid.
+                let _ = ZT_TASKS.remove(&child_tgid);
+                return;
+            }
+        },
+        id => (id, ENROLL_INHERIT),
     };
+    let t = TaskIdentity { identity: id, how };
     // BPF_ANY: an entry under a pid that was just handed out is stale by definition.
     if ZT_TASKS.insert(&child_tgid, &t, BPF_ANY.into()).is_err() {
         // The child could not inherit the identity. It stays judged through its cgroup
@@ -709,6 +691,19 @@ fn try_fork(ctx: &BtfTracePointContext) {
             bpf_send_signal(SIGKILL);
         }
     }
+}
+
+/// The identity of the enrolled cgroup a new task starts in, if any.
+#[inline(always)]
+fn child_cgroup_identity(task: *const u8) -> Option<u32> {
+    let cset = read_at::<*const u8>(task, offset(&TASK_CGROUPS_OFFSET))?;
+    let cgrp = read_at::<*const u8>(cset, offset(&CSS_SET_DFL_CGRP_OFFSET))?;
+    let kn = read_at::<*const u8>(cgrp, offset(&CGROUP_KN_OFFSET))?;
+    let cgid = read_at::<u64>(kn, offset(&KERNFS_NODE_ID_OFFSET))?;
+    // SAFETY: pointer from a successful lookup.
+    ZT_CGROUPS
+        .get_ptr(&cgid)
+        .map(|p| unsafe { *p } & !CGROUP_LAUNCHED)
 }
 
 /// A task moved into an enrolled cgroup is enrolled before the write to

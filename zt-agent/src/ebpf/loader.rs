@@ -43,7 +43,9 @@ const TRACING_PROGRAMS: [(&str, &str); 3] = [
 ];
 
 /// Kernel struct members the programs read, and the global each offset goes to.
-const OFFSETS: [(&str, &str, &str); 5] = [
+const OFFSETS: [(&str, &str, &str); 7] = [
+    ("TASK_CGROUPS_OFFSET", "task_struct", "cgroups"),
+    ("CSS_SET_DFL_CGRP_OFFSET", "css_set", "dfl_cgrp"),
     ("TASK_TGID_OFFSET", "task_struct", "tgid"),
     ("CGROUP_KN_OFFSET", "cgroup", "kn"),
     ("CGROUP_ROOT_OFFSET", "cgroup", "root"),
