@@ -313,16 +313,13 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
 
 fn reload(ctl: &Arc<Mutex<Control>>, metrics: &Arc<Mutex<Metrics>>, forced: bool) {
     let Ok(mut c) = ctl.lock() else { return };
-    let sha = policy::load_dir(&c.policy_dir).map(|p| p.sha256.clone());
-    let on_disk = match &sha {
-        Ok(s) => Some(s.clone()),
-        Err(e) => Some(format!("invalid:{e}")),
-    };
-    if !forced && on_disk == c.seen_sha {
+    // Polling hashes the raw files; only a change (or SIGHUP) parses them.
+    let digest = policy::source_digest(&c.policy_dir);
+    if !forced && c.seen_sha.as_deref() == Some(digest.as_str()) {
         return;
     }
-    c.seen_sha.clone_from(&on_disk);
-    if !forced && sha.as_ref().is_ok_and(|s| *s == c.state.policy_sha256) {
+    c.seen_sha = Some(digest.clone());
+    if !forced && digest == c.state.policy_sha256 {
         return;
     }
     let result = match policy::load_dir(&c.policy_dir) {
