@@ -163,7 +163,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let (rounds, n, rule_counts): (usize, u32, &[u32]) = if quick {
         (2, 2_000, &[10])
     } else {
-        (5, 20_000, &[10, 10_000])
+        (5, 20_000, &[10, 10_000, 100_000])
     };
     let mut b = cargo();
     b.args([

@@ -185,15 +185,30 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
             };
         }
     }
+    // Which rules list each network, so that the rules containing a prefix are found by
+    // walking its ancestors (at most 129 lookups) instead of scanning every rule.
+    let mut owners: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
+    for (i, rule) in identity.egress.iter().enumerate() {
+        for net in &rule.to {
+            let v = owners.entry(net.trunc()).or_default();
+            if v.last() != Some(&i) {
+                v.push(i);
+            }
+        }
+    }
     let build = |nets: BTreeSet<(u8, IpNet)>| -> Result<Entries, CompileError> {
         nets.into_iter()
             .map(|(_, prefix)| {
                 let mut tcp = Vec::new();
                 let mut udp = Vec::new();
-                for rule in &identity.egress {
-                    if !rule.to.iter().any(|n| n.contains(&prefix)) {
-                        continue;
+                let mut containing = BTreeSet::new();
+                for len in 0..=prefix.prefix_len() {
+                    let ancestor = IpNet::new(prefix.addr(), len).map(|n| n.trunc());
+                    if let Some(rules) = ancestor.ok().and_then(|a| owners.get(&a)) {
+                        containing.extend(rules.iter().copied());
                     }
+                }
+                for rule in containing.into_iter().map(|i| &identity.egress[i]) {
                     let mask = rule.protocol.mask();
                     for &r in &rule.ports {
                         if mask & PROTO_MASK_TCP != 0 {

@@ -17,7 +17,7 @@ use super::model::{
 };
 
 /// Bound on the nodes of one file after alias expansion, against "billion laughs" input.
-const MAX_NODES: usize = 100_000;
+const MAX_NODES: usize = 4_000_000;
 
 /// A YAML node and where it starts (1-based line and column).
 #[derive(Clone, Debug)]
