@@ -287,7 +287,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "One connect = socket + connect + accept + close (SO_LINGER 0) on loopback, one thread pinned to CPU 1.\n"
+        "One connect = socket + connect + accept + close (SO_LINGER 0) on loopback, one thread pinned to CPU 1. Enrolled cases run under `zt-agent run`, so they also pay its seccomp filter on every system call.\n"
     );
     let _ = writeln!(
         md,
