@@ -1,12 +1,17 @@
-//! Benchmark client: a closed loop of socket, connect, accept and close (SO_LINGER 0)
-//! in one thread pinned to one CPU, against a listener in the same process.
+//! Benchmark client, one thread pinned to one CPU, closed loops only.
 //!
-//!   zt-bench connect PORT ITERATIONS   prints "ns_per_connect=N ns_in_connect=M"
+//!   zt-bench [--cgroup DIR] connect PORT N   socket, connect, accept, close (SO_LINGER 0)
+//!                                            against a listener in this process
+//!   zt-bench [--cgroup DIR] denied PORT N    socket and a connect the policy refuses
+//!   zt-bench [--cgroup DIR] udp PORT N       sendto without connect, then recv
+//!   zt-bench [--cgroup DIR] latency PORT MS  connect loop for MS ms; the worst latency
+//!   zt-bench [--cgroup DIR] exec N           fork + exec /bin/true, waited for
+//!   zt-bench [--cgroup DIR] check PORT OTHER PORT connects, OTHER is refused
 //!
-//! The listener is bound by the caller's port choice on 127.0.0.1 so the policy can
-//! name it.
+//! Output is one line of key=value pairs. `--cgroup` moves the process into DIR first,
+//! which is how peers that match on cgroups (nftables, iptables) see it.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
@@ -36,46 +41,165 @@ fn pin_cpu(cpu: usize) {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (Some("connect"), Some(port), Some(n)) = (
-        args.first().map(String::as_str),
-        args.get(1).and_then(|p| p.parse::<u16>().ok()),
-        args.get(2).and_then(|n| n.parse::<u32>().ok()),
-    ) else {
-        eprintln!("usage: zt-bench connect PORT ITERATIONS");
-        std::process::exit(2);
-    };
-    pin_cpu(1);
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    // Warm up.
-    for _ in 0..200 {
-        let c = TcpStream::connect(addr).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("zt-bench: {what}: {e}");
+    std::process::exit(10)
+}
+
+fn connect_loop(port: u16, n: u32) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail("bind", e));
+    let addr = listener.local_addr().unwrap_or_else(|e| fail("addr", e));
+    let once = || -> Duration {
+        let t = Instant::now();
+        let c = TcpStream::connect(addr).unwrap_or_else(|e| fail("connect", e));
+        let took = t.elapsed();
+        let (s, _) = listener.accept().unwrap_or_else(|e| fail("accept", e));
         linger0(c.as_raw_fd());
         drop((c, s));
+        took
+    };
+    for _ in 0..200 {
+        once();
     }
     let mut in_connect = Duration::ZERO;
     let start = Instant::now();
     for _ in 0..n {
-        let t = Instant::now();
-        let c = match TcpStream::connect(addr) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("connect: {e}");
-                std::process::exit(10);
-            }
-        };
-        in_connect += t.elapsed();
-        let (s, _) = listener.accept().expect("accept");
-        linger0(c.as_raw_fd());
-        drop((c, s));
+        in_connect += once();
     }
     let total = start.elapsed();
     println!(
-        "ns_per_connect={} ns_in_connect={}",
+        "ns_per_op={} ns_in_call={}",
         total.as_nanos() / u128::from(n),
         in_connect.as_nanos() / u128::from(n)
     );
+}
+
+fn denied_loop(port: u16, n: u32) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut refused = 0u32;
+    let start = Instant::now();
+    for _ in 0..n {
+        match TcpStream::connect(addr) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
+            Err(_) => {}
+            Ok(_) => fail("denied", "the connect was allowed"),
+        }
+    }
+    let total = start.elapsed();
+    if refused != n {
+        fail("denied", format!("{refused} of {n} refused with EPERM"));
+    }
+    println!(
+        "ns_per_op={} ns_in_call={}",
+        total.as_nanos() / u128::from(n),
+        total.as_nanos() / u128::from(n)
+    );
+}
+
+fn udp_loop(port: u16, n: u32) {
+    let rx = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail("bind", e));
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| fail("bind", e));
+    let to = rx.local_addr().unwrap_or_else(|e| fail("addr", e));
+    let mut buf = [0u8; 64];
+    let mut in_send = Duration::ZERO;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        tx.send_to(b"datagram", to)
+            .unwrap_or_else(|e| fail("sendto", e));
+        in_send += t.elapsed();
+        rx.recv(&mut buf).unwrap_or_else(|e| fail("recv", e));
+    }
+    let total = start.elapsed();
+    println!(
+        "ns_per_op={} ns_in_call={}",
+        total.as_nanos() / u128::from(n),
+        in_send.as_nanos() / u128::from(n)
+    );
+}
+
+fn latency_loop(port: u16, millis: u64) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail("bind", e));
+    let addr = listener.local_addr().unwrap_or_else(|e| fail("addr", e));
+    let end = Instant::now() + Duration::from_millis(millis);
+    let (mut worst, mut count, mut failed) = (Duration::ZERO, 0u64, 0u64);
+    while Instant::now() < end {
+        let t = Instant::now();
+        match TcpStream::connect(addr) {
+            Ok(c) => {
+                worst = worst.max(t.elapsed());
+                let (s, _) = listener.accept().unwrap_or_else(|e| fail("accept", e));
+                linger0(c.as_raw_fd());
+                drop((c, s));
+                count += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    println!(
+        "max_ns={} connects={count} failed={failed}",
+        worst.as_nanos()
+    );
+}
+
+/// Before timing a case: the allowed port connects, the other is refused (EPERM from
+/// zt-agent, a reset from a peer's reject), with listeners on both.
+fn check(allowed: u16, other: u16) {
+    let _a = TcpListener::bind(("127.0.0.1", allowed)).unwrap_or_else(|e| fail("bind", e));
+    let _o = TcpListener::bind(("127.0.0.1", other)).unwrap_or_else(|e| fail("bind", e));
+    if let Err(e) = TcpStream::connect(("127.0.0.1", allowed)) {
+        fail("check", format!("the allowed destination failed: {e}"));
+    }
+    if TcpStream::connect(("127.0.0.1", other)).is_ok() {
+        fail("check", "a destination outside the rules connected");
+    }
+    println!("check=ok");
+}
+
+fn exec_loop(n: u32) {
+    let start = Instant::now();
+    for _ in 0..n {
+        let s = std::process::Command::new("/bin/true")
+            .status()
+            .unwrap_or_else(|e| fail("exec", e));
+        if !s.success() {
+            fail("exec", s);
+        }
+    }
+    let total = start.elapsed();
+    println!(
+        "ns_per_op={} execs_per_s={:.0}",
+        total.as_nanos() / u128::from(n),
+        f64::from(n) / total.as_secs_f64()
+    );
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--cgroup") {
+        let dir = args
+            .get(1)
+            .cloned()
+            .unwrap_or_else(|| fail("usage", "--cgroup DIR"));
+        std::fs::write(format!("{dir}/cgroup.procs"), b"0").unwrap_or_else(|e| fail("cgroup", e));
+        args.drain(..2);
+    }
+    pin_cpu(1);
+    let num = |i: usize| -> u64 {
+        args.get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| fail("usage", "see the source"))
+    };
+    match args.first().map(String::as_str) {
+        Some("connect") => connect_loop(num(1) as u16, num(2) as u32),
+        Some("denied") => denied_loop(num(1) as u16, num(2) as u32),
+        Some("udp") => udp_loop(num(1) as u16, num(2) as u32),
+        Some("latency") => latency_loop(num(1) as u16, num(2)),
+        Some("exec") => exec_loop(num(1) as u32),
+        Some("check") => check(num(1) as u16, num(2) as u16),
+        _ => fail(
+            "usage",
+            "connect|denied|udp PORT N, latency PORT MS, exec N",
+        ),
+    }
 }

@@ -1,0 +1,180 @@
+//! The alternatives a host admin would pick instead, set up with rules equivalent to
+//! the agent's: the client's cgroup may open TCP connections only to an allowed set of
+//! (address, port). Each peer judges new connections (SYN packets), as the agent judges
+//! connect(); neither turns on conntrack.
+//!
+//! Everything runs inside the benchmark's own network namespace, so no rule touches the
+//! host's traffic, and the namespace takes the rules with it when the benchmark ends.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// Filler destinations: rule `i` of `n` (the allowed one is 127.0.0.1).
+pub fn filler(i: u32) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+}
+
+fn pipe_to(cmd: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// How nftables names a cgroup: a path below /sys/fs/cgroup (it resolves it there,
+/// whatever the cgroup2 mount), and the cgroup's depth in the cgroup2 hierarchy.
+fn nft_cgroup(cg2: &Path, cgroup_rel: &str) -> (String, usize) {
+    let below = cg2
+        .strip_prefix("/sys/fs/cgroup")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = [below.as_str(), cgroup_rel.trim_start_matches('/')]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/");
+    let level = cgroup_rel.split('/').filter(|s| !s.is_empty()).count();
+    (path, level)
+}
+
+/// nftables as an expert writes it: one rule with a concatenated set lookup.
+pub fn nft_load(cg2: &Path, cgroup_rel: &str, port: u16, rules: u32) -> anyhow::Result<()> {
+    let (path, level) = nft_cgroup(cg2, cgroup_rel);
+    let mut elems = format!("127.0.0.1 . {port}");
+    for i in 1..rules {
+        let _ = write!(elems, ", {} . {port}", filler(i));
+    }
+    let ruleset = format!(
+        "table inet ztbench {{\n\
+         set allow4 {{ type ipv4_addr . inet_service; elements = {{ {elems} }} }}\n\
+         chain out {{ type filter hook output priority 0; policy accept;\n\
+         socket cgroupv2 level {level} \"{path}\" tcp flags & (syn | ack) == syn ip daddr . tcp dport != @allow4 reject\n\
+         }}\n}}\n"
+    );
+    nft_flush();
+    pipe_to("nft", &["-f", "-"], &ruleset)
+}
+
+pub fn nft_flush() {
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", "ztbench"])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// iptables as most hosts have it: one rule per allowed destination, the allowed one
+/// last, behind a cgroup match. Debian's default (nf_tables) backend.
+pub fn iptables_load(cgroup_rel: &str, port: u16, rules: u32) -> anyhow::Result<()> {
+    iptables_flush();
+    let mut r = String::from("*filter\n:ZTBENCH - [0:0]\n");
+    let _ = writeln!(
+        r,
+        "-A OUTPUT -p tcp --tcp-flags SYN,ACK SYN -m cgroup --path {cgroup_rel} -j ZTBENCH"
+    );
+    for i in 1..rules {
+        let _ = writeln!(
+            r,
+            "-A ZTBENCH -d {}/32 -p tcp --dport {port} -j RETURN",
+            filler(i)
+        );
+    }
+    let _ = writeln!(
+        r,
+        "-A ZTBENCH -d 127.0.0.1/32 -p tcp --dport {port} -j RETURN"
+    );
+    r.push_str("-A ZTBENCH -j REJECT\nCOMMIT\n");
+    pipe_to("iptables-restore", &["-w", "--noflush"], &r)
+}
+
+pub fn iptables_flush() {
+    for args in [
+        &[
+            "-w",
+            "-D",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,ACK",
+            "SYN",
+            "-m",
+            "cgroup",
+            "--path",
+            "/zt-bench-peer",
+            "-j",
+            "ZTBENCH",
+        ][..],
+        &["-w", "-F", "ZTBENCH"][..],
+        &["-w", "-X", "ZTBENCH"][..],
+    ] {
+        let _ = Command::new("iptables")
+            .args(args)
+            .stderr(Stdio::null())
+            .status();
+    }
+    // The nf_tables backend leaves hooked base chains behind after -F/-X.
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", "filter"])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Install the peers from Debian when they are missing.
+pub fn ensure_installed() -> anyhow::Result<()> {
+    let have = |bin: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have("nft") && have("iptables-restore") && have("bpftool") {
+        return Ok(());
+    }
+    eprintln!("bench: installing nftables, iptables and bpftool from Debian");
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables iptables bpftool >/dev/null",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("installing nftables and iptables failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_paths_follow_the_cgroup2_mount() {
+        assert_eq!(
+            nft_cgroup(Path::new("/sys/fs/cgroup/unified"), "/zt-bench-peer"),
+            ("unified/zt-bench-peer".to_owned(), 1)
+        );
+        assert_eq!(
+            nft_cgroup(Path::new("/sys/fs/cgroup"), "/zt-bench-peer"),
+            ("zt-bench-peer".to_owned(), 1)
+        );
+    }
+}
