@@ -24,6 +24,9 @@ const METRICS: &str = "127.0.0.1:47002";
 const PIN_DIR: &str = "/sys/fs/bpf/zt-bench";
 const STATE_DIR: &str = "/run/zt-bench";
 const PEER_CGROUP: &str = "/zt-bench-peer";
+/// Selected by the benchmark identity's cgroup selector: enrolled the way a service is,
+/// with no `zt-agent run` (and so no seccomp filter) in the way, like the peers' client.
+const SELECTED_CGROUP: &str = "/zt-bench-selected";
 /// Programs on the benchmark's path, for their own run time.
 const PROGS: [&str; 3] = ["zt_connect4", "zt_sock_create", "zt_skb_egress"];
 
@@ -108,7 +111,7 @@ fn policy(rules: u32, extra_port: Option<u16>) -> String {
         None => PORT.to_string(),
     };
     format!(
-        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: bench\n  owner: bench@example.com\nspec:\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n"
+        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: bench\n  owner: bench@example.com\nspec:\n  selectors:\n    - cgroup: {SELECTED_CGROUP}\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n"
     )
 }
 
@@ -327,6 +330,7 @@ pub fn main(argv: &[String]) -> anyhow::Result<()> {
     peers::nft_flush();
     peers::iptables_flush();
     teardown(&bins);
+    let _ = std::fs::remove_dir(cg2.join(SELECTED_CGROUP.trim_start_matches('/')));
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     let _ = std::fs::remove_dir(&peer_cg);
     let md = result?;
@@ -354,11 +358,15 @@ fn bench(
 ) -> anyhow::Result<String> {
     let n = plan.n.to_string();
     let port = PORT.to_string();
-    let in_peer = |a: &[&str]| -> Vec<String> {
-        let mut v = vec!["--cgroup".to_owned(), peer_cg.display().to_string()];
+    let in_cgroup = |cg: &Path, a: &[&str]| -> Vec<String> {
+        let mut v = vec!["--cgroup".to_owned(), cg.display().to_string()];
         v.extend(a.iter().map(|s| (*s).to_owned()));
         v
     };
+    let in_peer = |a: &[&str]| in_cgroup(peer_cg, a);
+    let selected_cg = cg2.join(SELECTED_CGROUP.trim_start_matches('/'));
+    std::fs::create_dir_all(&selected_cg)?;
+    let in_selected = |a: &[&str]| in_cgroup(&selected_cg, a);
     let mut r = Results::default();
     let mut footprints: Vec<(String, u64, f64)> = Vec::new();
 
@@ -388,7 +396,7 @@ fn bench(
                 );
                 let (cpu0, t0) = (footprint(agent.pid()).1, Instant::now());
                 r.push(
-                    &format!("connect: zt-agent, allowed ({rules} rules)"),
+                    &format!("connect: zt-agent, allowed, zt-agent run ({rules} rules)"),
                     measure(enrolled(bins, &args(&["connect", &port, &n])))?,
                 );
                 if round == 0 {
@@ -397,6 +405,19 @@ fn bench(
                     let busy = (cpu1 - cpu0) as f64 / ticks / t0.elapsed().as_secs_f64();
                     footprints.push((format!("under the connect loop, {rules} rules"), rss, busy));
                 }
+                output(client(
+                    bins,
+                    &in_selected(&["check", &port, &DENIED_PORT.to_string()]),
+                ))
+                .context("zt-agent does not enforce the benchmark policy by cgroup")?;
+                r.push(
+                    &format!("connect: zt-agent, allowed, cgroup selector ({rules} rules)"),
+                    measure(client(bins, &in_selected(&["connect", &port, &n])))?,
+                );
+                r.push(
+                    &format!("udp: zt-agent, allowed, cgroup selector ({rules} rules)"),
+                    measure(client(bins, &in_selected(&["udp", &port, &n])))?,
+                );
                 r.push(
                     &format!("connect: zt-agent, denied ({rules} rules)"),
                     measure(enrolled(
@@ -405,7 +426,7 @@ fn bench(
                     ))?,
                 );
                 r.push(
-                    &format!("udp: zt-agent, allowed ({rules} rules)"),
+                    &format!("udp: zt-agent, allowed, zt-agent run ({rules} rules)"),
                     measure(enrolled(bins, &args(&["udp", &port, &n])))?,
                 );
                 Ok(())
@@ -623,12 +644,14 @@ fn report(
     }
     let _ = writeln!(
         md,
-        "\n## Peers against zt-agent (connect, destination allowed)\n"
+        "\n## Peers against zt-agent (connect, destination allowed, the client enrolled by its cgroup in every case)\n"
     );
     let _ = writeln!(md, "| rules | nftables / zt-agent | iptables / zt-agent |");
     let _ = writeln!(md, "|---:|---:|---:|");
     for &rules in plan.agent_rules {
-        let zt = r.median(&format!("connect: zt-agent, allowed ({rules} rules)"));
+        let zt = r.median(&format!(
+            "connect: zt-agent, allowed, cgroup selector ({rules} rules)"
+        ));
         let nft = r.median(&format!("connect: nftables set ({rules} rules)"));
         let ipt = r.median(&format!(
             "connect: iptables, one rule per entry ({rules} rules)"
