@@ -543,16 +543,9 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     if !routing {
         return CGROUP_ALLOW;
     }
-    let mut id = task_identity(current_tgid());
-    if id == IDENTITY_NONE {
-        // SAFETY: sk is a full socket for setsockopt; the helper accepts it.
-        let sk = unsafe { so.__bindgen_anon_1.sk };
-        let p = unsafe { bpf_sk_storage_get(sock_id_map(), sk.cast(), core::ptr::null_mut(), 0) };
-        if !p.is_null() {
-            // SAFETY: non-null storage pointer.
-            id = unsafe { (*(p as *const SockIdentity)).identity };
-        }
-    }
+    // An unenrolled task setting the option on a socket an enrolled one created is
+    // caught by the packet guard, which judges by the socket's identity.
+    let id = task_identity(current_tgid());
     if id == IDENTITY_NONE {
         return CGROUP_ALLOW;
     }
@@ -593,14 +586,24 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
     // SAFETY: the context pointer is valid for the whole program run.
     let proto = unsafe { (*skb).protocol };
+    // Direct packet access: this runs for every packet the host sends, so no helper
+    // calls on the common path. The IP header is in the linear area.
+    // SAFETY: data and data_end are the packet bounds the verifier tracks.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + 8 > end {
+        return SKB_PASS;
+    }
     let suspicious = if proto == ETH_P_IP_BE {
         // IHL above 5 words: the header carries options.
-        ctx.load::<u8>(0).is_ok_and(|b| b & 0x0f > 5)
+        // SAFETY: within the bounds checked above.
+        let first = unsafe { *(data as *const u8) };
+        first & 0x0f > 5
     } else if proto == ETH_P_IPV6_BE {
         // Hop-by-hop (0), routing (43) and destination options (60) come before any
         // transport header; TCP and UDP sockets never need them.
-        ctx.load::<u8>(6)
-            .is_ok_and(|n| n == 0 || n == 43 || n == 60)
+        // SAFETY: within the bounds checked above.
+        let next = unsafe { *((data + 6) as *const u8) };
+        next == 0 || next == 43 || next == 60
     } else {
         false
     };
