@@ -147,10 +147,13 @@ fn latency_loop(port: u16, millis: u64) {
 fn check(allowed: u16, other: u16) {
     let _a = TcpListener::bind(("127.0.0.1", allowed)).unwrap_or_else(|e| fail("bind", e));
     let _o = TcpListener::bind(("127.0.0.1", other)).unwrap_or_else(|e| fail("bind", e));
-    if let Err(e) = TcpStream::connect(("127.0.0.1", allowed)) {
+    let to = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    // A peer that drops (rather than rejects) would leave connect() waiting.
+    let wait = Duration::from_secs(3);
+    if let Err(e) = TcpStream::connect_timeout(&to(allowed), wait) {
         fail("check", format!("the allowed destination failed: {e}"));
     }
-    if TcpStream::connect(("127.0.0.1", other)).is_ok() {
+    if TcpStream::connect_timeout(&to(other), wait).is_ok() {
         fail("check", "a destination outside the rules connected");
     }
     println!("check=ok");

@@ -36,6 +36,7 @@ struct Plan {
     agent_rules: &'static [u32],
     nft_rules: &'static [u32],
     iptables_rules: &'static [u32],
+    opensnitch_rules: &'static [u32],
     reload_rules: &'static [u32],
     execs: u32,
 }
@@ -46,6 +47,7 @@ const FULL: Plan = Plan {
     agent_rules: &[10, 1_000, 10_000, 100_000],
     nft_rules: &[10, 1_000, 10_000, 100_000],
     iptables_rules: &[10, 1_000, 10_000],
+    opensnitch_rules: &[10],
     reload_rules: &[1_000, 10_000, 100_000],
     execs: 2_000,
 };
@@ -56,6 +58,7 @@ const QUICK: Plan = Plan {
     agent_rules: &[10],
     nft_rules: &[10],
     iptables_rules: &[10],
+    opensnitch_rules: &[10],
     reload_rules: &[1_000],
     execs: 200,
 };
@@ -304,6 +307,7 @@ pub fn main(argv: &[String]) -> anyhow::Result<()> {
     let quick = argv.iter().any(|a| a == "--quick");
     let plan = if quick { &QUICK } else { &FULL };
     peers::ensure_installed()?;
+    peers::opensnitch_install()?;
     let mut b = cargo();
     b.args([
         "build",
@@ -329,6 +333,7 @@ pub fn main(argv: &[String]) -> anyhow::Result<()> {
     let result = bench(plan, quick, &bins, &cg2, &peer_cg, &policy_dir);
     peers::nft_flush();
     peers::iptables_flush();
+    peers::opensnitch_restore();
     teardown(&bins);
     let _ = std::fs::remove_dir(cg2.join(SELECTED_CGROUP.trim_start_matches('/')));
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
@@ -460,6 +465,23 @@ fn bench(
                 &format!("connect: iptables, one rule per entry ({rules} rules)"),
                 m?,
             );
+        }
+        for &rules in plan.opensnitch_rules {
+            if peers::opensnitch_busy() {
+                eprintln!("bench: an OpenSnitch daemon is already running; its case is left out");
+                continue;
+            }
+            let os = peers::OpenSnitch::start(&bins.bench, PORT, rules)?;
+            // Userspace verdicts take hundreds of microseconds per connect.
+            let iters = (plan.n / 20).max(100).to_string();
+            let m = output(client(
+                bins,
+                &args(&["check", &port, &DENIED_PORT.to_string()]),
+            ))
+            .context("OpenSnitch does not enforce the benchmark rules")
+            .and_then(|_| measure(client(bins, &args(&["connect", &port, &iters]))));
+            os.stop();
+            r.push(&format!("connect: OpenSnitch ({rules} rules)"), m?);
         }
         r.push(
             "connect: no hook (end of round)",
@@ -646,8 +668,11 @@ fn report(
         md,
         "\n## Peers against zt-agent (connect, destination allowed, the client enrolled by its cgroup in every case)\n"
     );
-    let _ = writeln!(md, "| rules | nftables / zt-agent | iptables / zt-agent |");
-    let _ = writeln!(md, "|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| rules | nftables / zt-agent | iptables / zt-agent | OpenSnitch / zt-agent |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|");
     for &rules in plan.agent_rules {
         let zt = r.median(&format!(
             "connect: zt-agent, allowed, cgroup selector ({rules} rules)"
@@ -660,7 +685,14 @@ fn report(
             (Some(p), Some(z)) => format!("{:.3}", p / z),
             _ => "-".into(),
         };
-        let _ = writeln!(md, "| {rules} | {} | {} |", ratio(nft), ratio(ipt));
+        let os = r.median(&format!("connect: OpenSnitch ({rules} rules)"));
+        let _ = writeln!(
+            md,
+            "| {rules} | {} | {} | {} |",
+            ratio(nft),
+            ratio(ipt),
+            ratio(os)
+        );
     }
     let _ = writeln!(
         md,

@@ -178,3 +178,165 @@ mod tests {
         );
     }
 }
+
+/// OpenSnitch, judging each new connection in userspace through NFQUEUE. Its iptables
+/// mode is the one this kernel supports (no NFT_QUEUE); its eBPF process monitor does
+/// not load here, so it reads /proc. Its configuration file has a fixed path, so it is
+/// replaced for the run and restored afterwards.
+pub struct OpenSnitch {
+    child: std::process::Child,
+}
+
+const OS_CONFIG: &str = "/etc/opensnitchd/default-config.json";
+const OS_BACKUP: &str = "/tmp/zt-bench-opensnitch-config.orig";
+const OS_RULES: &str = "/tmp/zt-bench-opensnitch-rules";
+
+/// Whether an OpenSnitch daemon the benchmark did not start is running: then its
+/// configuration must not be touched.
+pub fn opensnitch_busy() -> bool {
+    Command::new("pgrep")
+        .args(["-x", "opensnitchd"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn opensnitch_install() -> anyhow::Result<()> {
+    if Path::new("/usr/bin/opensnitchd").exists() {
+        return Ok(());
+    }
+    eprintln!("bench: installing opensnitch from Debian");
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends opensnitch >/dev/null \
+             && if command -v systemctl >/dev/null; then systemctl disable --now opensnitch >/dev/null 2>&1 || true; fi",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("installing opensnitch failed");
+    }
+    Ok(())
+}
+
+fn os_rule(name: &str, operands: &[(&str, String)]) -> String {
+    let list: Vec<String> = operands
+        .iter()
+        .map(|(operand, data)| {
+            format!(
+                r#"{{"type":"simple","operand":"{operand}","sensitive":false,"data":"{data}"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z","name":"{name}","enabled":true,"precedence":true,"action":"allow","duration":"always","operator":{{"type":"list","operand":"list","sensitive":false,"data":"","list":[{}]}}}}"#,
+        list.join(",")
+    )
+}
+
+impl OpenSnitch {
+    /// Start OpenSnitch denying everything but `rules` allow rules for the client
+    /// binary, the allowed one for 127.0.0.1:`port`.
+    pub fn start(client: &Path, port: u16, rules: u32) -> anyhow::Result<Self> {
+        if !Path::new(OS_BACKUP).exists() {
+            std::fs::copy(OS_CONFIG, OS_BACKUP).context("backing up the OpenSnitch config")?;
+        }
+        std::fs::write(
+            OS_CONFIG,
+            r#"{"Server":{"Address":"unix:///tmp/zt-bench-osui.sock","LogFile":"/tmp/zt-bench-opensnitch.log"},"DefaultAction":"deny","DefaultDuration":"once","InterceptUnknown":false,"ProcMonitorMethod":"proc","LogLevel":3,"Firewall":"iptables","Stats":{"MaxEvents":150,"MaxStats":25}}"#,
+        )?;
+        let _ = std::fs::remove_dir_all(OS_RULES);
+        std::fs::create_dir_all(OS_RULES)?;
+        let path = client.display().to_string();
+        for i in 1..rules {
+            std::fs::write(
+                Path::new(OS_RULES).join(format!("filler-{i}.json")),
+                os_rule(
+                    &format!("filler-{i}"),
+                    &[
+                        ("process.path", path.clone()),
+                        ("dest.ip", filler(i)),
+                        ("dest.port", port.to_string()),
+                    ],
+                ),
+            )?;
+        }
+        std::fs::write(
+            Path::new(OS_RULES).join("allow-bench.json"),
+            os_rule(
+                "allow-bench",
+                &[("process.path", path), ("dest.port", port.to_string())],
+            ),
+        )?;
+        let child = Command::new("opensnitchd")
+            .args([
+                "-rules-path",
+                OS_RULES,
+                "-process-monitor-method",
+                "proc",
+                "-ui-socket",
+                "unix:///tmp/zt-bench-osui.sock",
+                "-log-file",
+                "/tmp/zt-bench-opensnitch.log",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting opensnitchd")?;
+        let me = Self { child };
+        // Ready once its NFQUEUE rule is in place.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = Command::new("iptables")
+                .args(["-w", "-t", "mangle", "-S", "OUTPUT"])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout).contains("NFQUEUE") {
+                // Let it finish loading its rules.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                return Ok(me);
+            }
+            if std::time::Instant::now() > deadline {
+                me.stop();
+                bail!("opensnitchd did not install its NFQUEUE rule");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stop it (it takes a few seconds), restore its config and clear its chains.
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        opensnitch_restore();
+        for t in ["mangle", "filter"] {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", t, "-F"])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", t, "-X"])
+                .status();
+            // It leaves hooked base chains behind.
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", t])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Put the original OpenSnitch configuration back (also after a failed run).
+pub fn opensnitch_restore() {
+    if Path::new(OS_BACKUP).exists() && std::fs::copy(OS_BACKUP, OS_CONFIG).is_ok() {
+        let _ = std::fs::remove_file(OS_BACKUP);
+    }
+    let _ = std::fs::remove_dir_all(OS_RULES);
+}
