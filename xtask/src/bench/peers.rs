@@ -162,23 +162,6 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nft_paths_follow_the_cgroup2_mount() {
-        assert_eq!(
-            nft_cgroup(Path::new("/sys/fs/cgroup/unified"), "/zt-bench-peer"),
-            ("unified/zt-bench-peer".to_owned(), 1)
-        );
-        assert_eq!(
-            nft_cgroup(Path::new("/sys/fs/cgroup"), "/zt-bench-peer"),
-            ("zt-bench-peer".to_owned(), 1)
-        );
-    }
-}
-
 /// OpenSnitch, judging each new connection in userspace through NFQUEUE. Its iptables
 /// mode is the one this kernel supports (no NFT_QUEUE); its eBPF process monitor does
 /// not load here, so it reads /proc. Its configuration file has a fixed path, so it is
@@ -339,4 +322,21 @@ pub fn opensnitch_restore() {
         let _ = std::fs::remove_file(OS_BACKUP);
     }
     let _ = std::fs::remove_dir_all(OS_RULES);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_paths_follow_the_cgroup2_mount() {
+        assert_eq!(
+            nft_cgroup(Path::new("/sys/fs/cgroup/unified"), "/zt-bench-peer"),
+            ("unified/zt-bench-peer".to_owned(), 1)
+        );
+        assert_eq!(
+            nft_cgroup(Path::new("/sys/fs/cgroup"), "/zt-bench-peer"),
+            ("zt-bench-peer".to_owned(), 1)
+        );
+    }
 }
