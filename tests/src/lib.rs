@@ -316,13 +316,13 @@ impl Daemon {
             .collect()
     }
 
-    /// Wait up to 5 s for an event matching `pred`.
+    /// Wait up to 30 s for an event matching `pred` (it returns as soon as one is there).
     pub fn wait_event(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;

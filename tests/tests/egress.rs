@@ -149,7 +149,13 @@ fn port_range_and_cidr() {
     let a = TcpServer::new("127.0.0.1");
     let b = TcpServer::new("127.0.0.1");
     let (lo, hi) = (a.port.min(b.port), a.port.max(b.port));
-    let outside = TcpServer::new("0.0.0.0");
+    // A third port outside the range, for the CIDR checks.
+    let outside = loop {
+        let s = TcpServer::new("0.0.0.0");
+        if s.port < lo || s.port > hi {
+            break s;
+        }
+    };
     let policy = identity(
         "eg-range",
         "enforce",
@@ -166,17 +172,15 @@ fn port_range_and_cidr() {
         d.run("eg-range", &["tcp", "127.0.0.1", &hi.to_string()]).0,
         OK
     );
-    if outside.port < lo || outside.port > hi {
-        // 127.0.0.2 is inside 127.0.0.0/30; 127.0.0.5 is not. Loopback answers both.
-        let o = outside.port.to_string();
-        assert_eq!(d.run("eg-range", &["tcp", "127.0.0.2", &o]).0, OK);
-        assert_eq!(d.run("eg-range", &["tcp", "127.0.0.5", &o]).0, DENIED);
-        // The range rule is for 127.0.0.1 only.
-        assert_eq!(
-            d.run("eg-range", &["tcp", "127.0.0.2", &lo.to_string()]).0,
-            DENIED
-        );
-    }
+    // 127.0.0.2 is inside 127.0.0.0/30; 127.0.0.5 is not. Loopback answers both.
+    let o = outside.port.to_string();
+    assert_eq!(d.run("eg-range", &["tcp", "127.0.0.2", &o]).0, OK);
+    assert_eq!(d.run("eg-range", &["tcp", "127.0.0.5", &o]).0, DENIED);
+    // The range rule is for 127.0.0.1 only.
+    assert_eq!(
+        d.run("eg-range", &["tcp", "127.0.0.2", &lo.to_string()]).0,
+        DENIED
+    );
     let below = (lo - 1).to_string();
     assert_eq!(d.run("eg-range", &["tcp", "127.0.0.1", &below]).0, DENIED);
 }

@@ -35,8 +35,8 @@ fn reload_swaps_policy_under_live_traffic() {
         &identity("lc-reload", "enforce", "", &rule("127.0.0.1", &pa)),
     );
     // Clients hammer a port no policy version allows, and the port that changes.
-    let never_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pn, "3000"]);
-    let a_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pa, "3000"]);
+    let never_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pn, "8000"]);
+    let a_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pa, "8000"]);
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..4 {
         let ports = if i % 2 == 0 { &pb } else { &pa };
@@ -167,13 +167,18 @@ fn enforcement_survives_sigkill_and_restart_adopts_without_a_gap() {
         &identity("lc-restart", "enforce", "", &rule("127.0.0.1", &pa)),
     );
     // A client keeps trying a denied port across the kill and the restart.
-    let client = d.spawn_run("lc-restart", &["loop-tcp", "127.0.0.1", &pn, "4000"]);
+    let mut client = d.spawn_run("lc-restart", &["loop-tcp", "127.0.0.1", &pn, "10000"]);
     std::thread::sleep(Duration::from_millis(300));
     d.kill9();
     // No daemon: the kernel still enforces.
     assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pn]).0, DENIED);
     assert_eq!(d.run("lc-restart", &["tcp", "127.0.0.1", &pa]).0, OK);
     d.restart();
+    // The client must still be trying after the restart, or the gap went untested.
+    assert!(
+        client.try_wait().expect("try_wait").is_none(),
+        "the client finished before the restart was over"
+    );
     assert!(
         d.log().contains("adopting pinned enforcement"),
         "{}",

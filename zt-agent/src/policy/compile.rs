@@ -187,36 +187,36 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
     }
     // Which rules list each network, so that the rules containing a prefix are found by
     // walking its ancestors (at most 129 lookups) instead of scanning every rule.
-    let mut owners: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
-    for (i, rule) in identity.egress.iter().enumerate() {
+    // The merged TCP and UDP ranges each network is listed with, so that a prefix's
+    // value is the union over its ancestors (at most 129 lists of a few ranges each),
+    // however many rules list a covering network.
+    let mut per_net: BTreeMap<IpNet, (Vec<(u16, u16)>, Vec<(u16, u16)>)> = BTreeMap::new();
+    for rule in &identity.egress {
+        let mask = rule.protocol.mask();
         for net in &rule.to {
-            let v = owners.entry(net.trunc()).or_default();
-            if v.last() != Some(&i) {
-                v.push(i);
+            let (tcp, udp) = per_net.entry(net.trunc()).or_default();
+            if mask & PROTO_MASK_TCP != 0 {
+                tcp.extend(rule.ports.iter().copied());
+            }
+            if mask & PROTO_MASK_UDP != 0 {
+                udp.extend(rule.ports.iter().copied());
             }
         }
+    }
+    for (tcp, udp) in per_net.values_mut() {
+        *tcp = merge(std::mem::take(tcp));
+        *udp = merge(std::mem::take(udp));
     }
     let build = |nets: BTreeSet<(u8, IpNet)>| -> Result<Entries, CompileError> {
         nets.into_iter()
             .map(|(_, prefix)| {
                 let mut tcp = Vec::new();
                 let mut udp = Vec::new();
-                let mut containing = BTreeSet::new();
                 for len in 0..=prefix.prefix_len() {
                     let ancestor = IpNet::new(prefix.addr(), len).map(|n| n.trunc());
-                    if let Some(rules) = ancestor.ok().and_then(|a| owners.get(&a)) {
-                        containing.extend(rules.iter().copied());
-                    }
-                }
-                for rule in containing.into_iter().map(|i| &identity.egress[i]) {
-                    let mask = rule.protocol.mask();
-                    for &r in &rule.ports {
-                        if mask & PROTO_MASK_TCP != 0 {
-                            tcp.push(r);
-                        }
-                        if mask & PROTO_MASK_UDP != 0 {
-                            udp.push(r);
-                        }
+                    if let Some((t, u)) = ancestor.ok().and_then(|a| per_net.get(&a)) {
+                        tcp.extend_from_slice(t);
+                        udp.extend_from_slice(u);
                     }
                 }
                 let ranges = combine(merge(tcp), merge(udp));

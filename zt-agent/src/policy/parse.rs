@@ -16,6 +16,10 @@ use super::model::{
     Protocol, RESERVED_NAME,
 };
 
+/// Bound on nesting: the tree is walked recursively, and no policy needs more than a
+/// handful of levels.
+const MAX_DEPTH: usize = 64;
+
 /// Bound on the nodes of one file after alias expansion, against "billion laughs" input.
 const MAX_NODES: usize = 4_000_000;
 
@@ -271,6 +275,14 @@ pub(super) fn parse_documents(file: &str, text: &str, errors: &mut Vec<PolicyErr
             }
             Event::SequenceStart(anchor, tag) => {
                 collection_tag(errors, at, tag.as_deref());
+                if stack.len() >= MAX_DEPTH {
+                    err(
+                        errors,
+                        at,
+                        format!("nested more than {MAX_DEPTH} levels deep"),
+                    );
+                    return docs;
+                }
                 nodes += 1;
                 stack.push(Frame::Seq {
                     items: Vec::new(),
@@ -281,6 +293,14 @@ pub(super) fn parse_documents(file: &str, text: &str, errors: &mut Vec<PolicyErr
             }
             Event::MappingStart(anchor, tag) => {
                 collection_tag(errors, at, tag.as_deref());
+                if stack.len() >= MAX_DEPTH {
+                    err(
+                        errors,
+                        at,
+                        format!("nested more than {MAX_DEPTH} levels deep"),
+                    );
+                    return docs;
+                }
                 nodes += 1;
                 stack.push(Frame::Map {
                     entries: Vec::new(),
@@ -961,6 +981,11 @@ pub(super) fn check_cgroup_glob(glob: &str) -> Result<(), String> {
     let comps: Vec<&str> = glob[1..].split('/').collect();
     if comps.iter().all(|c| c.is_empty() || *c == "**") {
         return Err("must name at least one cgroup below the root".into());
+    }
+    // `/*`, `/*/**` and the like claim every top-level cgroup: init.scope (PID 1),
+    // system.slice, user.slice. Name the top-level cgroup.
+    if comps.first().is_some_and(|c| c.chars().all(|ch| ch == '*')) {
+        return Err("the first component must name a cgroup, not only wildcards (it would claim the whole host)".into());
     }
     for c in &comps {
         if c.is_empty() {
