@@ -47,7 +47,10 @@ pub struct CompiledIdentity {
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum CompileError {
-    #[error("identity `{identity}` has no id assigned")]
+    #[error(
+        "identity `{identity}` could not be given an id: an enforcement holds at most {max} identities, removed ones included (`zt-agent daemon --teardown` starts afresh)",
+        max = MAX_IDENTITIES - 1
+    )]
     MissingId { identity: String },
     #[error("identity `{identity}` has id {id}, outside 1..{max}", max = MAX_IDENTITIES)]
     InvalidId { identity: String, id: u32 },
@@ -58,10 +61,12 @@ pub enum CompileError {
         id: u32,
     },
     #[error(
-        "identity `{identity}`: destination {prefix} needs {count} port ranges, more than the {max} a prefix can hold; merge ports into ranges",
+        "{at}: spec.egress: identity `{identity}`: destination {prefix} needs {count} port ranges, more than the {max} a prefix can hold; merge ports into ranges",
         max = MAX_PORT_RANGES
     )]
     TooManyRanges {
+        /// file:line:column of the rule that lists the destination.
+        at: String,
         identity: String,
         prefix: String,
         count: usize,
@@ -163,6 +168,8 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
     })
 }
 
+/// Inclusive port ranges of one protocol.
+type PortList = Vec<(u16, u16)>;
 /// Port ranges with their protocol bits.
 type Ranges = Vec<PortRange>;
 /// (network, ranges) of one identity in one family.
@@ -190,7 +197,7 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
     // The merged TCP and UDP ranges each network is listed with, so that a prefix's
     // value is the union over its ancestors (at most 129 lists of a few ranges each),
     // however many rules list a covering network.
-    let mut per_net: BTreeMap<IpNet, (Vec<(u16, u16)>, Vec<(u16, u16)>)> = BTreeMap::new();
+    let mut per_net: BTreeMap<IpNet, (PortList, PortList)> = BTreeMap::new();
     for rule in &identity.egress {
         let mask = rule.protocol.mask();
         for net in &rule.to {
@@ -221,7 +228,13 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
                 }
                 let ranges = combine(merge(tcp), merge(udp));
                 if ranges.len() > MAX_PORT_RANGES {
+                    let at = identity
+                        .egress
+                        .iter()
+                        .find(|r| r.to.iter().any(|n| n.trunc() == prefix))
+                        .map_or_else(|| identity.location.to_string(), |r| r.location.to_string());
                     return Err(CompileError::TooManyRanges {
+                        at,
                         identity: identity.name.clone(),
                         prefix: prefix.to_string(),
                         count: ranges.len(),
@@ -467,13 +480,13 @@ mod tests {
         let policy = load_str("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
         let ids = assign_ids(&BTreeMap::new(), &policy);
         let err = compile(&policy, &ids).err();
-        assert_eq!(
-            err,
-            Some(CompileError::TooManyRanges {
-                identity: "many".into(),
-                prefix: "10.0.0.0/8".into(),
-                count: 17
-            })
+        assert!(
+            matches!(
+                &err,
+                Some(CompileError::TooManyRanges { at, identity, prefix, count: 17 })
+                    if at.starts_with("t.yaml:") && identity == "many" && prefix == "10.0.0.0/8"
+            ),
+            "{err:?}"
         );
         // 16 fit.
         let yaml = yaml.replace(", 1032]", "]");
