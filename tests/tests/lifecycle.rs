@@ -552,3 +552,43 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
     assert_eq!(runs(), 0, "run cgroup left behind after SIGTERM");
 }
+
+#[test]
+fn execs_of_enrolled_tasks_are_reported() {
+    let d = Daemon::start(
+        "exec",
+        &identity("lc-exec", "enforce", "", &rule("192.0.2.1", "443")),
+    );
+    let out = d.run_cmd("lc-exec", &["--user", "nobody"], &["child", "raw4"]);
+    assert!(out.status.code().is_some(), "{out:?}");
+    // The launched probe, and the child it executes, each produce an exec event with
+    // the identity and the parent.
+    let ev = d.wait_event("exec of the child probe", |e| {
+        e["kind"] == "exec"
+            && e["identity"] == "lc-exec"
+            && e["comm"] == "zt-probe"
+            && e["ppid"].as_u64().is_some_and(|p| p > 1)
+    });
+    assert_eq!(ev["verdict"], "allow");
+    assert_eq!(ev["uid"], 65534);
+    let execs = d
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "exec" && e["identity"] == "lc-exec")
+        .count();
+    assert!(
+        execs >= 2,
+        "expected the probe and its child: {:#?}",
+        d.events()
+    );
+    // Unenrolled execs are not reported.
+    let _ = std::process::Command::new("/bin/true").status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.events()
+            .iter()
+            .all(|e| e["kind"] != "exec" || e["identity"] == "lc-exec"),
+        "{:#?}",
+        d.events()
+    );
+}

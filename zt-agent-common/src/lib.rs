@@ -55,6 +55,7 @@ pub mod program_names {
     pub const FORK: &str = "zt_fork";
     pub const EXIT: &str = "zt_exit";
     pub const CGROUP_ATTACH: &str = "zt_cgroup_attach";
+    pub const EXEC: &str = "zt_exec";
     pub const SKB_EGRESS: &str = "zt_skb_egress";
 }
 
@@ -97,6 +98,8 @@ pub enum EventKind {
     Setsockopt = 4,
     /// A packet of an enrolled socket carrying IP options or IPv6 routing headers.
     Packet = 5,
+    /// An enrolled task executed a new program (detail: the parent's tgid).
+    Exec = 6,
 }
 
 /// Why a decision went the way it did.

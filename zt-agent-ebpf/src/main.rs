@@ -56,6 +56,8 @@ static CGROUP_ROOT_HIERARCHY_ID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_CGROUPS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
+static TASK_REAL_PARENT_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
 static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
 
 #[inline(always)]
@@ -151,6 +153,12 @@ pub fn zt_fork(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn zt_cgroup_attach(ctx: BtfTracePointContext) -> u32 {
     try_cgroup_attach(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn zt_exec(ctx: BtfTracePointContext) -> u32 {
+    try_exec(&ctx);
     0
 }
 
@@ -694,6 +702,31 @@ fn try_fork(ctx: &BtfTracePointContext) {
             bpf_send_signal(SIGKILL);
         }
     }
+}
+
+/// Report every exec of an enrolled task; the identity stays (an exec never changes it).
+#[inline(always)]
+fn try_exec(ctx: &BtfTracePointContext) {
+    let id = task_identity(current_tgid());
+    if id == IDENTITY_NONE {
+        return;
+    }
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let task: *const u8 = ctx.arg(0);
+    let ppid = read_at::<*const u8>(task, offset(&TASK_REAL_PARENT_OFFSET))
+        .and_then(|parent| read_at::<i32>(parent, offset(&TASK_TGID_OFFSET)))
+        .map_or(0, |p| p as u32);
+    emit(
+        EventKind::Exec,
+        &ALLOW,
+        id,
+        IDENTITY_NONE,
+        0,
+        &[0; 16],
+        0,
+        0,
+        ppid,
+    );
 }
 
 /// The identity of the enrolled cgroup a new task starts in, if any.

@@ -234,6 +234,20 @@ fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// One series of the daemon's metrics, 0 when absent.
+fn scrape(series: &str) -> f64 {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(METRICS) else {
+        return 0.0;
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// run_time_ns and run_cnt of one program, from bpftool (bpf_stats on).
 fn prog_stats(name: &str) -> Option<(u64, u64)> {
     let out = Command::new("bpftool")
@@ -528,6 +542,7 @@ fn bench(
     // Exec storm: fork + exec throughput of a workload, with and without the agent.
     let execs = plan.execs.to_string();
     let mut exec_rows: Vec<(String, f64)> = Vec::new();
+    let mut exec_accounting: Option<(f64, f64)> = None;
     teardown(bins);
     let base = output(client(bins, &args(&["exec", &execs])))?;
     exec_rows.push(("no hook".into(), field(&base, "execs_per_s")?));
@@ -547,10 +562,28 @@ fn bench(
             "zt-agent loaded, unenrolled".into(),
             field(&t, "execs_per_s")?,
         ));
+        let counted = || {
+            scrape(r#"zt_agent_events_total{kind="exec",verdict="allow"}"#)
+                + scrape(r#"zt_agent_events_lost_total{reason="ringbuf_full"}"#)
+        };
+        let before = counted();
         let (c0, t0) = (footprint(agent.pid()).1, Instant::now());
         let t = output(enrolled(bins, &args(&["exec", &execs])))?;
         let busy = (footprint(agent.pid()).1 - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
         exec_rows.push(("zt-agent, enrolled".into(), field(&t, "execs_per_s")?));
+        // Every exec is an event, delivered or counted lost: the storm's execs plus the
+        // exec of the client itself.
+        let expected = f64::from(plan.execs) + 1.0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = counted() - before;
+        while seen < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            seen = counted() - before;
+        }
+        if (seen - expected).abs() > 0.5 {
+            bail!("exec storm: {expected} execs but {seen} events delivered or counted lost");
+        }
+        exec_accounting = Some((expected, seen));
         footprints.push((
             "under the exec storm".into(),
             footprint(agent.pid()).0,
@@ -597,18 +630,21 @@ fn bench(
         quick,
         &r,
         &reloads,
-        &exec_rows,
+        (&exec_rows, exec_accounting),
         &footprints,
         &prog_costs,
     ))
 }
+
+/// Exec storm rows (case, execs per second) and (execs, events delivered or lost).
+type ExecResults<'a> = (&'a [(String, f64)], Option<(f64, f64)>);
 
 fn report(
     plan: &Plan,
     quick: bool,
     r: &Results,
     reloads: &[(u32, f64, f64, f64)],
-    exec_rows: &[(String, f64)],
+    (exec_rows, exec_accounting): ExecResults<'_>,
     footprints: &[(String, u64, f64)],
     prog_costs: &[(String, f64)],
 ) -> String {
@@ -713,10 +749,12 @@ fn report(
     for (name, rate) in exec_rows {
         let _ = writeln!(md, "| {name} | {rate:.0} | {:.3} |", rate / eb);
     }
-    let _ = writeln!(
-        md,
-        "\nExec events and the check that delivered plus lost events equal execs arrive with exec tagging (issue 3).\n"
-    );
+    if let Some((execs, events)) = exec_accounting {
+        let _ = writeln!(
+            md,
+            "\nThe enrolled storm: {execs:.0} execs, {events:.0} exec events delivered or counted lost (checked equal).\n"
+        );
+    }
     let _ = writeln!(md, "## Daemon footprint\n");
     let _ = writeln!(md, "| when | RSS, MiB | CPU, share of one core |");
     let _ = writeln!(md, "|---|---:|---:|");

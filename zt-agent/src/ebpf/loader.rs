@@ -36,14 +36,16 @@ const CGROUP_PROGRAMS: [&str; 7] = [
     program_names::SETSOCKOPT,
 ];
 /// tp_btf programs and the tracepoint each attaches to.
-const TRACING_PROGRAMS: [(&str, &str); 3] = [
+const TRACING_PROGRAMS: [(&str, &str); 4] = [
+    (program_names::EXEC, "sched_process_exec"),
     (program_names::FORK, "sched_process_fork"),
     (program_names::EXIT, "sched_process_exit"),
     (program_names::CGROUP_ATTACH, "cgroup_attach_task"),
 ];
 
 /// Kernel struct members the programs read, and the global each offset goes to.
-const OFFSETS: [(&str, &str, &str); 7] = [
+const OFFSETS: [(&str, &str, &str); 8] = [
+    ("TASK_REAL_PARENT_OFFSET", "task_struct", "real_parent"),
     ("TASK_CGROUPS_OFFSET", "task_struct", "cgroups"),
     ("CSS_SET_DFL_CGRP_OFFSET", "css_set", "dfl_cgrp"),
     ("TASK_TGID_OFFSET", "task_struct", "tgid"),

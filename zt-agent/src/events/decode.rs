@@ -18,6 +18,8 @@ pub struct JsonEvent {
     pub spiffe_id: Option<String>,
     pub owner: Option<String>,
     pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
     pub tid: u32,
     pub uid: u32,
     pub comm: String,
@@ -61,6 +63,7 @@ fn kind_name(k: u8) -> &'static str {
         x if x == EventKind::SockCreate as u8 => "socket",
         x if x == EventKind::Setsockopt as u8 => "setsockopt",
         x if x == EventKind::Packet as u8 => "packet",
+        x if x == EventKind::Exec as u8 => "exec",
         _ => "unknown",
     }
 }
@@ -159,6 +162,7 @@ pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
         spiffe_id: ident.map(|i| i.spiffe_id.clone()),
         owner: ident.map(|i| i.owner.clone()),
         pid: ev.tgid,
+        ppid: (ev.kind == EventKind::Exec as u8).then_some(ev.detail),
         tid: ev.pid,
         uid: ev.uid,
         comm: comm(&ev.comm),
@@ -172,7 +176,12 @@ pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
         } else {
             None
         },
-        reason: reason_name(ev.reason),
+        // No exec allowlists yet: an exec is reported, not judged.
+        reason: if ev.kind == EventKind::Exec as u8 {
+            "exec_not_restricted"
+        } else {
+            reason_name(ev.reason)
+        },
         socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity).then(|| {
             state
                 .name_of(ev.sock_identity)
