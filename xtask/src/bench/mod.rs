@@ -47,7 +47,7 @@ const FULL: Plan = Plan {
     agent_rules: &[10, 1_000, 10_000, 100_000],
     nft_rules: &[10, 1_000, 10_000, 100_000],
     iptables_rules: &[10, 1_000, 10_000],
-    opensnitch_rules: &[10],
+    opensnitch_rules: &[10, 1_000, 10_000],
     reload_rules: &[1_000, 10_000, 100_000],
     execs: 2_000,
 };

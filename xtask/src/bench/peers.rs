@@ -268,14 +268,15 @@ impl OpenSnitch {
             .context("starting opensnitchd")?;
         let me = Self { child };
         // Ready once its NFQUEUE rule is in place.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // It loads every rule file first: 10,000 take about 9 s here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         loop {
             let out = Command::new("iptables")
                 .args(["-w", "-t", "mangle", "-S", "OUTPUT"])
                 .output()?;
             if String::from_utf8_lossy(&out.stdout).contains("NFQUEUE") {
-                // Let it finish loading its rules.
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                // Let it settle before the check.
+                std::thread::sleep(std::time::Duration::from_secs(1));
                 return Ok(me);
             }
             if std::time::Instant::now() > deadline {
