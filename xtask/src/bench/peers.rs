@@ -192,7 +192,7 @@ pub fn opensnitch_install() -> anyhow::Result<()> {
     let status = Command::new("sh")
         .args([
             "-c",
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends opensnitch >/dev/null \
+            "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends opensnitch >/dev/null \
              && if command -v systemctl >/dev/null; then systemctl disable --now opensnitch >/dev/null 2>&1 || true; fi",
         ])
         .status()?;
