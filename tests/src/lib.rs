@@ -71,14 +71,6 @@ pub fn cgroup2_root() -> PathBuf {
     panic!("no cgroup2 mount");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Remove a cgroup and everything below it, killing what runs there.
 pub fn remove_cgroup_tree(dir: &Path) {
     if !dir.exists() {
@@ -137,7 +129,8 @@ impl Daemon {
             state_dir: PathBuf::from("/run").join(&base),
             policy_dir: work.join("policy"),
             events_path: work.join("events.jsonl"),
-            metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            // Port 0: the daemon binds a free port and records it in its state file.
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             work,
             child: None,
         };
@@ -160,7 +153,7 @@ impl Daemon {
             .arg("--policy")
             .arg(&self.policy_dir)
             .arg("--metrics-addr")
-            .arg(self.metrics_addr.to_string())
+            .arg("127.0.0.1:0")
             .arg("--events")
             .arg(&self.events_path)
             .args(self.dir_args())
@@ -201,11 +194,20 @@ impl Daemon {
                     self.log()
                 );
             }
-            // The daemon serves metrics only once everything is attached.
-            if self.links_pinned()
-                && self.state_dir.join("state.json").exists()
-                && TcpStream::connect(self.metrics_addr).is_ok()
+            // The daemon records its metrics address, and serves metrics, only once
+            // everything is attached. The pid tells this daemon's state from a
+            // predecessor's.
+            let state = self.state();
+            let pid = self.child.as_ref().map(Child::id);
+            let addr = state["metrics_addr"]
+                .as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = addr
+                && self.links_pinned()
+                && state["daemon_pid"].as_u64() == pid.map(u64::from)
+                && TcpStream::connect(addr).is_ok()
             {
+                self.metrics_addr = addr;
                 return;
             }
             assert!(

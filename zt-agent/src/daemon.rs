@@ -214,6 +214,16 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         // Tasks that entered a selected cgroup before cgroup_attach_task was hooked.
         ctl.sync_cgroups(false);
     }
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| {
+            DaemonError::Io(std::io::Error::new(
+                e.kind(),
+                format!("metrics address {}: {e}", args.metrics_addr),
+            ))
+        })?;
+    ctl.state.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
+    ctl.state.daemon_pid = Some(std::process::id());
     ctl.state.write(&ctl.state_dir)?;
     metrics.reloads.with_label_values(&["success"]).inc_by(0);
 
@@ -272,11 +282,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         };
         c.refresh_metrics(&mut m);
     });
-    let metrics_task = tokio::spawn(crate::metrics::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        refresh,
-    ));
+    let metrics_task = tokio::spawn(crate::metrics::serve(listener, metrics.clone(), refresh));
 
     // Reload on SIGHUP and on file change; rescan cgroups.
     let mut hup = signal(SignalKind::hangup())?;

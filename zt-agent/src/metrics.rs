@@ -4,7 +4,6 @@
 //! since the last scrape is added to the matching counter.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -196,12 +195,13 @@ impl Default for Metrics {
 
 /// Serve `GET /metrics` (and `/`). The closure refreshes kernel-derived values first.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Mutex<Metrics>>,
     refresh: Arc<dyn Fn() + Send + Sync>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving metrics");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving metrics");
+    }
     loop {
         let (mut sock, _) = listener.accept().await?;
         let metrics = metrics.clone();

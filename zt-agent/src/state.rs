@@ -51,6 +51,12 @@ pub struct State {
     /// Identities of the policy in force.
     pub identities: Vec<IdentityState>,
     pub policy_sha256: String,
+    /// Where the daemon that wrote this serves metrics (the bound address, so that
+    /// port 0 works), and its pid.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    #[serde(default)]
+    pub daemon_pid: Option<u32>,
 }
 
 impl State {
