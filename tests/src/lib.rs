@@ -276,33 +276,39 @@ impl Daemon {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// `zt-agent run --identity ID EXTRA... -- CMD...` against this daemon, not started.
     #[must_use]
-    pub fn run_cmd(&self, identity: &str, extra: &[&str], probe_args: &[&str]) -> Output {
-        Command::new(agent_bin())
-            .arg("run")
-            .arg("--identity")
-            .arg(identity)
+    pub fn run_command(&self, identity: &str, extra: &[&str], cmd: &[&str]) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.args(["run", "--identity", identity])
             .args(extra)
             .args(self.dir_args())
             .arg("--")
-            .arg(probe_bin())
-            .args(probe_args)
+            .args(cmd)
+            .env_remove("SUDO_UID");
+        c
+    }
+
+    /// `zt-agent run --identity ID EXTRA... -- zt-probe ARGS...`, waited for.
+    #[must_use]
+    pub fn run_cmd(&self, identity: &str, extra: &[&str], probe_args: &[&str]) -> Output {
+        let probe = probe_bin().display().to_string();
+        let cmd: Vec<&str> = std::iter::once(probe.as_str())
+            .chain(probe_args.iter().copied())
+            .collect();
+        self.run_command(identity, extra, &cmd)
             .output()
             .expect("zt-agent run")
     }
 
-    /// Start `zt-agent run` without waiting for it.
+    /// Start `zt-agent run --user nobody -- zt-probe ARGS` without waiting for it.
     #[must_use]
     pub fn spawn_run(&self, identity: &str, probe_args: &[&str]) -> Child {
-        Command::new(agent_bin())
-            .arg("run")
-            .arg("--identity")
-            .arg(identity)
-            .args(["--user", "nobody"])
-            .args(self.dir_args())
-            .arg("--")
-            .arg(probe_bin())
-            .args(probe_args)
+        let probe = probe_bin().display().to_string();
+        let cmd: Vec<&str> = std::iter::once(probe.as_str())
+            .chain(probe_args.iter().copied())
+            .collect();
+        self.run_command(identity, &["--user", "nobody"], &cmd)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

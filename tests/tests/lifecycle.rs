@@ -272,22 +272,6 @@ impl WithStdin for Command {
     }
 }
 
-/// `zt-agent run --identity lc-cli ARGS -- CMD...` against this test's daemon.
-fn agent_run(d: &Daemon, args: &[&str], cmd: &[&str]) -> std::process::Output {
-    Command::new(agent_bin())
-        .args(["run", "--identity", "lc-cli"])
-        .args(args)
-        .arg("--pin-dir")
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .arg("--")
-        .args(cmd)
-        .env_remove("SUDO_UID")
-        .output()
-        .expect("zt-agent run")
-}
-
 #[test]
 fn cli_errors_and_exit_codes() {
     require_root();
@@ -309,64 +293,37 @@ fn cli_errors_and_exit_codes() {
     );
     // Root workloads need an explicit --user root.
     let probe = probe_bin().display().to_string();
-    let out = agent_run(&d, &[], &[&probe]);
+    let out = d
+        .run_command("lc-cli", &[], &[&probe])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     // Unknown user.
     let out = d.run_cmd("lc-cli", &["--user", "no-such-user-zt"], &["raw4"]);
     assert_eq!(out.status.code(), Some(67), "{out:?}");
     // The workload's own exit status passes through, and so does a missing command.
-    let out = Command::new(agent_bin())
-        .args([
-            "run",
-            "--identity",
-            "lc-cli",
-            "--user",
-            "nobody",
-            "--pin-dir",
-        ])
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .args(["--", "sh", "-c", "exit 7"])
+    let out = d
+        .run_command("lc-cli", &["--user", "nobody"], &["sh", "-c", "exit 7"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(7));
-    let out = Command::new(agent_bin())
-        .args([
-            "run",
-            "--identity",
-            "lc-cli",
-            "--user",
-            "nobody",
-            "--pin-dir",
-        ])
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .args(["--", "/nonexistent/cmd"])
+    let out = d
+        .run_command("lc-cli", &["--user", "nobody"], &["/nonexistent/cmd"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(127), "{out:?}");
     // The workload runs unprivileged: no capabilities, no_new_privs, not root.
-    let out = Command::new(agent_bin())
-        .args([
-            "run",
-            "--identity",
+    let out = d
+        .run_command(
             "lc-cli",
-            "--user",
-            "nobody",
-            "--pin-dir",
-        ])
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .args([
-            "--",
-            "grep",
-            "-E",
-            "^(Uid|CapEff|CapPrm|CapBnd|NoNewPrivs)",
-            "/proc/self/status",
-        ])
+            &["--user", "nobody"],
+            &[
+                "grep",
+                "-E",
+                "^(Uid|CapEff|CapPrm|CapBnd|NoNewPrivs)",
+                "/proc/self/status",
+            ],
+        )
         .output()
         .expect("run");
     let status = String::from_utf8_lossy(&out.stdout);
@@ -480,25 +437,16 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
     // A descriptor the launcher inherits without close-on-exec must not reach CMD.
     let file = std::fs::File::open("/etc/hostname").expect("open");
     let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let mut c = Command::new(agent_bin());
-    c.args([
-        "run",
-        "--identity",
+    let mut c = d.run_command(
         "lc-iso",
-        "--user",
-        "nobody",
-        "--pin-dir",
-    ])
-    .arg(&d.pin_dir)
-    .arg("--state-dir")
-    .arg(&d.state_dir)
-    .args([
-        "--",
-        "sh",
-        "-c",
-        "test ! -e /proc/self/fd/7 && test \"$HOME\" = /nonexistent && test -z \"$SUDO_UID\"",
-    ])
-    .env("SUDO_UID", "0");
+        &["--user", "nobody"],
+        &[
+            "sh",
+            "-c",
+            "test ! -e /proc/self/fd/7 && test \"$HOME\" = /nonexistent && test -z \"$SUDO_UID\"",
+        ],
+    );
+    c.env("SUDO_UID", "0");
     // SAFETY: dup2 between fork and exec.
     unsafe {
         c.pre_exec(move || {
@@ -516,19 +464,8 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
     );
 
     // SIGTERM to the launcher reaches CMD; the launcher still cleans up.
-    let mut child = Command::new(agent_bin())
-        .args([
-            "run",
-            "--identity",
-            "lc-iso",
-            "--user",
-            "nobody",
-            "--pin-dir",
-        ])
-        .arg(&d.pin_dir)
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .args(["--", "sleep", "30"])
+    let mut child = d
+        .run_command("lc-iso", &["--user", "nobody"], &["sleep", "30"])
         .spawn()
         .expect("run sleep");
     let zt = zt_agent_tests::cgroup2_root().join("zt").join("lc-iso");

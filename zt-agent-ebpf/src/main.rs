@@ -734,6 +734,12 @@ fn try_exec(ctx: &BtfTracePointContext) {
 fn child_cgroup_identity(task: *const u8) -> Option<u32> {
     let cset = read_at::<*const u8>(task, offset(&TASK_CGROUPS_OFFSET))?;
     let cgrp = read_at::<*const u8>(cset, offset(&CSS_SET_DFL_CGRP_OFFSET))?;
+    cgroup_identity(cgrp)
+}
+
+/// The identity a cgroup v2 `struct cgroup` is enrolled under, if any.
+#[inline(always)]
+fn cgroup_identity(cgrp: *const u8) -> Option<u32> {
     let kn = read_at::<*const u8>(cgrp, offset(&CGROUP_KN_OFFSET))?;
     let cgid = read_at::<u64>(kn, offset(&KERNFS_NODE_ID_OFFSET))?;
     // SAFETY: pointer from a successful lookup.
@@ -757,17 +763,9 @@ fn try_cgroup_attach(ctx: &BtfTracePointContext) {
     if read_at::<i32>(root, offset(&CGROUP_ROOT_HIERARCHY_ID_OFFSET)) != Some(0) {
         return;
     }
-    let Some(kn) = read_at::<*const u8>(cgrp, offset(&CGROUP_KN_OFFSET)) else {
+    let Some(identity) = cgroup_identity(cgrp) else {
         return;
     };
-    let Some(cgid) = read_at::<u64>(kn, offset(&KERNFS_NODE_ID_OFFSET)) else {
-        return;
-    };
-    let Some(p) = ZT_CGROUPS.get_ptr(&cgid) else {
-        return;
-    };
-    // SAFETY: pointer from a successful lookup.
-    let identity = unsafe { *p } & !CGROUP_LAUNCHED;
     let Some(tgid) = read_at::<i32>(task, offset(&TASK_TGID_OFFSET)) else {
         return;
     };

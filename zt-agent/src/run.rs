@@ -9,14 +9,13 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::PathBuf;
 use std::process::Command;
 
-use aya::maps::{HashMap, Map, MapData};
-use zt_agent_common::{CGROUP_LAUNCHED, ENROLL_RUN, TaskIdentity, map_names};
-
-use crate::policy::LAUNCH_CGROUP_ROOT;
+use zt_agent_common::{ENROLL_RUN, map_names};
 
 use crate::cli::RunArgs;
-use crate::ebpf::loader::PinDir;
+use crate::ebpf::loader::{self, PinDir};
+use crate::ebpf::maps::{Cgroups, Tasks};
 use crate::exit;
+use crate::policy::LAUNCH_CGROUP_ROOT;
 use crate::state::State;
 use crate::sys::{cgroup, user};
 
@@ -34,6 +33,8 @@ pub enum RunError {
         "refusing to run the workload as root; pass `--user root` to do it anyway, or `--user NAME`"
     )]
     RootWorkload,
+    #[error("{0} (is the daemon running with the same --pin-dir?)")]
+    Pinned(#[source] crate::ebpf::loader::LoadError),
     #[error("pinned map {path}: {source} (is the daemon running with the same --pin-dir?)")]
     Map {
         path: String,
@@ -58,7 +59,7 @@ impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
             Self::NotRoot => exit::NOPERM,
-            Self::State(_) | Self::Map { .. } => exit::UNAVAILABLE,
+            Self::State(_) | Self::Map { .. } | Self::Pinned(_) => exit::UNAVAILABLE,
             Self::UnknownIdentity { .. } => exit::CONFIG,
             Self::User(_) => exit::NOUSER,
             Self::RootWorkload => exit::USAGE,
@@ -128,27 +129,12 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     let acct = target_account(args)?;
 
     let pins = PinDir::new(&args.dirs.pin_dir);
-    let open = |name: &str| -> Result<Map, RunError> {
-        let path = pins.map(name);
-        let err = |source| RunError::Map {
-            path: path.display().to_string(),
-            source,
-        };
-        Map::from_map_data(MapData::from_pin(&path).map_err(err)?).map_err(err)
-    };
-    let mut tasks: HashMap<MapData, u32, TaskIdentity> = open(map_names::TASKS)?
-        .try_into()
-        .map_err(|source| RunError::Map {
-            path: pins.map(map_names::TASKS).display().to_string(),
-            source,
-        })?;
-    let mut cgroups: HashMap<MapData, u64, u32> =
-        open(map_names::CGROUPS)?
-            .try_into()
-            .map_err(|source| RunError::Map {
-                path: pins.map(map_names::CGROUPS).display().to_string(),
-                source,
-            })?;
+    let mut tasks: Tasks = loader::open_pinned_map(&pins, map_names::TASKS)
+        .map(Tasks)
+        .map_err(RunError::Pinned)?;
+    let mut cgroups: Cgroups = loader::open_pinned_map(&pins, map_names::CGROUPS)
+        .map(Cgroups)
+        .map_err(RunError::Pinned)?;
 
     let run_id = format!(
         "{}-{}",
@@ -167,7 +153,7 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     let cg_id = cgroup::cgroup_id(&dir)?;
     // The kernel enrolls whatever enters this cgroup (cgroup_attach_task), CMD first.
     cgroups
-        .insert(&cg_id, &(ident.id | CGROUP_LAUNCHED), 0)
+        .insert_launch(cg_id, ident.id)
         .map_err(|source| RunError::Map {
             path: pins.map(map_names::CGROUPS).display().to_string(),
             source,
@@ -189,14 +175,7 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
             std::fs::write(&procs, b"0")?;
             let tgid = libc::getpid() as u32;
             tasks
-                .insert(
-                    &tgid,
-                    &TaskIdentity {
-                        identity,
-                        how: ENROLL_RUN,
-                    },
-                    0,
-                )
+                .enroll(tgid, identity, ENROLL_RUN)
                 .map_err(std::io::Error::other)?;
             // No controlling terminal: a workload must not push keystrokes into the
             // shell that started it (TIOCSTI). The launcher forwards signals instead.
@@ -247,7 +226,7 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     if let Err(e) = cgroup::kill_and_remove(&dir) {
         eprintln!("zt-agent run: cleaning up {}: {e}", dir.display());
     }
-    let _ = cgroups.remove(&cg_id);
+    let _ = cgroups.remove(cg_id);
     result
 }
 

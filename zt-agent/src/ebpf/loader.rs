@@ -191,6 +191,14 @@ fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &str) -> Result<T, L
     T::try_from(map).map_err(map_err(name))
 }
 
+/// Open one pinned map as its typed wrapper (`zt-agent run` needs only two).
+pub fn open_pinned_map<T: TryFrom<Map, Error = MapError>>(
+    pins: &PinDir,
+    name: &str,
+) -> Result<T, LoadError> {
+    typed(open_pinned(pins, name)?, name)
+}
+
 impl KernelMaps {
     /// Open the maps an earlier daemon pinned.
     pub fn open_pinned(pins: &PinDir) -> Result<Self, LoadError> {

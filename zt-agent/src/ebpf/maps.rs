@@ -2,8 +2,7 @@
 
 use aya::maps::{ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use zt_agent_common::{
-    CGROUP_LAUNCHED, ENROLL_RUN, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity,
-    VERDICT_SLOTS, errors,
+    CGROUP_LAUNCHED, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity, errors,
 };
 
 use crate::policy::Compiled;
@@ -43,12 +42,6 @@ impl PolicyMaps {
         }
         Ok(())
     }
-
-    /// Whether a policy has been installed (the slot holds a trie).
-    #[must_use]
-    pub fn installed(&self) -> bool {
-        self.v4.get(&0, 0).is_ok()
-    }
 }
 
 /// Enrolled thread groups: tgid -> identity.
@@ -80,22 +73,12 @@ impl Tasks {
     }
 
     #[must_use]
-    pub fn identity_of(&self, tgid: u32) -> Option<TaskIdentity> {
-        self.0.get(&tgid, 0).ok()
-    }
-
-    #[must_use]
     pub fn all(&self) -> Vec<(u32, TaskIdentity)> {
         self.0.iter().filter_map(Result::ok).collect()
     }
 
     pub fn remove(&mut self, tgid: u32) -> Result<(), MapError> {
         self.0.remove(&tgid)
-    }
-
-    /// Launched tasks are enrolled by `run` before exec.
-    pub fn enroll_launched(&mut self, tgid: u32, identity: u32) -> Result<(), MapError> {
-        self.enroll(tgid, identity, ENROLL_RUN)
     }
 }
 
@@ -132,8 +115,10 @@ impl Cgroups {
         Ok(())
     }
 
-    pub fn insert(&mut self, cgroup: u64, identity: u32) -> Result<(), MapError> {
-        self.0.insert(&cgroup, &identity, 0)
+    /// A `zt-agent run` launch cgroup: marked so that the daemon's scans leave the
+    /// entry to the launcher, which removes it when the workload is gone.
+    pub fn insert_launch(&mut self, cgroup: u64, identity: u32) -> Result<(), MapError> {
+        self.0.insert(&cgroup, &(identity | CGROUP_LAUNCHED), 0)
     }
 
     pub fn remove(&mut self, cgroup: u64) -> Result<(), MapError> {
@@ -158,19 +143,6 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Sum of every verdict slot (index = `verdict_index`).
-    #[must_use]
-    pub fn verdicts(&self) -> Vec<u64> {
-        (0..VERDICT_SLOTS)
-            .map(|i| {
-                self.verdicts
-                    .get(&i, 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0)
-            })
-            .collect()
-    }
-
     #[must_use]
     pub fn errors(&self) -> Vec<u64> {
         (0..errors::COUNT)

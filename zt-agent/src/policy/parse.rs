@@ -204,6 +204,16 @@ pub(super) fn parse_documents(file: &str, text: &str, errors: &mut Vec<PolicyErr
             }
         };
         let at = pos(&span);
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..))
+            && stack.len() >= MAX_DEPTH
+        {
+            err(
+                errors,
+                at,
+                format!("nested more than {MAX_DEPTH} levels deep"),
+            );
+            return docs;
+        }
         // A finished node, to be placed into its parent.
         let finished: Option<(Node, usize)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
@@ -275,14 +285,6 @@ pub(super) fn parse_documents(file: &str, text: &str, errors: &mut Vec<PolicyErr
             }
             Event::SequenceStart(anchor, tag) => {
                 collection_tag(errors, at, tag.as_deref());
-                if stack.len() >= MAX_DEPTH {
-                    err(
-                        errors,
-                        at,
-                        format!("nested more than {MAX_DEPTH} levels deep"),
-                    );
-                    return docs;
-                }
                 nodes += 1;
                 stack.push(Frame::Seq {
                     items: Vec::new(),
@@ -293,14 +295,6 @@ pub(super) fn parse_documents(file: &str, text: &str, errors: &mut Vec<PolicyErr
             }
             Event::MappingStart(anchor, tag) => {
                 collection_tag(errors, at, tag.as_deref());
-                if stack.len() >= MAX_DEPTH {
-                    err(
-                        errors,
-                        at,
-                        format!("nested more than {MAX_DEPTH} levels deep"),
-                    );
-                    return docs;
-                }
                 nodes += 1;
                 stack.push(Frame::Map {
                     entries: Vec::new(),
