@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// Probe exit codes (see src/bin/zt-probe.rs).
 pub const OK: i32 = 0;
 pub const DENIED: i32 = 10;
+/// zt-probe: a program it spawned was killed by SIGKILL.
+pub const KILLED: i32 = 12;
 
 /// Privileged tests never skip: without root and a loadable BPF program they fail.
 pub fn require_root() {

@@ -9,6 +9,10 @@
 pub const MAX_IDENTITIES: u32 = 1024;
 /// Identity id that is never assigned: an unenrolled task or socket.
 pub const IDENTITY_NONE: u32 = 0;
+/// Reserved identity of tasks that exec'd a selected file which no longer matches what
+/// the policy pinned (digest, or a change since the daemon verified it). It has no
+/// egress rules and no exec allowlist entries: deny all.
+pub const IDENTITY_QUARANTINE: u32 = MAX_IDENTITIES - 1;
 
 /// Capacity of each per-family policy trie (one entry per distinct prefix per identity,
 /// plus one root entry per identity).
@@ -21,6 +25,18 @@ pub const CGROUPS_CAPACITY: u32 = 1 << 14;
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 /// Port ranges one prefix of one identity can carry.
 pub const MAX_PORT_RANGES: usize = 16;
+/// Capacity of the exe selector table (one entry per selected file).
+pub const EXE_SELECTORS_CAPACITY: u32 = 4096;
+/// Capacity of the uid/gid selector table.
+pub const PRINCIPALS_CAPACITY: u32 = 4096;
+/// Capacity of the exec allowlist table (identity, file) pairs.
+pub const EXEC_ALLOW_CAPACITY: u32 = 1 << 14;
+/// Capacity of the table of unenrolled tasks' egress destinations (LRU).
+pub const SHADOW_CAPACITY: u32 = 1 << 14;
+/// Bytes of the exec'd path an exec event carries (the rest is cut).
+pub const EVENT_PATH_LEN: usize = 128;
+/// Ancestors (parent first) an exec event carries.
+pub const EVENT_ANCESTORS: usize = 4;
 
 /// Map names, as the kernel object names them and as they are pinned.
 pub mod map_names {
@@ -32,7 +48,13 @@ pub mod map_names {
     pub const VERDICTS: &str = "ZT_VERDICTS";
     pub const ERRORS: &str = "ZT_ERRORS";
     pub const EVENTS: &str = "ZT_EVENTS";
-    pub const ALL: [&str; 8] = [
+    pub const IDENTITIES: &str = "ZT_IDENTITIES";
+    pub const EXE_SELECTORS: &str = "ZT_EXE_SEL";
+    pub const PRINCIPALS: &str = "ZT_PRINCIPALS";
+    pub const EXEC_ALLOW: &str = "ZT_EXEC_ALLOW";
+    pub const EXEC_VERDICTS: &str = "ZT_EXEC_VERDICTS";
+    pub const SHADOW: &str = "ZT_SHADOW";
+    pub const ALL: [&str; 14] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -41,6 +63,12 @@ pub mod map_names {
         VERDICTS,
         ERRORS,
         EVENTS,
+        IDENTITIES,
+        EXE_SELECTORS,
+        PRINCIPALS,
+        EXEC_ALLOW,
+        EXEC_VERDICTS,
+        SHADOW,
     ];
 }
 
@@ -56,6 +84,8 @@ pub mod program_names {
     pub const EXIT: &str = "zt_exit";
     pub const CGROUP_ATTACH: &str = "zt_cgroup_attach";
     pub const EXEC: &str = "zt_exec";
+    /// BPF LSM exec guard, used where the kernel loads it (EPERM before the exec).
+    pub const EXEC_LSM: &str = "zt_exec_lsm";
     pub const SKB_EGRESS: &str = "zt_skb_egress";
 }
 
@@ -88,6 +118,14 @@ pub const fn verdict_index(identity: u32, verdict: u8, proto: u8) -> u32 {
 }
 pub const VERDICT_SLOTS: u32 = MAX_IDENTITIES * VERDICT_COUNT * PROTO_COUNT;
 
+/// Index into the per-CPU exec verdict counters.
+#[inline(always)]
+#[must_use]
+pub const fn exec_verdict_index(identity: u32, verdict: u8) -> u32 {
+    identity * VERDICT_COUNT + verdict as u32
+}
+pub const EXEC_VERDICT_SLOTS: u32 = MAX_IDENTITIES * VERDICT_COUNT;
+
 /// What an event reports.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +136,8 @@ pub enum EventKind {
     Setsockopt = 4,
     /// A packet of an enrolled socket carrying IP options or IPv6 routing headers.
     Packet = 5,
-    /// An enrolled task executed a new program (detail: the parent's tgid).
+    /// A task executed a new program: an enrolled one, or one that took an identity by
+    /// it (detail: how, an `ENROLL_*` value, or 0 when it was enrolled before).
     Exec = 6,
 }
 
@@ -116,6 +155,15 @@ pub enum Reason {
     SocketType = 3,
     /// A socket option that would route packets elsewhere (IPV6_RTHDR, IP_OPTIONS).
     SocketOption = 4,
+    /// The identity does not restrict exec.
+    ExecUnrestricted = 5,
+    /// The file is not in the identity's exec allowlist.
+    ExecNotAllowed = 6,
+    /// The file changed since the daemon verified it (its change time differs), so it
+    /// is not the file the policy names until the daemon checks it again.
+    FileChanged = 7,
+    /// The task is quarantined: a selected file did not match its pinned digest.
+    Quarantined = 8,
 }
 
 /// Counter slots of the per-CPU error array.
@@ -142,6 +190,119 @@ pub const ENROLL_RUN: u32 = 1;
 pub const ENROLL_CGROUP: u32 = 2;
 pub const ENROLL_INHERIT: u32 = 3;
 pub const ENROLL_SCAN: u32 = 4;
+/// Exec'd a file an `exe` selector names.
+pub const ENROLL_EXE: u32 = 5;
+/// Exec'd anything with a uid or gid a selector names.
+pub const ENROLL_PRINCIPAL: u32 = 6;
+/// Exec'd a selected file that failed its digest or changed: [`IDENTITY_QUARANTINE`].
+pub const ENROLL_QUARANTINE: u32 = 7;
+
+/// A file as the kernel sees it: `inode->i_sb->s_dev` (major << 20 | minor) and
+/// `inode->i_ino`. Userspace derives it from the mount's device number and st_ino,
+/// which differ from stat()'s st_dev on overlayfs and btrfs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// The inode's change time. Any write, rename, link or chmod moves it, and an inode
+/// number reused by a new file comes with a new one: an entry whose stamp differs
+/// from the file's is not trusted until the daemon re-verifies the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileStamp {
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub _pad: u32,
+}
+
+/// Value of the exe selector table, keyed by [`FileKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExeSelector {
+    pub stamp: FileStamp,
+    pub identity: u32,
+    /// Real uid the task must have after the exec, or [`ANY_ID`].
+    pub uid: u32,
+    /// Real gid the task must have after the exec, or [`ANY_ID`].
+    pub gid: u32,
+    /// `EXE_FLAG_*`.
+    pub flags: u32,
+}
+/// "Any uid/gid" in selector values.
+pub const ANY_ID: u32 = u32::MAX;
+/// The selector pins a digest: a changed file sends its exec'ers to quarantine.
+pub const EXE_FLAG_DIGEST: u32 = 1;
+/// The file failed its pinned digest: exec'ing it means quarantine.
+pub const EXE_FLAG_QUARANTINE: u32 = 2;
+
+/// Key of the uid/gid selector table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrincipalKey {
+    /// [`PRINCIPAL_UID`] or [`PRINCIPAL_GID`].
+    pub kind: u32,
+    pub id: u32,
+}
+pub const PRINCIPAL_UID: u32 = 0;
+pub const PRINCIPAL_GID: u32 = 1;
+
+/// Value of the uid/gid selector table. A uid entry may also require a gid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub identity: u32,
+    /// For uid entries: the gid also required, or [`ANY_ID`].
+    pub gid: u32,
+}
+
+/// Key of the exec allowlist table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExecAllowKey {
+    pub identity: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Per-identity settings, indexed by identity id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// `IDENTITY_FLAG_*`.
+    pub flags: u32,
+}
+/// The identity is in the installed policy (absent: removed, deny all).
+pub const IDENTITY_FLAG_IN_POLICY: u32 = 2;
+/// Exec is limited to the identity's allowlist.
+pub const IDENTITY_FLAG_EXEC_RESTRICTED: u32 = 4;
+
+/// Key of the table of unenrolled tasks' egress: who went where.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShadowKey {
+    pub tgid: u32,
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// IP protocol number.
+    pub protocol: u8,
+    pub addr: [u8; 16],
+}
+
+/// Value of the shadow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowValue {
+    pub first_ktime_ns: u64,
+    pub count: u64,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
 
 /// Value bit of the enrolled-cgroup table: the entry belongs to a `zt-agent run`
 /// launch cgroup, which the launcher adds and removes itself. The identity is the
@@ -279,13 +440,27 @@ pub struct Event {
     /// Destination address: 4 bytes for IPv4, 16 for IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; 16],
+    /// Exec events: the tgids of the parent, grandparent, ... (0 past the first task).
+    pub ancestors: [u32; EVENT_ANCESTORS],
+    /// Exec events: the file that now runs (the interpreter, for a script).
+    pub file: FileKey,
+    /// Exec events: the path given to execve (NUL-terminated, possibly cut).
+    pub path: [u8; EVENT_PATH_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<TaskIdentity>() == 8);
 const _: () = assert!(core::mem::size_of::<SockIdentity>() == 4);
 const _: () = assert!(core::mem::size_of::<PortRange>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<Event>() == 88);
+const _: () = assert!(core::mem::size_of::<Event>() == 88 + 16 + 16 + EVENT_PATH_LEN);
+const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FileStamp>() == 16);
+const _: () = assert!(core::mem::size_of::<ExeSelector>() == 32);
+const _: () = assert!(core::mem::size_of::<PrincipalKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Principal>() == 8);
+const _: () = assert!(core::mem::size_of::<ExecAllowKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ShadowKey>() == 24);
+const _: () = assert!(core::mem::size_of::<ShadowValue>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -295,4 +470,13 @@ mod pod {
     unsafe impl aya::Pod for super::PortRange {}
     unsafe impl aya::Pod for super::PolicyValue {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::FileStamp {}
+    unsafe impl aya::Pod for super::ExeSelector {}
+    unsafe impl aya::Pod for super::PrincipalKey {}
+    unsafe impl aya::Pod for super::Principal {}
+    unsafe impl aya::Pod for super::ExecAllowKey {}
+    unsafe impl aya::Pod for super::IdentityConfig {}
+    unsafe impl aya::Pod for super::ShadowKey {}
+    unsafe impl aya::Pod for super::ShadowValue {}
 }

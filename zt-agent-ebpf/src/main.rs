@@ -1,8 +1,9 @@
 //! zt-agent's kernel side: per-identity egress verdicts at connect/sendmsg time,
-//! socket creation and socket option guards, and thread-group tagging on fork/exit.
+//! socket creation and socket option guards, thread-group tagging on fork/exec/exit,
+//! and the per-identity exec allowlist.
 //!
 //! Every program attaches once at the cgroup2 root. Unenrolled tasks pay one task
-//! lookup and one socket-storage lookup, and pass.
+//! lookup, one socket-storage lookup and one record of where they went, and pass.
 #![no_std]
 #![no_main]
 
@@ -10,22 +11,33 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::__sk_buff,
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE},
-    btf_maps::{ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, SkStorage},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
         generated::{bpf_send_signal, bpf_sk_fullsock, bpf_sk_storage_get},
     },
-    macros::{btf_map, btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt},
+    macros::{
+        btf_map, btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm,
+    },
     maps::lpm_trie::Key,
-    programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockoptContext},
+    programs::{
+        BtfTracePointContext, LsmContext, SkBuffContext, SockAddrContext, SockContext,
+        SockoptContext,
+    },
 };
 use zt_agent_common::{
-    CGROUP_ALLOW, CGROUP_LAUNCHED, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP, ENROLL_INHERIT,
-    EVENTS_RING_BYTES, Event, EventKind, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE,
-    KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP,
-    PROTO_UDP, PolicyValue, Reason, SockIdentity, TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS,
-    Verdict, errors, verdict_index,
+    ANY_ID, CGROUP_ALLOW, CGROUP_LAUNCHED, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP,
+    ENROLL_EXE, ENROLL_INHERIT, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EVENT_ANCESTORS,
+    EVENTS_RING_BYTES, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE, EXE_SELECTORS_CAPACITY,
+    EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, EventKind, ExeSelector, ExecAllowKey, FileKey,
+    FileStamp, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED, IDENTITY_FLAG_IN_POLICY,
+    IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, IdentityConfig, KeyV4, KeyV6,
+    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPAL_GID, PRINCIPAL_UID, PRINCIPALS_CAPACITY,
+    PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, PolicyValue, Principal,
+    PrincipalKey, Reason, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY,
+    TaskIdentity, VERDICT_SLOTS, Verdict, errors, exec_verdict_index, verdict_index,
 };
 
 const AF_INET: u16 = 2;
@@ -40,6 +52,7 @@ const IP_OPTIONS: i32 = 4;
 const IPV6_2292RTHDR: i32 = 24;
 const IPV6_RTHDR: i32 = 57;
 const SIGKILL: u32 = 9;
+const EPERM: i32 = 1;
 
 // Kernel struct offsets of the running kernel, computed by userspace from BTF at
 // load time (Rust eBPF has no CO-RE field relocation).
@@ -59,6 +72,22 @@ static TASK_CGROUPS_OFFSET: u32 = 0;
 static TASK_REAL_PARENT_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static BPRM_FILE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static BPRM_FILENAME_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_INODE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_SB_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_INO_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_CTIME_SEC_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_CTIME_NSEC_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static SB_DEV_OFFSET: u32 = 0;
 
 #[inline(always)]
 fn offset(global: &u32) -> usize {
@@ -104,6 +133,29 @@ static ZT_ERRORS: PerCpuArray<u64, { errors::COUNT as usize }> = PerCpuArray::ne
 
 #[btf_map]
 static ZT_EVENTS: RingBuf<Event, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+#[btf_map]
+static ZT_IDENTITIES: Array<IdentityConfig, { MAX_IDENTITIES as usize }> = Array::new();
+
+#[btf_map]
+static ZT_EXE_SEL: HashMap<FileKey, ExeSelector, { EXE_SELECTORS_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+static ZT_PRINCIPALS: HashMap<PrincipalKey, Principal, { PRINCIPALS_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+static ZT_EXEC_ALLOW: HashMap<ExecAllowKey, FileStamp, { EXEC_ALLOW_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+static ZT_EXEC_VERDICTS: PerCpuArray<u64, { EXEC_VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+/// Where unenrolled tasks connect and send: the shadow workloads `zt-agent ps` shows.
+#[btf_map]
+static ZT_SHADOW: LruHashMap<ShadowKey, ShadowValue, { SHADOW_CAPACITY as usize }> =
+    LruHashMap::new();
 
 // ---------------------------------------------------------------------------
 // Entry points: thin wrappers; the fallback verdict lives here.
@@ -162,6 +214,35 @@ pub fn zt_exec(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Where the kernel loads BPF LSM programs, exec of a file outside the allowlist
+/// fails with EPERM before anything of the old image is torn down. The tp_btf exec
+/// hook judges again after the point of no return (and kills), so the two agree.
+#[lsm(hook = "bprm_check_security")]
+pub fn zt_exec_lsm(ctx: LsmContext) -> i32 {
+    // bprm_check_security(struct linux_binprm *bprm, int ret)
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    let id = task_identity(current_tgid());
+    if id == IDENTITY_NONE {
+        return 0;
+    }
+    let Some((file, stamp)) = exec_file(bprm) else {
+        return 0;
+    };
+    let j = judge_exec(id, &file, &stamp);
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        count_exec(id, j.verdict);
+        // SAFETY: helper without arguments.
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        emit_exec(&j, id, 0, task, bprm, &file);
+        return -EPERM;
+    }
+    0
+}
+
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn zt_exit(ctx: BtfTracePointContext) -> u32 {
     try_exit(&ctx);
@@ -206,7 +287,7 @@ const ALLOW: Judgement = Judgement {
 #[inline(always)]
 fn judge_value(v: Option<*mut PolicyValue>, port: u16, proto_mask: u8) -> Judgement {
     match v {
-        // Not in the policy (removed, or no policy installed yet): deny all.
+        // Not in the policy (removed, quarantined, or no policy installed yet): deny all.
         None => Judgement {
             verdict: Verdict::Deny,
             reason: Reason::IdentityRemoved,
@@ -403,6 +484,7 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         p => unsafe { (*p).identity },
     };
     if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {
+        record_shadow(ctx, is6, tgid);
         return CGROUP_ALLOW;
     }
     if sock_id == IDENTITY_NONE {
@@ -459,6 +541,39 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     } else {
         CGROUP_ALLOW
     }
+}
+
+/// Remember where an unenrolled task went: one LRU lookup, and an insert the first
+/// time a (task, destination) pair is seen.
+#[inline(always)]
+fn record_shadow(ctx: &SockAddrContext, is6: bool, tgid: u32) {
+    // SAFETY: the context pointer is valid for the whole program run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let d = read_dest(ctx, is6);
+    if d.port == 0 && d.addr == [0u8; 16] {
+        return; // sendmsg on a connected socket: seen at connect
+    }
+    let key = ShadowKey {
+        tgid,
+        port: d.port,
+        family: if d.v4 { AF_INET as u8 } else { AF_INET6 as u8 },
+        protocol: sa.protocol as u8,
+        addr: d.addr,
+    };
+    if let Some(v) = ZT_SHADOW.get_ptr_mut(&key) {
+        // SAFETY: pointer from a successful lookup; a lost increment under a race is fine.
+        unsafe { (*v).count += 1 };
+        return;
+    }
+    let v = ShadowValue {
+        // SAFETY: helper without arguments.
+        first_ktime_ns: unsafe { bpf_ktime_get_ns() },
+        count: 1,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let _ = ZT_SHADOW.insert(&key, &v, BPF_ANY.into());
 }
 
 // ---------------------------------------------------------------------------
@@ -704,29 +819,197 @@ fn try_fork(ctx: &BtfTracePointContext) {
     }
 }
 
-/// Report every exec of an enrolled task; the identity stays (an exec never changes it).
+// ---------------------------------------------------------------------------
+// Exec: identity by binary and user, and the exec allowlist
+// ---------------------------------------------------------------------------
+
+/// The file an exec runs, as (device, inode) and change time, from `bprm->file`.
+#[inline(always)]
+fn exec_file(bprm: *const u8) -> Option<(FileKey, FileStamp)> {
+    let file = read_at::<*const u8>(bprm, offset(&BPRM_FILE_OFFSET))?;
+    let inode = read_at::<*const u8>(file, offset(&FILE_INODE_OFFSET))?;
+    let sb = read_at::<*const u8>(inode, offset(&INODE_SB_OFFSET))?;
+    let dev = read_at::<u32>(sb, offset(&SB_DEV_OFFSET))?;
+    let ino = read_at::<u64>(inode, offset(&INODE_INO_OFFSET))?;
+    let sec = read_at::<i64>(inode, offset(&INODE_CTIME_SEC_OFFSET))?;
+    let nsec = read_at::<u32>(inode, offset(&INODE_CTIME_NSEC_OFFSET))?;
+    Some((
+        FileKey { dev, _pad: 0, ino },
+        FileStamp {
+            ctime_sec: sec,
+            // Recent kernels keep a "ctime was queried" flag in the top bits.
+            ctime_nsec: nsec & 0x3fff_ffff,
+            _pad: 0,
+        },
+    ))
+}
+
+/// Whether an enrolled identity may exec this file.
+#[inline(always)]
+fn judge_exec(id: u32, file: &FileKey, stamp: &FileStamp) -> Judgement {
+    let deny = |reason| Judgement {
+        verdict: Verdict::Deny,
+        reason,
+    };
+    if id == IDENTITY_QUARANTINE {
+        return deny(Reason::Quarantined);
+    }
+    let flags = ZT_IDENTITIES.get(id).map_or(0, |c| c.flags);
+    if flags & IDENTITY_FLAG_IN_POLICY == 0 {
+        return deny(Reason::IdentityRemoved);
+    }
+    if flags & IDENTITY_FLAG_EXEC_RESTRICTED == 0 {
+        return Judgement {
+            verdict: Verdict::Allow,
+            reason: Reason::ExecUnrestricted,
+        };
+    }
+    let key = ExecAllowKey {
+        identity: id,
+        dev: file.dev,
+        ino: file.ino,
+    };
+    let reason = match ZT_EXEC_ALLOW.get_ptr(&key) {
+        // SAFETY: pointer from a successful lookup.
+        Some(p) if unsafe { *p } == *stamp => return ALLOW,
+        Some(_) => Reason::FileChanged,
+        None => Reason::ExecNotAllowed,
+    };
+    Judgement {
+        verdict: if flags & IDENTITY_FLAG_AUDIT != 0 {
+            Verdict::Audit
+        } else {
+            Verdict::Deny
+        },
+        reason,
+    }
+}
+
+/// The identity an unenrolled task takes by this exec, if any: an `exe` selector
+/// naming the file (with its uid/gid conditions), else a uid, else a gid selector.
+#[inline(always)]
+fn select_on_exec(
+    file: &FileKey,
+    stamp: &FileStamp,
+    uid: u32,
+    gid: u32,
+) -> Option<(u32, u32, Reason)> {
+    if let Some(p) = ZT_EXE_SEL.get_ptr(file) {
+        // SAFETY: pointer from a successful lookup; copied once.
+        let sel = unsafe { *p };
+        if (sel.uid == ANY_ID || sel.uid == uid) && (sel.gid == ANY_ID || sel.gid == gid) {
+            if sel.flags & EXE_FLAG_QUARANTINE != 0 {
+                return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE, Reason::Quarantined));
+            }
+            if sel.stamp != *stamp {
+                // Changed since the daemon verified it: a pinned digest can no longer
+                // be vouched for; without one it is still the selected file.
+                if sel.flags & EXE_FLAG_DIGEST != 0 {
+                    return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE, Reason::FileChanged));
+                }
+                return Some((sel.identity, ENROLL_EXE, Reason::FileChanged));
+            }
+            return Some((sel.identity, ENROLL_EXE, Reason::RuleMatched));
+        }
+    }
+    let by_uid = PrincipalKey {
+        kind: PRINCIPAL_UID,
+        id: uid,
+    };
+    if let Some(p) = ZT_PRINCIPALS.get_ptr(&by_uid) {
+        // SAFETY: pointer from a successful lookup; copied once.
+        let pr = unsafe { *p };
+        if pr.gid == ANY_ID || pr.gid == gid {
+            return Some((pr.identity, ENROLL_PRINCIPAL, Reason::RuleMatched));
+        }
+    }
+    let by_gid = PrincipalKey {
+        kind: PRINCIPAL_GID,
+        id: gid,
+    };
+    // SAFETY: pointer from a successful lookup.
+    ZT_PRINCIPALS.get_ptr(&by_gid).map(|p| {
+        (
+            unsafe { (*p).identity },
+            ENROLL_PRINCIPAL,
+            Reason::RuleMatched,
+        )
+    })
+}
+
+/// Runs after exec's point of no return, before the new image runs an instruction.
+/// An unenrolled task may take an identity here; an enrolled one keeps its own and
+/// is killed if its allowlist does not hold the file (the interpreter, for a script).
 #[inline(always)]
 fn try_exec(ctx: &BtfTracePointContext) {
-    let id = task_identity(current_tgid());
-    if id == IDENTITY_NONE {
-        return;
-    }
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let task: *const u8 = ctx.arg(0);
-    let ppid = read_at::<*const u8>(task, offset(&TASK_REAL_PARENT_OFFSET))
-        .and_then(|parent| read_at::<i32>(parent, offset(&TASK_TGID_OFFSET)))
-        .map_or(0, |p| p as u32);
-    emit(
-        EventKind::Exec,
-        &ALLOW,
-        id,
-        IDENTITY_NONE,
-        0,
-        &[0; 16],
-        0,
-        0,
-        ppid,
-    );
+    let bprm: *const u8 = ctx.arg(2);
+    let tgid = current_tgid();
+    let id = task_identity(tgid);
+    let Some((file, stamp)) = exec_file(bprm) else {
+        if id != IDENTITY_NONE {
+            // Unreadable file: judge it as unknown (fail closed).
+            let j = judge_exec(id, &FileKey::default(), &FileStamp::default());
+            finish_exec(&j, id, 0, task, bprm, &FileKey::default());
+        }
+        return;
+    };
+    if id != IDENTITY_NONE {
+        let j = judge_exec(id, &file, &stamp);
+        finish_exec(&j, id, 0, task, bprm, &file);
+        return;
+    }
+    let uid_gid = bpf_get_current_uid_gid();
+    let Some((new_id, how, reason)) =
+        select_on_exec(&file, &stamp, uid_gid as u32, (uid_gid >> 32) as u32)
+    else {
+        return;
+    };
+    let t = TaskIdentity {
+        identity: new_id,
+        how,
+    };
+    // NOEXIST: a concurrent enrollment (cgroup move) wins; an identity never changes.
+    if ZT_TASKS.insert(&tgid, &t, BPF_NOEXIST.into()).is_err() {
+        if task_identity(tgid) == IDENTITY_NONE {
+            // Could not tag the task: it must not run unjudged.
+            count_error(errors::TASKS_FULL);
+            // SAFETY: helper call signalling the current task.
+            unsafe {
+                bpf_send_signal(SIGKILL);
+            }
+        }
+        return;
+    }
+    let j = Judgement {
+        verdict: Verdict::Allow,
+        reason,
+    };
+    finish_exec(&j, new_id, how, task, bprm, &file);
+}
+
+#[inline(always)]
+fn finish_exec(j: &Judgement, id: u32, how: u32, task: *const u8, bprm: *const u8, file: &FileKey) {
+    count_exec(id, j.verdict);
+    emit_exec(j, id, how, task, bprm, file);
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        // SAFETY: helper call signalling the current task (its whole thread group).
+        unsafe {
+            bpf_send_signal(SIGKILL);
+        }
+    }
+}
+
+#[inline(always)]
+fn count_exec(identity: u32, verdict: Verdict) {
+    if identity >= MAX_IDENTITIES {
+        return;
+    }
+    if let Some(p) = ZT_EXEC_VERDICTS.get_ptr_mut(exec_verdict_index(identity, verdict as u8)) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *p += 1 };
+    }
 }
 
 /// The identity of the enrolled cgroup a new task starts in, if any.
@@ -801,7 +1084,7 @@ fn try_exit(ctx: &BtfTracePointContext) {
 
 #[inline(always)]
 fn count_verdict(identity: u32, verdict: Verdict, proto: u8) {
-    if identity >= zt_agent_common::MAX_IDENTITIES {
+    if identity >= MAX_IDENTITIES {
         return;
     }
     if let Some(p) = ZT_VERDICTS.get_ptr_mut(verdict_index(identity, verdict as u8, proto)) {
@@ -835,31 +1118,92 @@ fn emit(
         count_error(errors::RINGBUF_FULL);
         return;
     };
+    let ev = entry.as_mut_ptr();
+    fill_common(ev, kind, j, identity, detail);
+    // SAFETY: `ev` points at the reserved record, which this program owns until submit.
+    unsafe {
+        (*ev).sock_identity = sock_identity;
+        (*ev).family = family;
+        (*ev).port = port;
+        (*ev).protocol = protocol;
+        (*ev).addr = *addr;
+        (*ev).ancestors = [0; EVENT_ANCESTORS];
+        (*ev).file = FileKey::default();
+        (*ev).path[0] = 0;
+    }
+    entry.submit(0);
+}
+
+/// An exec event with its provenance: the ancestors' tgids, the file and the path.
+#[inline(always)]
+fn emit_exec(
+    j: &Judgement,
+    identity: u32,
+    how: u32,
+    task: *const u8,
+    bprm: *const u8,
+    file: &FileKey,
+) {
+    let Some(mut entry) = ZT_EVENTS.reserve(0) else {
+        count_error(errors::RINGBUF_FULL);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    fill_common(ev, EventKind::Exec, j, identity, how);
+    let mut ancestors = [0u32; EVENT_ANCESTORS];
+    let mut t = task;
+    let mut i = 0;
+    while i < EVENT_ANCESTORS && !t.is_null() {
+        let Some(parent) = read_at::<*const u8>(t, offset(&TASK_REAL_PARENT_OFFSET)) else {
+            break;
+        };
+        let Some(ptgid) = read_at::<i32>(parent, offset(&TASK_TGID_OFFSET)) else {
+            break;
+        };
+        if ptgid <= 0 || parent == t {
+            break;
+        }
+        ancestors[i] = ptgid as u32;
+        t = parent;
+        i += 1;
+    }
+    // SAFETY: `ev` points at the reserved record, which this program owns until submit.
+    unsafe {
+        (*ev).sock_identity = IDENTITY_NONE;
+        (*ev).family = 0;
+        (*ev).port = 0;
+        (*ev).protocol = 0;
+        (*ev).addr = [0; 16];
+        (*ev).ancestors = ancestors;
+        (*ev).file = *file;
+        (*ev).path[0] = 0;
+        if let Some(name) = read_at::<*const u8>(bprm, offset(&BPRM_FILENAME_OFFSET)) {
+            let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path);
+        }
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn fill_common(ev: *mut Event, kind: EventKind, j: &Judgement, identity: u32, detail: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let ev = Event {
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        identity,
-        sock_identity,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        detail,
-        family,
-        port,
-        kind: kind as u8,
-        verdict: j.verdict as u8,
-        reason: j.reason as u8,
-        protocol,
-        _pad: [0; 4],
-        addr: *addr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    entry.write(ev);
-    entry.submit(0);
+    // SAFETY: `ev` points at a reserved ring buffer record.
+    unsafe {
+        (*ev).ktime_ns = bpf_ktime_get_ns();
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).identity = identity;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).detail = detail;
+        (*ev).kind = kind as u8;
+        (*ev).verdict = j.verdict as u8;
+        (*ev).reason = j.reason as u8;
+        (*ev)._pad = [0; 4];
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
 }
 
 #[cfg(not(test))]

@@ -12,7 +12,7 @@ use crate::state::DEFAULT_STATE_DIR;
 #[command(
     name = "zt-agent",
     version,
-    about = "Zero-trust egress enforcement for non-human identities, in the kernel"
+    about = "Zero-trust egress and exec enforcement for non-human identities, in the kernel"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +39,26 @@ pub enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// List enrolled tasks with their identity, and shadow workloads: unenrolled tasks
+    /// that made egress connections since the agent started.
+    Ps(PsArgs),
+    /// Show whether the kernel enforces, the policy in force and the exec guard.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
 }
 
 #[derive(Debug, Args)]

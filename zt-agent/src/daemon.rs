@@ -4,20 +4,30 @@
 //! The daemon is never in the verdict path. Killing it leaves the pinned programs
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
-use zt_agent_common::{CGROUPS_CAPACITY, ENROLL_SCAN, POLICY_TRIE_CAPACITY, TASKS_CAPACITY};
+use tokio::sync::mpsc;
+use zt_agent_common::{
+    CGROUPS_CAPACITY, ENROLL_SCAN, EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY,
+    IDENTITY_QUARANTINE, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, TASKS_CAPACITY, Verdict,
+    exec_verdict_index,
+};
 
 use crate::cli::DaemonArgs;
-use crate::ebpf::loader::{self, KernelMaps, LoadError, PinDir};
-use crate::ebpf::maps::{Cgroups, Counters, PolicyMaps, Tasks};
+use crate::ebpf::loader::{self, ExecGuard, KernelMaps, LoadError, PinDir};
+use crate::ebpf::maps::{Cgroups, Counters, ExecMaps, PolicyMaps, Tasks};
+use crate::events::decode::JsonEvent;
+use crate::events::provenance::Digests;
 use crate::events::{decode, sink::Sink};
 use crate::exit;
+use crate::identity::adopt;
+use crate::identity::files::FileId;
+use crate::identity::resolve::{self, HostFiles, Note, Resolved};
 use crate::metrics::Metrics;
 use crate::policy::{self, Compiled, Mode};
 use crate::state::{IdentityState, State};
@@ -98,7 +108,16 @@ struct Control {
     tasks: Tasks,
     cgroups: Cgroups,
     policy: PolicyMaps,
+    exec: ExecMaps,
     counters: Counters,
+    /// The policy in force, re-resolved every second to follow replaced binaries.
+    current: Option<policy::Policy>,
+    files: HostFiles,
+    resolved: Resolved,
+    /// Notes already reported, so each is reported once while it holds.
+    notes_seen: BTreeSet<Note>,
+    /// Events the daemon reports itself go through the same sink as the kernel's.
+    notices: mpsc::UnboundedSender<JsonEvent>,
     state: State,
     state_dir: PathBuf,
     policy_dir: PathBuf,
@@ -159,9 +178,28 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         tasks,
         cgroups,
         policy,
+        exec,
         counters,
+        shadow: _,
         events,
     } = kmaps;
+    let exec_guard = loaded
+        .as_ref()
+        .map_or_else(|| ExecGuard::of_pins(&pins), |l| l.exec_guard);
+    tracing::info!(
+        mechanism = exec_guard.as_str(),
+        "exec guard: {}",
+        match exec_guard {
+            ExecGuard::Lsm => "BPF LSM bprm_check_security (disallowed exec fails with EPERM)",
+            ExecGuard::TracepointKill =>
+                "tp_btf sched_process_exec + SIGKILL (a disallowed exec kills the task before the new image runs)",
+        }
+    );
+    metrics
+        .exec_guard
+        .with_label_values(&[exec_guard.as_str()])
+        .set(1);
+    let (notice_tx, mut notice_rx) = mpsc::unbounded_channel::<JsonEvent>();
     let mut state = if adopted {
         // Without the recorded ids the kernel's entries cannot be matched to names;
         // guessing would judge tasks by another identity's rules.
@@ -173,11 +211,18 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         State::default()
     };
     state.cgroup_root.clone_from(&cg_root);
+    state.exec_guard = Some(exec_guard.as_str().to_owned());
     let mut ctl = Control {
         tasks,
         cgroups,
         policy,
+        exec,
         counters,
+        current: None,
+        files: HostFiles::default(),
+        resolved: Resolved::default(),
+        notes_seen: BTreeSet::new(),
+        notices: notice_tx,
         state,
         state_dir: args.dirs.state_dir.clone(),
         policy_dir: args.policy.clone(),
@@ -211,8 +256,10 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         // Attach only once the policy is installed, so enrolled tasks see it from
         // their first call.
         loaded.attach(&cg_root)?;
-        // Tasks that entered a selected cgroup before cgroup_attach_task was hooked.
+        // Tasks that entered a selected cgroup before cgroup_attach_task was hooked,
+        // then tasks selected by binary or user that were running first.
         ctl.sync_cgroups(false);
+        ctl.adopt();
     }
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -241,9 +288,29 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let ev_ctl = ctl.clone();
     let ev_metrics = metrics.clone();
     let events_task = tokio::spawn(async move {
+        let mut digests = Digests::default();
+        let mut write = |j: &JsonEvent| {
+            let ok = sink.write(j).is_ok();
+            if let Ok(m) = ev_metrics.lock() {
+                if ok {
+                    m.events
+                        .with_label_values(&[j.kind, j.verdict.unwrap_or("none")])
+                        .inc();
+                } else {
+                    m.sink_error();
+                }
+            }
+        };
         loop {
-            let Ok(mut guard) = ring.readable_mut().await else {
-                break;
+            let mut guard = tokio::select! {
+                g = ring.readable_mut() => match g {
+                    Ok(g) => g,
+                    Err(_) => break,
+                },
+                Some(j) = notice_rx.recv() => {
+                    write(&j);
+                    continue;
+                }
             };
             let rb = guard.get_inner_mut();
             let mut batch = Vec::new();
@@ -258,17 +325,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
             }
             let state = ev_ctl.lock().map(|c| c.state.clone()).unwrap_or_default();
             for ev in batch {
-                let j = decode::enrich(&ev, &state);
-                let ok = sink.write(&j).is_ok();
-                if let Ok(m) = ev_metrics.lock() {
-                    if ok {
-                        m.events
-                            .with_label_values(&[j.kind, j.verdict.unwrap_or("none")])
-                            .inc();
-                    } else {
-                        m.sink_error();
-                    }
-                }
+                write(&decode::enrich(&ev, &state, &mut digests));
             }
         }
     });
@@ -297,6 +354,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
                 reload(&ctl, &metrics, false);
                 if let Ok(mut c) = ctl.lock() {
                     c.sync_cgroups(false);
+                    c.refresh_files();
                 }
             }
             _ = term.recv() => break,
@@ -355,6 +413,19 @@ impl Control {
             dir: self.policy_dir.display().to_string(),
             errors: e.to_string(),
         })?;
+        if let Err(e) = self.files.refresh_mounts() {
+            tracing::warn!(error = %e, "reading the mount table");
+        }
+        let resolved =
+            resolve::resolve(p, &ids, &mut self.files).map_err(|errs| DaemonError::Policy {
+                dir: self.policy_dir.display().to_string(),
+                errors: errs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            })?;
+        self.exec.sync(&resolved).map_err(DaemonError::Install)?;
         self.policy
             .install(&compiled)
             .map_err(DaemonError::Install)?;
@@ -377,11 +448,94 @@ impl Control {
         self.state.policy_sha256.clone_from(&compiled.sha256);
         self.seen_sha = Some(compiled.sha256.clone());
         self.rules = (compiled.v4.len(), compiled.v6.len());
+        self.current = Some(p.clone());
+        self.set_resolved(resolved);
         self.sync_cgroups(true);
+        // After the cgroups: a task both places select takes its cgroup's identity.
+        self.adopt();
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::error!(error = %e, "writing state");
         }
         Ok(compiled)
+    }
+
+    /// Record a resolution: the path names of its files, and its notes as events
+    /// (each once while it holds).
+    fn set_resolved(&mut self, r: Resolved) {
+        self.state.paths = r
+            .paths
+            .iter()
+            .map(|(k, p)| (FileId::describe(k), p.clone()))
+            .collect();
+        let now: BTreeSet<Note> = r.notes.iter().cloned().collect();
+        for n in now.difference(&self.notes_seen) {
+            let reason = if n.message.starts_with("digest mismatch") {
+                "digest_mismatch"
+            } else {
+                "file_unresolved"
+            };
+            tracing::warn!(identity = %n.identity, path = %n.path, "{}: {}: {}", n.location, n.field, n.message);
+            let _ = self.notices.send(JsonEvent::daemon(
+                "file",
+                &n.identity,
+                reason,
+                format!("{}: {} `{}`: {}", n.location, n.field, n.path, n.message),
+                &self.state,
+            ));
+        }
+        self.notes_seen = now;
+        self.resolved = r;
+    }
+
+    /// Follow the files the policy names: a replaced or rewritten binary gets new
+    /// entries (and a digest check) within a second.
+    fn refresh_files(&mut self) {
+        let Some(p) = self.current.clone() else {
+            return;
+        };
+        if let Err(e) = self.files.refresh_mounts() {
+            tracing::warn!(error = %e, "reading the mount table");
+            return;
+        }
+        let r = match resolve::resolve(&p, &self.state.ids, &mut self.files) {
+            Ok(r) => r,
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!("{e}; the previous file entries stay in force");
+                }
+                return;
+            }
+        };
+        if r == self.resolved {
+            return;
+        }
+        if let Err(e) = self.exec.sync(&r) {
+            tracing::error!(error = %e, "updating exec selectors and allowlists");
+            return;
+        }
+        tracing::info!("policy files changed on disk; exec selectors and allowlists updated");
+        self.set_resolved(r);
+        if let Err(e) = self.state.write(&self.state_dir) {
+            tracing::error!(error = %e, "writing state");
+        }
+    }
+
+    /// Tag running tasks that an exe or uid/gid selector matches (tasks that were
+    /// there before the daemon or before the selector). Never the daemon itself.
+    fn adopt(&mut self) {
+        let me = std::process::id();
+        for m in adopt::scan(&self.resolved, &[me]) {
+            match self.tasks.enroll_if_absent(m.tgid, m.identity, ENROLL_SCAN) {
+                Ok(true) if !Path::new(&format!("/proc/{}", m.tgid)).exists() => {
+                    let _ = self.tasks.remove(m.tgid);
+                }
+                Ok(true) => {
+                    tracing::info!(tgid = m.tgid, identity = %self.state.label_of(m.identity), "adopted a running task");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(tgid = m.tgid, error = %e, "adopting a running task"),
+            }
+        }
     }
 
     /// Enroll every cgroup that matches a selector, and the tasks already in them.
@@ -446,20 +600,30 @@ impl Control {
                 .unwrap_or(0)
         });
         m.update_errors(&self.counters.errors());
+        let mut exec_names = names.clone();
+        exec_names.insert(IDENTITY_QUARANTINE, policy::QUARANTINE_NAME.to_owned());
+        m.update_exec(&exec_names, |id, v: Verdict| {
+            self.counters
+                .exec_verdicts
+                .get(&exec_verdict_index(id, v as u8), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        });
         let tasks = self.tasks.all();
         m.identity_tasks.reset();
         for (_, t) in &tasks {
-            let name = names
-                .get(&t.identity)
-                .cloned()
-                .unwrap_or_else(|| format!("id-{}", t.identity));
+            let name = self.state.label_of(t.identity);
             m.identity_tasks.with_label_values(&[name.as_str()]).inc();
         }
+        let (exe, principals, allow) = self.exec.counts();
         for (map, n, cap) in [
             ("tasks", tasks.len(), TASKS_CAPACITY),
             ("cgroups", self.cgroups.len(), CGROUPS_CAPACITY),
             ("policy_v4", self.rules.0, POLICY_TRIE_CAPACITY),
             ("policy_v6", self.rules.1, POLICY_TRIE_CAPACITY),
+            ("exe_selectors", exe, EXE_SELECTORS_CAPACITY),
+            ("principals", principals, PRINCIPALS_CAPACITY),
+            ("exec_allow", allow, EXEC_ALLOW_CAPACITY),
         ] {
             m.map_entries
                 .with_label_values(&[map])

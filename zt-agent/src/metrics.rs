@@ -23,7 +23,10 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub identity_tasks: IntGaugeVec,
+    exec_verdicts: IntCounterVec,
+    pub exec_guard: IntGaugeVec,
     last_verdicts: BTreeMap<u32, u64>,
+    last_exec: BTreeMap<u32, u64>,
     last_errors: Vec<u64>,
 }
 
@@ -116,9 +119,44 @@ impl Metrics {
                 "Enrolled thread groups per identity.",
                 &["identity"],
             ),
+            exec_verdicts: counter(
+                r,
+                "zt_agent_exec_total",
+                "Execs of enrolled tasks judged by the kernel, per identity and verdict.",
+                &["identity", "verdict"],
+            ),
+            exec_guard: gauge(
+                r,
+                "zt_agent_exec_guard_info",
+                "How disallowed execs are stopped: lsm (EPERM) or tp_btf_sigkill; always 1.",
+                &["mechanism"],
+            ),
             registry,
             last_verdicts: BTreeMap::new(),
+            last_exec: BTreeMap::new(),
             last_errors: vec![0; errors::COUNT as usize],
+        }
+    }
+
+    /// Fold the kernel's exec verdict counters in, as `update_verdicts` does.
+    pub fn update_exec(
+        &mut self,
+        names: &BTreeMap<u32, String>,
+        read: impl Fn(u32, zt_agent_common::Verdict) -> u64,
+    ) {
+        use zt_agent_common::Verdict;
+        for (id, name) in names {
+            for v in [Verdict::Allow, Verdict::Deny, Verdict::Audit] {
+                let idx = zt_agent_common::exec_verdict_index(*id, v as u8);
+                let now = read(*id, v);
+                let last = self.last_exec.entry(idx).or_insert(0);
+                if now > *last {
+                    self.exec_verdicts
+                        .with_label_values(&[name.as_str(), verdict_name(v as u8)])
+                        .inc_by(now - *last);
+                    *last = now;
+                }
+            }
         }
     }
 

@@ -57,6 +57,13 @@ pub struct State {
     pub metrics_addr: Option<String>,
     #[serde(default)]
     pub daemon_pid: Option<u32>,
+    /// How disallowed execs are stopped (`lsm` or `tp_btf_sigkill`).
+    #[serde(default)]
+    pub exec_guard: Option<String>,
+    /// A path for each file the policy names, keyed by "major:minor:inode" as the
+    /// kernel sees it (see `identity::files`).
+    #[serde(default)]
+    pub paths: BTreeMap<String, String>,
 }
 
 impl State {
@@ -113,6 +120,16 @@ impl State {
     #[must_use]
     pub fn by_id(&self, id: u32) -> Option<&IdentityState> {
         self.identities.iter().find(|i| i.id == id)
+    }
+
+    /// The name of an identity id, the reserved quarantine included.
+    #[must_use]
+    pub fn label_of(&self, id: u32) -> String {
+        if id == zt_agent_common::IDENTITY_QUARANTINE {
+            return crate::policy::QUARANTINE_NAME.to_owned();
+        }
+        self.name_of(id)
+            .map_or_else(|| format!("id-{id}"), str::to_owned)
     }
 
     #[must_use]

@@ -1,7 +1,8 @@
 //! A workload for the integration tests: opens real sockets the way an attacker or an
 //! ordinary client would, and reports the outcome as its exit code.
 //!
-//! Exit codes: 0 success, 10 EPERM/EACCES (denied), 11 another error, 2 bad usage.
+//! Exit codes: 0 success, 10 EPERM/EACCES (denied), 11 another error, 12 a spawned
+//! program was killed by SIGKILL, 2 bad usage.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -17,6 +18,7 @@ use nix::sys::socket::{
 
 const DENIED: u8 = 10;
 const OTHER: u8 = 11;
+const KILLED: u8 = 12;
 
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
@@ -44,7 +46,9 @@ fn usage() -> ! {
     eprintln!(
         "usage: zt-probe tcp|udp-sendto|udp-connect ADDR PORT | raw4 | rthdr | ipopts |\n\
          child PROBE-ARGS... | move-cgroup DIR PROBE-ARGS... | fd-server UNIX-PATH |\n\
-         fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS"
+         fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
+         spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
+         wait-stdin PROBE-ARGS..."
     );
     std::process::exit(2)
 }
@@ -177,6 +181,108 @@ fn child(args: &[String]) -> u8 {
             OTHER
         }
     }
+}
+
+/// How a spawned program ended: 0 on exit 0, KILLED on SIGKILL, OTHER otherwise.
+fn report(what: &str, status: std::io::Result<std::process::ExitStatus>) -> u8 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status {
+        Ok(s) if s.code() == Some(0) => {
+            println!("{what}: exit 0");
+            0
+        }
+        Ok(s) if s.signal() == Some(libc::SIGKILL) => {
+            println!("{what}: killed by SIGKILL");
+            KILLED
+        }
+        Ok(s) => {
+            println!("{what}: {s}");
+            OTHER
+        }
+        Err(e) => {
+            println!("{what}: error ({e})");
+            if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                DENIED
+            } else {
+                OTHER
+            }
+        }
+    }
+}
+
+/// fork + execve PROG ARGS (argv[0] = PROG) and report how it ended.
+fn spawn(prog: &str, args: &[String]) -> u8 {
+    report("spawn", Command::new(prog).args(args).status())
+}
+
+/// fork, copy FILE into a memfd and fexecve it: an exec with no path at all.
+fn spawn_memfd(file: &str, args: &[String]) -> u8 {
+    use std::ffi::CString;
+    let Ok(bytes) = std::fs::read(file) else {
+        return OTHER;
+    };
+    let argv_c: Vec<CString> = std::iter::once(file.to_owned())
+        .chain(args.iter().cloned())
+        .map(|a| CString::new(a).unwrap_or_default())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: a fresh memfd, written in full before the fork.
+    let fd = unsafe { libc::memfd_create(c"zt-probe-memfd".as_ptr(), 0) };
+    if fd < 0 {
+        return OTHER;
+    }
+    // SAFETY: the descriptor is ours; the File closes it.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if f.write_all(&bytes).is_err() {
+        return OTHER;
+    }
+    // SAFETY: the child calls only fexecve and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::fexecve(f.as_raw_fd(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    use std::os::unix::process::ExitStatusExt as _;
+    report(
+        "spawn-memfd",
+        Ok(std::process::ExitStatus::from_raw(status)),
+    )
+}
+
+/// Become UID (and gid UID, no supplementary groups), then exec this probe with the
+/// rest: the exec happens with the new real uid.
+fn as_uid(uid: &str, rest: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt as _;
+    let Ok(uid) = uid.parse::<u32>() else { usage() };
+    let me = std::env::current_exe().unwrap_or_else(|_| usage());
+    // SAFETY: plain syscalls on this single-threaded process.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(uid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if !ok {
+        println!("as-uid: error ({})", std::io::Error::last_os_error());
+        return OTHER;
+    }
+    let e = Command::new(me).args(rest).exec();
+    println!("as-uid: exec error ({e})");
+    OTHER
+}
+
+/// Read one line from stdin, then run the rest in-process.
+fn wait_stdin(rest: &[String]) -> u8 {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    dispatch(rest)
 }
 
 /// Move this process into cgroup DIR (creating it), then run the rest in-process.
@@ -318,6 +424,10 @@ fn dispatch(args: &[String]) -> u8 {
         ["fd-server", path] => outcome("fd-server", fd_server(path)),
         ["fd-client", path, h, p] => outcome("fd-client", fd_client(path, addr(h, p))),
         ["loop-tcp", h, p, ms] => loop_tcp(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["spawn", prog, ..] => spawn(prog, &args[2..]),
+        ["spawn-memfd", file, ..] => spawn_memfd(file, &args[2..]),
+        ["as-uid", uid, ..] => as_uid(uid, &args[2..]),
+        ["wait-stdin", ..] => wait_stdin(&args[1..]),
         _ => usage(),
     }
 }

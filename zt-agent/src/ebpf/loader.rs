@@ -13,14 +13,14 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Map, MapData, MapError, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, ProgramError,
+        BtfTracePoint, CgroupAttachMode, Lsm, ProgramError,
         links::{FdLink, PinnedLink},
     },
 };
 use zt_agent_common::{map_names, program_names};
 
 use super::btf;
-use super::maps::{Cgroups, Counters, PolicyMaps, Tasks};
+use super::maps::{Cgroups, Counters, ExecMaps, PolicyMaps, Shadow, Tasks};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
@@ -43,8 +43,45 @@ const TRACING_PROGRAMS: [(&str, &str); 4] = [
     (program_names::CGROUP_ATTACH, "cgroup_attach_task"),
 ];
 
+/// How an exec outside an identity's allowlist is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecGuard {
+    /// BPF LSM `bprm_check_security`: execve fails with EPERM, the caller lives on.
+    Lsm,
+    /// tp_btf `sched_process_exec` + SIGKILL: the task dies before the new image runs
+    /// an instruction (exit status 137 to its parent).
+    TracepointKill,
+}
+
+impl ExecGuard {
+    /// The `mechanism` label and the word `zt-agent status` prints.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::TracepointKill => "tp_btf_sigkill",
+        }
+    }
+
+    /// The mechanism of a pinned enforcement: the LSM link is pinned only when it loaded.
+    #[must_use]
+    pub fn of_pins(pins: &PinDir) -> Self {
+        if pins.link(program_names::EXEC_LSM).exists() {
+            Self::Lsm
+        } else {
+            Self::TracepointKill
+        }
+    }
+}
+
 /// Kernel struct members the programs read, and the global each offset goes to.
-const OFFSETS: [(&str, &str, &str); 8] = [
+const OFFSETS: [(&str, &str, &str); 14] = [
+    ("BPRM_FILE_OFFSET", "linux_binprm", "file"),
+    ("BPRM_FILENAME_OFFSET", "linux_binprm", "filename"),
+    ("FILE_INODE_OFFSET", "file", "f_inode"),
+    ("INODE_SB_OFFSET", "inode", "i_sb"),
+    ("INODE_INO_OFFSET", "inode", "i_ino"),
+    ("SB_DEV_OFFSET", "super_block", "s_dev"),
     ("TASK_REAL_PARENT_OFFSET", "task_struct", "real_parent"),
     ("TASK_CGROUPS_OFFSET", "task_struct", "cgroups"),
     ("CSS_SET_DFL_CGRP_OFFSET", "css_set", "dfl_cgrp"),
@@ -171,7 +208,9 @@ pub struct KernelMaps {
     pub tasks: Tasks,
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
+    pub exec: ExecMaps,
     pub counters: Counters,
+    pub shadow: Shadow,
     pub events: RingBuf<MapData>,
 }
 
@@ -217,10 +256,18 @@ impl KernelMaps {
                 v4: typed(get(m::POLICY_V4)?, m::POLICY_V4)?,
                 v6: typed(get(m::POLICY_V6)?, m::POLICY_V6)?,
             },
+            exec: ExecMaps {
+                identities: typed(get(m::IDENTITIES)?, m::IDENTITIES)?,
+                exe: typed(get(m::EXE_SELECTORS)?, m::EXE_SELECTORS)?,
+                principals: typed(get(m::PRINCIPALS)?, m::PRINCIPALS)?,
+                allow: typed(get(m::EXEC_ALLOW)?, m::EXEC_ALLOW)?,
+            },
             counters: Counters {
                 verdicts: typed(get(m::VERDICTS)?, m::VERDICTS)?,
+                exec_verdicts: typed(get(m::EXEC_VERDICTS)?, m::EXEC_VERDICTS)?,
                 errors: typed(get(m::ERRORS)?, m::ERRORS)?,
             },
+            shadow: Shadow(typed(get(m::SHADOW)?, m::SHADOW)?),
             events: typed(get(m::EVENTS)?, m::EVENTS)?,
         })
     }
@@ -230,6 +277,7 @@ impl KernelMaps {
 pub struct Loaded {
     ebpf: Ebpf,
     pins: PinDir,
+    pub exec_guard: ExecGuard,
 }
 
 /// Load the object, verify every program, and pin every map. Nothing is attached, so
@@ -243,6 +291,9 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
     for (global, strukt, member) in OFFSETS {
         offsets.push((global, btf::member_offset_in(&vmlinux, strukt, member)?));
     }
+    let (ctime_sec, ctime_nsec) = ctime_offsets(&vmlinux)?;
+    offsets.push(("INODE_CTIME_SEC_OFFSET", ctime_sec));
+    offsets.push(("INODE_CTIME_NSEC_OFFSET", ctime_nsec));
     let mut loader = EbpfLoader::new();
     for (global, off) in &offsets {
         loader.override_global(global, off, true);
@@ -282,6 +333,8 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
             })?;
     }
 
+    let exec_guard = probe_lsm(&mut ebpf, &kernel_btf);
+
     create_private_dir(&pins.root)?;
     for sub in ["maps", "links"] {
         create_private_dir(&pins.root.join(sub))?;
@@ -311,9 +364,48 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
         Loaded {
             ebpf,
             pins: pins.clone(),
+            exec_guard,
         },
         kmaps,
     ))
+}
+
+/// Load the BPF LSM exec guard where the kernel allows it. Many kernels refuse BPF LSM
+/// (not built in, not in `lsm=`, or trampolines unsupported): then the tp_btf exec hook
+/// alone stops disallowed execs, by SIGKILL.
+fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf) -> ExecGuard {
+    let name = program_names::EXEC_LSM;
+    let Some(prog) = ebpf.program_mut(name) else {
+        return ExecGuard::TracepointKill;
+    };
+    let res: Result<(), ProgramError> =
+        <&mut Lsm>::try_from(prog).and_then(|p| p.load("bprm_check_security", btf));
+    match res {
+        Ok(()) => ExecGuard::Lsm,
+        Err(e) => {
+            tracing::info!(
+                reason = %crate::exit::chain(&e),
+                "BPF LSM does not load on this kernel; disallowed execs are stopped by SIGKILL at sched_process_exec"
+            );
+            ExecGuard::TracepointKill
+        }
+    }
+}
+
+/// Where `struct inode` keeps its change time: `i_ctime_sec`/`i_ctime_nsec` since
+/// Linux 6.11, a `struct timespec64` (`__i_ctime`, earlier `i_ctime`) before.
+fn ctime_offsets(vmlinux: &[u8]) -> Result<(u32, u32), LoadError> {
+    if let (Ok(sec), Ok(nsec)) = (
+        btf::member_offset_in(vmlinux, "inode", "i_ctime_sec"),
+        btf::member_offset_in(vmlinux, "inode", "i_ctime_nsec"),
+    ) {
+        return Ok((sec, nsec));
+    }
+    let ts = btf::member_offset_in(vmlinux, "inode", "__i_ctime")
+        .or_else(|_| btf::member_offset_in(vmlinux, "inode", "i_ctime"))?;
+    let sec = btf::member_offset_in(vmlinux, "timespec64", "tv_sec")?;
+    let nsec = btf::member_offset_in(vmlinux, "timespec64", "tv_nsec")?;
+    Ok((ts + sec, ts + nsec))
 }
 
 /// Create a root-only directory, refusing one that already exists: bpffs is
@@ -343,6 +435,7 @@ fn map_data(map: &Map) -> &MapData {
         Map::Array(m)
         | Map::PerCpuArray(m)
         | Map::HashMap(m)
+        | Map::LruHashMap(m)
         | Map::LpmTrie(m)
         | Map::RingBuf(m)
         | Map::ArrayOfMaps(m)
@@ -419,6 +512,18 @@ impl Loaded {
                 }
                 _ => return Err(LoadError::MissingProgram { name: name.into() }),
             };
+            self.pin_link(name, link)?;
+        }
+        if self.exec_guard == ExecGuard::Lsm {
+            let name = program_names::EXEC_LSM;
+            let prog: &mut Lsm = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            let id = prog.attach().map_err(prog_err(name))?;
+            let link: FdLink = prog.take_link(id).map_err(prog_err(name))?.into();
             self.pin_link(name, link)?;
         }
         for (name, _) in TRACING_PROGRAMS {

@@ -1,10 +1,19 @@
 //! Typed wrappers around the pinned maps, named by what they do.
 
-use aya::maps::{ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key};
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use aya::Pod;
+use aya::maps::{
+    Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+};
 use zt_agent_common::{
-    CGROUP_LAUNCHED, KeyV4, KeyV6, POLICY_TRIE_CAPACITY, PolicyValue, TaskIdentity, errors,
+    CGROUP_LAUNCHED, ExeSelector, ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6,
+    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey,
+    ShadowValue, TaskIdentity, errors,
 };
 
+use crate::identity::resolve::Resolved;
 use crate::policy::Compiled;
 
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
@@ -136,9 +145,83 @@ impl Cgroups {
     }
 }
 
+/// The exec side: identity settings, exe and uid/gid selectors, exec allowlists.
+pub struct ExecMaps {
+    pub identities: Array<MapData, IdentityConfig>,
+    pub exe: HashMap<MapData, FileKey, ExeSelector>,
+    pub principals: HashMap<MapData, PrincipalKey, Principal>,
+    pub allow: HashMap<MapData, ExecAllowKey, FileStamp>,
+}
+
+/// Make `map` hold exactly `want`: additions and changes first, removals last.
+fn sync_hash<K: Pod + Ord + Hash, V: Pod + PartialEq>(
+    map: &mut HashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+) -> Result<(), MapError> {
+    for (k, v) in want {
+        if map.get(k, 0).ok().as_ref() != Some(v) {
+            map.insert(k, v, 0)?;
+        }
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in stale {
+        let _ = map.remove(&k);
+    }
+    Ok(())
+}
+
+impl ExecMaps {
+    /// Install the exec side of a policy. Allowlist entries go in before an identity
+    /// becomes restricted, and leave only after it no longer is, so no allowed exec
+    /// fails during a change. Identities not in `r.configs` become deny-all.
+    pub fn sync(&mut self, r: &Resolved) -> Result<(), MapError> {
+        // Add first (a newly restricted identity finds its entries), then switch the
+        // identities, then prune.
+        for (k, v) in &r.allow {
+            if self.allow.get(k, 0).ok().as_ref() != Some(v) {
+                self.allow.insert(k, v, 0)?;
+            }
+        }
+        for id in 1..MAX_IDENTITIES {
+            let want = r.configs.get(&id).copied().unwrap_or_default();
+            if self.identities.get(&id, 0).ok() != Some(want) {
+                self.identities.set(id, &want, 0)?;
+            }
+        }
+        sync_hash(&mut self.allow, &r.allow)?;
+        sync_hash(&mut self.exe, &r.exe)?;
+        sync_hash(&mut self.principals, &r.principals)?;
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.exe.keys().count(),
+            self.principals.keys().count(),
+            self.allow.keys().count(),
+        )
+    }
+}
+
+/// Unenrolled tasks' egress destinations (LRU).
+pub struct Shadow(pub HashMap<MapData, ShadowKey, ShadowValue>);
+
+impl Shadow {
+    #[must_use]
+    pub fn all(&self) -> Vec<(ShadowKey, ShadowValue)> {
+        self.0.iter().filter_map(Result::ok).collect()
+    }
+}
+
 /// Per-CPU counters, summed.
 pub struct Counters {
     pub verdicts: PerCpuArray<MapData, u64>,
+    pub exec_verdicts: PerCpuArray<MapData, u64>,
     pub errors: PerCpuArray<MapData, u64>,
 }
 

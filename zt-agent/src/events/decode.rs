@@ -3,8 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
-use zt_agent_common::{Event, EventKind, Reason, Verdict};
+use zt_agent_common::{
+    ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, Event, EventKind, Reason, Verdict,
+};
 
+use super::provenance::{self, Ancestor, Digests};
+use crate::identity::files::FileId;
 use crate::state::State;
 
 /// One event line. Field names are a contract (DESIGN.md, Events).
@@ -36,6 +40,63 @@ pub struct JsonEvent {
     pub socket_identity: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Exec events: the parent chain, parent first, up to 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestors: Option<Vec<Ancestor>>,
+    /// Exec events: the path passed to execve (`exe` is the file that runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Exec events: sha256 of the binary that runs (the interpreter, for a script).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Exec events: the binary as "major:minor:inode" in the kernel's numbering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Exec events: the selector kind that gave the task its identity by this exec
+    /// (`exe`, `uid_gid` or `quarantine`); absent when it had one before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrolled_by: Option<&'static str>,
+}
+
+impl JsonEvent {
+    /// An event the daemon itself reports (policy and file checks).
+    #[must_use]
+    pub fn daemon(
+        kind: &'static str,
+        identity: &str,
+        reason: &'static str,
+        detail: String,
+        state: &State,
+    ) -> Self {
+        let ident = state.identity(identity);
+        Self {
+            time: now_rfc3339(),
+            kind,
+            verdict: None,
+            identity: identity.to_owned(),
+            spiffe_id: ident.map(|i| i.spiffe_id.clone()),
+            owner: ident.map(|i| i.owner.clone()),
+            pid: std::process::id(),
+            ppid: None,
+            tid: std::process::id(),
+            uid: 0,
+            comm: "zt-agent".to_owned(),
+            exe: None,
+            cgroup: None,
+            cgroup_id: 0,
+            policy_sha256: state.policy_sha256.clone(),
+            dst: None,
+            protocol: None,
+            reason,
+            socket_identity: None,
+            detail: Some(detail),
+            ancestors: None,
+            path: None,
+            sha256: None,
+            file: None,
+            enrolled_by: None,
+        }
+    }
 }
 
 #[must_use]
@@ -84,6 +145,10 @@ fn reason_name(r: u8) -> &'static str {
         x if x == Reason::IdentityRemoved as u8 => "identity_removed",
         x if x == Reason::SocketType as u8 => "socket_type",
         x if x == Reason::SocketOption as u8 => "socket_option",
+        x if x == Reason::ExecUnrestricted as u8 => "exec_not_restricted",
+        x if x == Reason::ExecNotAllowed as u8 => "exec_not_allowed",
+        x if x == Reason::FileChanged as u8 => "file_changed",
+        x if x == Reason::Quarantined as u8 => "quarantined",
         _ => "unknown",
     }
 }
@@ -130,19 +195,51 @@ pub fn dst(ev: &Event) -> Option<String> {
     }
 }
 
+fn c_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
 /// Enrich a kernel event with what the policy and /proc know.
 #[must_use]
-pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
+pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
     let ident = state.by_id(ev.identity);
-    let name = ident.map_or_else(
-        || {
-            state
-                .name_of(ev.identity)
-                .map_or_else(|| format!("id-{}", ev.identity), str::to_owned)
-        },
-        |i| i.name.clone(),
-    );
-    let (exe, cgroup) = proc_facts(ev.tgid);
+    let name = ident.map_or_else(|| state.label_of(ev.identity), |i| i.name.clone());
+    let (mut exe, cgroup) = proc_facts(ev.tgid);
+    let is_exec = ev.kind == EventKind::Exec as u8;
+    let (mut ancestors, mut path, mut sha256, mut file, mut enrolled_by) =
+        (None, None, None, None, None);
+    if is_exec {
+        let file_key = ev.file;
+        let ancestor_pids = ev.ancestors;
+        let exec_path = c_str(&ev.path);
+        let known = state.paths.get(&FileId::describe(&file_key)).cloned();
+        // The task may be gone (killed by this very exec): name the file from the
+        // policy, else from what was exec'd.
+        if exe.is_none() {
+            exe.clone_from(&known);
+        }
+        let mut candidates = vec![format!("/proc/{}/exe", ev.tgid)];
+        candidates.extend(known);
+        if exec_path.starts_with('/') {
+            candidates.push(exec_path.clone());
+        }
+        if let Some((via, digest)) = digests.of(&file_key, &candidates) {
+            sha256 = Some(digest);
+            if exe.is_none() && !via.starts_with("/proc/") {
+                exe = Some(via);
+            }
+        }
+        ancestors = Some(provenance::ancestors(&ancestor_pids));
+        file = Some(FileId::describe(&file_key));
+        path = Some(exec_path);
+        enrolled_by = match ev.detail {
+            ENROLL_EXE => Some("exe"),
+            ENROLL_PRINCIPAL => Some("uid_gid"),
+            ENROLL_QUARANTINE => Some("quarantine"),
+            _ => None,
+        };
+    }
     let is_addr = ev.kind == EventKind::Connect as u8 || ev.kind == EventKind::Sendmsg as u8;
     let detail = match ev.kind {
         x if x == EventKind::SockCreate as u8 => Some(format!(
@@ -162,7 +259,7 @@ pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
         spiffe_id: ident.map(|i| i.spiffe_id.clone()),
         owner: ident.map(|i| i.owner.clone()),
         pid: ev.tgid,
-        ppid: (ev.kind == EventKind::Exec as u8).then_some(ev.detail),
+        ppid: is_exec.then_some(ev.ancestors[0]),
         tid: ev.pid,
         uid: ev.uid,
         comm: comm(&ev.comm),
@@ -176,18 +273,15 @@ pub fn enrich(ev: &Event, state: &State) -> JsonEvent {
         } else {
             None
         },
-        // No exec allowlists yet: an exec is reported, not judged.
-        reason: if ev.kind == EventKind::Exec as u8 {
-            "exec_not_restricted"
-        } else {
-            reason_name(ev.reason)
-        },
-        socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity).then(|| {
-            state
-                .name_of(ev.sock_identity)
-                .map_or_else(|| format!("id-{}", ev.sock_identity), str::to_owned)
-        }),
+        reason: reason_name(ev.reason),
+        socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity)
+            .then(|| state.label_of(ev.sock_identity)),
         detail,
+        ancestors,
+        path,
+        sha256,
+        file,
+        enrolled_by,
     }
 }
 
@@ -219,6 +313,9 @@ mod tests {
             _pad: [0; 4],
             addr,
             comm,
+            ancestors: [0; 4],
+            file: zt_agent_common::FileKey::default(),
+            path: [0; zt_agent_common::EVENT_PATH_LEN],
         }
     }
 
@@ -239,7 +336,7 @@ mod tests {
             mode: "enforce".into(),
             cgroup_globs: vec![],
         });
-        let j = enrich(&back, &state);
+        let j = enrich(&back, &state, &mut Digests::default());
         assert_eq!(j.identity, "coder");
         assert_eq!(j.dst.as_deref(), Some("10.1.2.3:443"));
         assert_eq!(j.verdict, Some("deny"));

@@ -1,3 +1,3 @@
-//! Events: kernel records from the ring buffer, decoded and enriched into JSON lines.
 pub mod decode;
+pub mod provenance;
 pub mod sink;

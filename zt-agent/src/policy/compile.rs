@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use thiserror::Error;
 use zt_agent_common::{
-    IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, KeyV4, KeyV6, MAX_IDENTITIES,
-    MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP, PolicyValue, PortRange,
-    key_v4, key_v6,
+    IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, KeyV4, KeyV6,
+    MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP,
+    PolicyValue, PortRange, key_v4, key_v6,
 };
 
 use super::model::{Identity, Mode, Policy};
@@ -49,10 +49,10 @@ pub struct CompiledIdentity {
 pub enum CompileError {
     #[error(
         "identity `{identity}` could not be given an id: an enforcement holds at most {max} identities, removed ones included (`zt-agent daemon --teardown` starts afresh)",
-        max = MAX_IDENTITIES - 1
+        max = MAX_IDENTITIES - 2
     )]
     MissingId { identity: String },
-    #[error("identity `{identity}` has id {id}, outside 1..{max}", max = MAX_IDENTITIES)]
+    #[error("identity `{identity}` has id {id}, outside 1..{max}", max = IDENTITY_QUARANTINE)]
     InvalidId { identity: String, id: u32 },
     #[error("identities `{first}` and `{second}` share id {id}")]
     SharedId {
@@ -100,7 +100,7 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
             .ok_or_else(|| CompileError::MissingId {
                 identity: identity.name.clone(),
             })?;
-        if id == IDENTITY_NONE || id >= MAX_IDENTITIES {
+        if id == IDENTITY_NONE || id >= IDENTITY_QUARANTINE {
             return Err(CompileError::InvalidId {
                 identity: identity.name.clone(),
                 id,

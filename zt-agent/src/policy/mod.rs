@@ -14,7 +14,6 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use zt_agent_common::MAX_IDENTITIES;
 
 pub use compile::{CompileError, Compiled, CompiledIdentity, compile};
 pub use model::*;
@@ -229,13 +228,13 @@ fn hash_sources(sources: &[Source]) -> String {
 
 /// Stable identity ids: every existing name keeps its id, even when it left the policy
 /// (its live tasks are still tagged with it); new names get the lowest free id in
-/// `1..MAX_IDENTITIES`, in name order. A name left without an id because every id is
+/// `1..IDENTITY_QUARANTINE`, in name order. A name left without an id because every id is
 /// taken makes [`compile`] fail.
 #[must_use]
 pub fn assign_ids(existing: &BTreeMap<String, u32>, policy: &Policy) -> BTreeMap<String, u32> {
     let mut ids = existing.clone();
     let used: BTreeSet<u32> = ids.values().copied().collect();
-    let mut free = (1..MAX_IDENTITIES).filter(|id| !used.contains(id));
+    let mut free = (1..zt_agent_common::IDENTITY_QUARANTINE).filter(|id| !used.contains(id));
     let mut new: Vec<&str> = policy
         .identities
         .iter()
@@ -422,8 +421,9 @@ spec:
         assert_eq!(assign_ids(&existing, &p2)["0"], 2);
         assert_eq!(assign_ids(&existing, &p2)["b"], 4);
         // No id left: the name stays unassigned, and compile says so.
-        let full: BTreeMap<String, u32> =
-            (1..MAX_IDENTITIES).map(|i| (format!("n{i}"), i)).collect();
+        let full: BTreeMap<String, u32> = (1..zt_agent_common::IDENTITY_QUARANTINE)
+            .map(|i| (format!("n{i}"), i))
+            .collect();
         let ids3 = assign_ids(&full, &p2);
         assert!(!ids3.contains_key("b"));
         assert!(matches!(
@@ -454,9 +454,9 @@ kind: Identity
 metadata: {name: ok, owner: me}
 spec:
   selectors:
-    - exe: /usr/bin/curl
+    - exe: usr/bin/curl
   exec:
-    allow: [/usr/bin/git]
+    allow: [/usr/bin/git, git]
 ";
         let e = errs(text);
         let got: Vec<(usize, usize, &str)> = e
@@ -477,8 +477,8 @@ spec:
                 (11, 18, "spec.egress[0].ports[1]"),
                 (12, 17, "spec.egress[0].protocol"),
                 (13, 11, "spec.egress[1].to"),
-                (20, 7, "spec.selectors[0].exe"),
-                (21, 3, "spec.exec"),
+                (20, 12, "spec.selectors[0].exe"),
+                (22, 27, "spec.exec.allow[1]"),
             ],
             "{}",
             PolicyErrors(e.clone())
@@ -488,8 +488,7 @@ spec:
             "t.yaml:10:12: spec.egress[0].to[0]: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
         ));
         assert!(shown.contains("t.yaml:11:18: spec.egress[0].ports[1]: inverted port range"));
-        assert!(shown.contains("exe selectors are not supported yet by this version"));
-        assert!(shown.contains("exec allowlists are not supported yet by this version"));
+        assert!(shown.contains("invalid path `usr/bin/curl`: expected an absolute file path"));
         assert_eq!(shown.lines().count(), 13);
     }
 

@@ -13,6 +13,9 @@ pub const API_VERSION: &str = "zt-agent/v1";
 pub const KIND_IDENTITY: &str = "Identity";
 /// Metrics label of unenrolled tasks, so no identity may take it as its name.
 pub const RESERVED_NAME: &str = "unenrolled";
+/// Name of the reserved deny-all identity of tasks that exec'd a selected binary which
+/// failed its digest; no identity may take it either.
+pub const QUARANTINE_NAME: &str = "quarantine";
 /// Parent of the launch cgroups `zt-agent run` creates, below the cgroup2 mount.
 pub const LAUNCH_CGROUP_ROOT: &str = "/zt";
 
@@ -123,6 +126,37 @@ pub struct CgroupSelector {
     pub location: Location,
 }
 
+/// An `exe` selector: a task that execs this file (the same file: the path, a hardlink
+/// or any other path to it) while unenrolled takes the identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExeSelector {
+    /// Absolute, as written.
+    pub path: String,
+    /// Lowercase hex sha256 the file must have; a file that differs sends the tasks that
+    /// exec it to quarantine.
+    pub sha256: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub location: Location,
+}
+
+/// A `uid` and/or `gid` selector without `exe`: a task that execs anything while it
+/// has this real uid (and gid) takes the identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrincipalSelector {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub location: Location,
+}
+
+/// One `spec.exec.allow` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExecPath {
+    /// Absolute, as written.
+    pub path: String,
+    pub location: Location,
+}
+
 /// One `kind: Identity` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -134,8 +168,12 @@ pub struct Identity {
     pub mode: Mode,
     /// Explicit selectors only; the launch cgroup is implicit ([`Identity::launch_cgroup_glob`]).
     pub selectors: Vec<CgroupSelector>,
+    pub exe_selectors: Vec<ExeSelector>,
+    pub principal_selectors: Vec<PrincipalSelector>,
     /// Empty means deny all.
     pub egress: Vec<EgressRule>,
+    /// `spec.exec.allow`: `None` means exec is not restricted; empty means no exec.
+    pub exec_allow: Option<Vec<ExecPath>>,
     /// Where `metadata.name` was written.
     pub location: Location,
 }
@@ -266,7 +304,10 @@ mod tests {
             spiffe_id: None,
             mode: Mode::default(),
             selectors: vec![],
+            exe_selectors: vec![],
+            principal_selectors: vec![],
             egress: vec![],
+            exec_allow: None,
             location: Location::default(),
         };
         assert_eq!(id.spiffe_id(), "spiffe://zt-agent.local/coder");

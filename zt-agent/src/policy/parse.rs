@@ -12,8 +12,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use super::PolicyError;
 use super::model::{
-    ALL_PORTS, API_VERSION, CgroupSelector, EgressRule, Identity, KIND_IDENTITY, Location, Mode,
-    Protocol, RESERVED_NAME,
+    ALL_PORTS, API_VERSION, CgroupSelector, EgressRule, ExeSelector, ExecPath, Identity,
+    KIND_IDENTITY, Location, Mode, PrincipalSelector, Protocol, QUARANTINE_NAME, RESERVED_NAME,
 };
 
 /// Bound on nesting: the tree is walked recursively, and no policy needs more than a
@@ -584,7 +584,10 @@ impl Decoder<'_> {
             spiffe_id: spec.spiffe_id,
             mode: spec.mode,
             selectors: spec.selectors,
+            exe_selectors: spec.exe_selectors,
+            principal_selectors: spec.principal_selectors,
             egress: spec.egress,
+            exec_allow: spec.exec_allow,
         })
     }
 
@@ -602,12 +605,17 @@ impl Decoder<'_> {
             );
             return None;
         }
-        if s == RESERVED_NAME {
+        if s == RESERVED_NAME || s == QUARANTINE_NAME {
             self.at(
                 n,
                 FIELD,
                 format!(
-                    "the name `{RESERVED_NAME}` is reserved (the metrics label of unenrolled tasks)"
+                    "the name `{s}` is reserved (the metrics label of {})",
+                    if s == RESERVED_NAME {
+                        "unenrolled tasks"
+                    } else {
+                        "quarantined tasks"
+                    }
                 ),
             );
             return None;
@@ -642,8 +650,11 @@ impl Decoder<'_> {
             && let Some(items) = self.list(n, "spec.selectors")
         {
             for (i, item) in items.iter().enumerate() {
-                if let Some(sel) = self.selector(item, &index("spec.selectors", i)) {
-                    spec.selectors.push(sel);
+                match self.selector(item, &index("spec.selectors", i)) {
+                    Some(Selector::Cgroup(s)) => spec.selectors.push(s),
+                    Some(Selector::Exe(s)) => spec.exe_selectors.push(s),
+                    Some(Selector::Principal(s)) => spec.principal_selectors.push(s),
+                    None => {}
                 }
             }
         }
@@ -656,13 +667,8 @@ impl Decoder<'_> {
                 }
             }
         }
-        if let Some(k) = f.key("exec") {
-            // Fail closed: silently ignoring an allowlist would run the workload unrestricted.
-            self.at(
-                k,
-                "spec.exec",
-                "exec allowlists are not supported yet by this version",
-            );
+        if let Some(n) = f.get("exec") {
+            spec.exec_allow = self.exec(n);
         }
         Some(spec)
     }
@@ -699,41 +705,185 @@ impl Decoder<'_> {
         Some(s)
     }
 
-    fn selector(&mut self, node: &Node, path: &str) -> Option<CgroupSelector> {
+    fn selector(&mut self, node: &Node, path: &str) -> Option<Selector> {
         let f = self.fields(node, path, &["cgroup", "exe", "sha256", "uid", "gid"])?;
+        if let Some(n) = f.get("cgroup") {
+            let mut ok = true;
+            for other in ["exe", "sha256", "uid", "gid"] {
+                if let Some(k) = f.key(other) {
+                    // A cgroup is its own kind of selector; combining would need the
+                    // kernel to check both at every enrollment point.
+                    self.at(
+                        k,
+                        &join(path, other),
+                        format!(
+                            "`{other}` cannot be combined with `cgroup` in one selector; write a separate selector"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            let field = join(path, "cgroup");
+            let glob = self.string(n, &field)?;
+            if let Err(why) = check_cgroup_glob(&glob) {
+                self.at(n, &field, format!("invalid cgroup glob `{glob}`: {why}"));
+                return None;
+            }
+            return ok.then(|| {
+                Selector::Cgroup(CgroupSelector {
+                    glob,
+                    location: self.location(n),
+                })
+            });
+        }
         let mut ok = true;
-        for kind in ["exe", "sha256", "uid", "gid"] {
-            if let Some(k) = f.key(kind) {
-                // Fail closed rather than enrol fewer tasks than the author meant.
+        let uid = f.get("uid").and_then(|n| {
+            let v = self.principal_id(n, &join(path, "uid"));
+            ok &= v.is_some();
+            v
+        });
+        let gid = f.get("gid").and_then(|n| {
+            let v = self.principal_id(n, &join(path, "gid"));
+            ok &= v.is_some();
+            v
+        });
+        let sha256 = f.get("sha256").and_then(|n| {
+            let v = self.digest(n, &join(path, "sha256"));
+            ok &= v.is_some();
+            v
+        });
+        let Some(n) = f.get("exe") else {
+            if let Some(k) = f.key("sha256") {
                 self.at(
                     k,
-                    &join(path, kind),
-                    format!("{kind} selectors are not supported yet by this version"),
+                    &join(path, "sha256"),
+                    "`sha256` needs `exe`: the kernel matches files, the digest pins their content",
                 );
-                ok = false;
+                return None;
             }
-        }
-        let Some(n) = f.get("cgroup") else {
-            if ok {
-                self.error(
-                    f.line,
-                    f.column,
-                    &join(path, "cgroup"),
-                    "missing required field `cgroup`",
-                );
+            if uid.is_none() && gid.is_none() {
+                if ok {
+                    self.error(
+                        f.line,
+                        f.column,
+                        path,
+                        "a selector needs one of `cgroup`, `exe`, `uid` or `gid`",
+                    );
+                }
+                return None;
             }
-            return None;
+            return ok.then(|| {
+                Selector::Principal(PrincipalSelector {
+                    uid,
+                    gid,
+                    location: self.location(node),
+                })
+            });
         };
-        let field = join(path, "cgroup");
-        let glob = self.string(n, &field)?;
-        if let Err(why) = check_cgroup_glob(&glob) {
-            self.at(n, &field, format!("invalid cgroup glob `{glob}`: {why}"));
+        let field = join(path, "exe");
+        let exe = self.absolute_path(n, &field);
+        Some(Selector::Exe(ExeSelector {
+            path: exe?,
+            sha256,
+            uid,
+            gid,
+            location: self.location(n),
+        }))
+        .filter(|_| ok)
+    }
+
+    /// A numeric uid or gid. 0 is refused: it would enroll every root process on the
+    /// host, the agent itself included.
+    fn principal_id(&mut self, n: &Node, field: &str) -> Option<u32> {
+        let parsed = match (&n.kind, n.scalar_type()) {
+            (Kind::Scalar { text, .. }, Some(ScalarType::Int)) => text.parse::<u32>().ok(),
+            _ => {
+                self.type_error(n, field, "a numeric id");
+                return None;
+            }
+        };
+        match parsed {
+            Some(0) => {
+                self.at(
+                    n,
+                    field,
+                    "id 0 (root) cannot be a selector: it would enroll every root process on the host, zt-agent included; select root services by `exe` or `cgroup`",
+                );
+                None
+            }
+            Some(v) if v != zt_agent_common::ANY_ID => Some(v),
+            _ => {
+                self.at(
+                    n,
+                    field,
+                    "invalid id: expected an integer from 1 to 4294967294",
+                );
+                None
+            }
+        }
+    }
+
+    fn digest(&mut self, n: &Node, field: &str) -> Option<String> {
+        let s = self.string(n, field)?;
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(s.to_ascii_lowercase());
+        }
+        self.at(
+            n,
+            field,
+            format!("invalid sha256 `{s}`: expected 64 hex digits (`sha256sum FILE` prints it)"),
+        );
+        None
+    }
+
+    /// An absolute, normalised file path: no `.` or `..` components, no empty ones.
+    fn absolute_path(&mut self, n: &Node, field: &str) -> Option<String> {
+        let s = self.string(n, field)?;
+        let clean = s.starts_with('/')
+            && s.len() > 1
+            && !s.ends_with('/')
+            && !s.contains('\0')
+            && s[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !clean {
+            self.at(
+                n,
+                field,
+                format!(
+                    "invalid path `{s}`: expected an absolute file path without `.`, `..` or empty components"
+                ),
+            );
             return None;
         }
-        ok.then(|| CgroupSelector {
-            glob,
-            location: self.location(n),
-        })
+        Some(s)
+    }
+
+    /// `spec.exec`: `allow`, a list of absolute paths (empty: no exec at all).
+    fn exec(&mut self, node: &Node) -> Option<Vec<ExecPath>> {
+        let f = self.fields(node, "spec.exec", &["allow"])?;
+        let n = self.required(&f, "spec.exec", "allow")?;
+        let items = self.list(n, "spec.exec.allow")?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let field = index("spec.exec.allow", i);
+            match self.absolute_path(item, &field) {
+                Some(path) => {
+                    if out.iter().any(|p: &ExecPath| p.path == path) {
+                        self.at(item, &field, format!("`{path}` is listed twice"));
+                        ok = false;
+                    } else {
+                        out.push(ExecPath {
+                            path,
+                            location: self.location(item),
+                        });
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn rule(&mut self, node: &Node, path: &str) -> Option<EgressRule> {
@@ -861,7 +1011,16 @@ struct Spec {
     spiffe_id: Option<String>,
     mode: Mode,
     selectors: Vec<CgroupSelector>,
+    exe_selectors: Vec<ExeSelector>,
+    principal_selectors: Vec<PrincipalSelector>,
     egress: Vec<EgressRule>,
+    exec_allow: Option<Vec<ExecPath>>,
+}
+
+enum Selector {
+    Cgroup(CgroupSelector),
+    Exe(ExeSelector),
+    Principal(PrincipalSelector),
 }
 
 /// The closest allowed field name within two edits, for typos.

@@ -1,4 +1,5 @@
-//! Checks across documents and files: unique names, no two identities claiming a cgroup.
+//! Checks across documents and files: unique names, no two identities claiming a cgroup,
+//! a binary, a uid or a gid.
 
 use super::PolicyError;
 use super::model::{Identity, Location, component_matches, components, launch_cgroup_glob};
@@ -9,6 +10,84 @@ use super::model::{Identity, Location, component_matches, components, launch_cgr
 pub(super) fn cross_check(identities: &[Identity], errors: &mut Vec<PolicyError>) {
     duplicate_names(identities, errors);
     overlapping_cgroups(identities, errors);
+    overlapping_exes(identities, errors);
+    overlapping_principals(identities, errors);
+}
+
+/// Two `exe` selectors naming the same path. (Two paths of one file, hardlinks, are
+/// found when the daemon resolves them: see `identity::files`.)
+fn overlapping_exes(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    let mut seen: Vec<(&str, &str, usize, &Location)> = Vec::new();
+    for id in identities {
+        for (i, s) in id.exe_selectors.iter().enumerate() {
+            if let Some((other, _, _, at)) = seen.iter().find(|(_, p, _, _)| *p == s.path) {
+                errors.push(error(
+                    &s.location,
+                    &format!("spec.selectors[{}].exe", selector_index(id, i, Kind::Exe)),
+                    format!(
+                        "exe selector `{}` of identity `{}` overlaps the exe selector of identity `{other}` ({at}): one file can select one identity",
+                        s.path, id.name
+                    ),
+                ));
+            } else {
+                seen.push((&id.name, &s.path, i, &s.location));
+            }
+        }
+    }
+}
+
+/// Two uid selectors with the same uid, or two gid-only selectors with the same gid.
+fn overlapping_principals(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    let mut seen: Vec<((Option<u32>, Option<u32>), &str, &Location)> = Vec::new();
+    for id in identities {
+        for (i, s) in id.principal_selectors.iter().enumerate() {
+            // A uid selector is keyed by its uid; a gid-only one by its gid.
+            let key = match s.uid {
+                Some(u) => (Some(u), None),
+                None => (None, s.gid),
+            };
+            if let Some((_, other, at)) = seen.iter().find(|(k, _, _)| *k == key) {
+                let (what, field) = match key {
+                    (Some(u), _) => (format!("uid {u}"), "uid"),
+                    (None, g) => (format!("gid {}", g.unwrap_or_default()), "gid"),
+                };
+                errors.push(error(
+                    &s.location,
+                    &format!(
+                        "spec.selectors[{}].{field}",
+                        selector_index(id, i, Kind::Principal)
+                    ),
+                    format!(
+                        "{what} selector of identity `{}` overlaps the {what} selector of identity `{other}` ({at})",
+                        id.name
+                    ),
+                ));
+            } else {
+                seen.push((key, &id.name, &s.location));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exe,
+    Principal,
+}
+
+/// Position of the `i`-th selector of one kind in `spec.selectors`, as written: the
+/// locations are in source order, so count the selectors written before it.
+fn selector_index(id: &Identity, i: usize, kind: Kind) -> usize {
+    let at = match kind {
+        Kind::Exe => &id.exe_selectors[i].location,
+        Kind::Principal => &id.principal_selectors[i].location,
+    };
+    id.selectors.iter().filter(|s| s.location < *at).count()
+        + id.exe_selectors.iter().filter(|s| s.location < *at).count()
+        + id.principal_selectors
+            .iter()
+            .filter(|s| s.location < *at)
+            .count()
 }
 
 fn error(at: &Location, field: &str, message: String) -> PolicyError {

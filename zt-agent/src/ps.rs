@@ -1,0 +1,305 @@
+//! `zt-agent ps` and `zt-agent status`: read the pinned maps and the state file.
+//!
+//! `ps` lists every enrolled thread group with its identity and how it got it, and
+//! the shadow workloads: unenrolled tasks that made egress connections since the
+//! enforcement started, each with its binary and the destinations it reached. Those
+//! are the workloads an operator still has to enroll.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::Serialize;
+use zt_agent_common::{
+    ENROLL_CGROUP, ENROLL_EXE, ENROLL_INHERIT, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, ENROLL_RUN,
+    ENROLL_SCAN, ShadowKey, map_names,
+};
+
+use crate::cli::{Dirs, PsArgs};
+use crate::ebpf::loader::{self, ExecGuard, PinDir};
+use crate::ebpf::maps::{Shadow, Tasks};
+use crate::exit;
+use crate::state::State;
+
+#[derive(Debug, Serialize)]
+pub struct EnrolledTask {
+    pub pid: u32,
+    pub identity: String,
+    /// run, cgroup, inherit, scan, exe, uid_gid or quarantine.
+    pub how: &'static str,
+    pub uid: Option<u32>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Destination {
+    pub dst: String,
+    pub protocol: &'static str,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShadowTask {
+    pub pid: u32,
+    pub alive: bool,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Inventory {
+    pub enrolled: Vec<EnrolledTask>,
+    pub shadow: Vec<ShadowTask>,
+}
+
+const fn how_name(how: u32) -> &'static str {
+    match how {
+        ENROLL_RUN => "run",
+        ENROLL_CGROUP => "cgroup",
+        ENROLL_INHERIT => "inherit",
+        ENROLL_SCAN => "scan",
+        ENROLL_EXE => "exe",
+        ENROLL_PRINCIPAL => "uid_gid",
+        ENROLL_QUARANTINE => "quarantine",
+        _ => "unknown",
+    }
+}
+
+fn proc_exe(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+fn proc_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+fn proc_uid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn dst(k: &ShadowKey) -> String {
+    let ip = if k.family == libc::AF_INET as u8 {
+        IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(k.addr))
+    };
+    SocketAddr::new(ip, k.port).to_string()
+}
+
+fn c_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PsError {
+    #[error(
+        "zt-agent is not enforcing here: nothing is pinned at {0} (start `zt-agent daemon`, or pass --pin-dir)"
+    )]
+    NotRunning(String),
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    #[error("reading the daemon's state: {0}")]
+    State(#[from] crate::state::StateError),
+}
+
+/// Read the inventory from the pinned maps.
+pub fn inventory(dirs: &Dirs) -> Result<Inventory, PsError> {
+    let pins = PinDir::new(&dirs.pin_dir);
+    if !pins.is_complete() {
+        return Err(PsError::NotRunning(pins.root.display().to_string()));
+    }
+    let state = State::read(&dirs.state_dir)?;
+    let tasks = Tasks(loader::open_pinned_map(&pins, map_names::TASKS)?);
+    let shadow = Shadow(loader::open_pinned_map(&pins, map_names::SHADOW)?);
+    let mut enrolled: Vec<EnrolledTask> = tasks
+        .all()
+        .into_iter()
+        .map(|(pid, t)| EnrolledTask {
+            pid,
+            identity: state.label_of(t.identity),
+            how: how_name(t.how),
+            uid: proc_uid(pid),
+            comm: proc_comm(pid),
+            exe: proc_exe(pid),
+        })
+        .collect();
+    enrolled.sort_by_key(|t| t.pid);
+    let enrolled_pids: std::collections::BTreeSet<u32> = enrolled.iter().map(|t| t.pid).collect();
+    let mut by_pid: BTreeMap<u32, ShadowTask> = BTreeMap::new();
+    for (k, v) in shadow.all() {
+        if enrolled_pids.contains(&k.tgid) {
+            continue; // enrolled since: not a shadow workload any more
+        }
+        let alive = std::path::Path::new(&format!("/proc/{}", k.tgid)).exists();
+        let t = by_pid.entry(k.tgid).or_insert_with(|| ShadowTask {
+            pid: k.tgid,
+            alive,
+            uid: v.uid,
+            comm: c_str(&v.comm),
+            exe: if alive { proc_exe(k.tgid) } else { None },
+            destinations: Vec::new(),
+        });
+        t.destinations.push(Destination {
+            dst: dst(&k),
+            protocol: match i32::from(k.protocol) {
+                libc::IPPROTO_TCP => "tcp",
+                libc::IPPROTO_UDP => "udp",
+                _ => "other",
+            },
+            count: v.count,
+        });
+    }
+    let mut shadow: Vec<ShadowTask> = by_pid.into_values().collect();
+    for t in &mut shadow {
+        t.destinations
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.dst.cmp(&b.dst)));
+    }
+    Ok(Inventory { enrolled, shadow })
+}
+
+pub fn main(args: &PsArgs) -> u8 {
+    let inv = match inventory(&args.dirs) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("zt-agent ps: {}", exit::chain(&e));
+            return exit::UNAVAILABLE;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inv).unwrap_or_default());
+        return exit::OK;
+    }
+    println!("ENROLLED");
+    println!(
+        "{:>8}  {:<20} {:<10} {:>6}  {:<16} EXE",
+        "PID", "IDENTITY", "HOW", "UID", "COMM"
+    );
+    for t in &inv.enrolled {
+        println!(
+            "{:>8}  {:<20} {:<10} {:>6}  {:<16} {}",
+            t.pid,
+            t.identity,
+            t.how,
+            t.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+            t.comm.as_deref().unwrap_or("(exited)"),
+            t.exe.as_deref().unwrap_or("-"),
+        );
+    }
+    println!();
+    println!("SHADOW (not enrolled, made egress connections since the agent started)");
+    println!(
+        "{:>8}  {:>6}  {:<16} {:<32} DESTINATIONS",
+        "PID", "UID", "COMM", "EXE"
+    );
+    for t in &inv.shadow {
+        let dests: Vec<String> = t
+            .destinations
+            .iter()
+            .take(8)
+            .map(|d| format!("{}/{} x{}", d.dst, d.protocol, d.count))
+            .collect();
+        let more = t.destinations.len().saturating_sub(8);
+        println!(
+            "{:>8}  {:>6}  {:<16} {:<32} {}{}",
+            t.pid,
+            t.uid,
+            t.comm,
+            t.exe
+                .as_deref()
+                .unwrap_or(if t.alive { "-" } else { "(exited)" }),
+            dests.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    exit::OK
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pin_dir: String,
+    pub enforcing: bool,
+    pub daemon_pid: Option<u32>,
+    pub daemon_running: bool,
+    pub policy_sha256: String,
+    pub identities: Vec<String>,
+    /// `lsm` or `tp_btf_sigkill`.
+    pub exec_guard: &'static str,
+    pub metrics_addr: Option<String>,
+    pub enrolled_tasks: usize,
+}
+
+pub fn status(dirs: &Dirs, json: bool) -> u8 {
+    let pins = PinDir::new(&dirs.pin_dir);
+    if !pins.is_complete() {
+        eprintln!(
+            "zt-agent status: {}",
+            PsError::NotRunning(pins.root.display().to_string())
+        );
+        return exit::UNAVAILABLE;
+    }
+    let state = match State::read(&dirs.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zt-agent status: {}", exit::chain(&e));
+            return exit::UNAVAILABLE;
+        }
+    };
+    let tasks = loader::open_pinned_map(&pins, map_names::TASKS).map(Tasks);
+    let st = Status {
+        pin_dir: pins.root.display().to_string(),
+        enforcing: true,
+        daemon_pid: state.daemon_pid,
+        daemon_running: state
+            .daemon_pid
+            .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
+        policy_sha256: state.policy_sha256.clone(),
+        identities: state.identities.iter().map(|i| i.name.clone()).collect(),
+        exec_guard: ExecGuard::of_pins(&pins).as_str(),
+        metrics_addr: state.metrics_addr.clone(),
+        enrolled_tasks: tasks.map(|t| t.all().len()).unwrap_or(0),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        return exit::OK;
+    }
+    println!("enforcing:      yes (pinned at {})", st.pin_dir);
+    println!(
+        "daemon:         {}",
+        match (st.daemon_pid, st.daemon_running) {
+            (Some(p), true) => format!("running (pid {p})"),
+            (Some(p), false) => format!("not running (last pid {p}); the kernel keeps enforcing"),
+            _ => "unknown".to_owned(),
+        }
+    );
+    println!("policy sha256:  {}", st.policy_sha256);
+    println!("identities:     {}", st.identities.join(", "));
+    println!(
+        "exec guard:     {}",
+        match st.exec_guard {
+            "lsm" => "lsm (BPF LSM bprm_check_security: a disallowed exec fails with EPERM)",
+            _ =>
+                "tp_btf_sigkill (sched_process_exec + SIGKILL: a disallowed exec kills the task before the new image runs)",
+        }
+    );
+    println!(
+        "metrics:        {}",
+        st.metrics_addr.as_deref().unwrap_or("-")
+    );
+    println!("enrolled tasks: {}", st.enrolled_tasks);
+    exit::OK
+}
