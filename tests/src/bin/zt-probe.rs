@@ -183,13 +183,14 @@ fn child(args: &[String]) -> u8 {
     }
 }
 
-/// How a spawned program ended: 0 on exit 0, KILLED on SIGKILL, OTHER otherwise.
+/// How a spawned program ended: its exit code, KILLED on SIGKILL, OTHER otherwise.
 fn report(what: &str, status: std::io::Result<std::process::ExitStatus>) -> u8 {
     use std::os::unix::process::ExitStatusExt as _;
     match status {
-        Ok(s) if s.code() == Some(0) => {
-            println!("{what}: exit 0");
-            0
+        Ok(s) if s.code().is_some() => {
+            let c = s.code().unwrap_or_default();
+            println!("{what}: exit {c}");
+            c as u8
         }
         Ok(s) if s.signal() == Some(libc::SIGKILL) => {
             println!("{what}: killed by SIGKILL");

@@ -187,11 +187,25 @@ fn client(bins: &Bins, args: &[String]) -> Command {
 }
 
 fn enrolled(bins: &Bins, args: &[String]) -> Command {
+    enrolled_as(bins, "bench", args)
+}
+
+/// Identity of the exec storm with an exec allowlist: the client and /bin/true only.
+const EXEC_IDENTITY: &str = "bench-exec";
+
+fn exec_policy(bins: &Bins) -> String {
+    format!(
+        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: {EXEC_IDENTITY}\n  owner: bench@example.com\nspec:\n  exec:\n    allow: [{}, /bin/true]\n",
+        bins.bench.display()
+    )
+}
+
+fn enrolled_as(bins: &Bins, identity: &str, args: &[String]) -> Command {
     let mut c = Command::new(&bins.agent);
     c.args([
         "run",
         "--identity",
-        "bench",
+        identity,
         "--user",
         "nobody",
         "--pin-dir",
@@ -542,7 +556,7 @@ fn bench(
     // Exec storm: fork + exec throughput of a workload, with and without the agent.
     let execs = plan.execs.to_string();
     let mut exec_rows: Vec<(String, f64)> = Vec::new();
-    let mut exec_accounting: Option<(f64, f64)> = None;
+    let mut exec_accounting: Vec<(String, f64, f64, f64)> = Vec::new();
     teardown(bins);
     let base = output(client(bins, &args(&["exec", &execs])))?;
     exec_rows.push(("no hook".into(), field(&base, "execs_per_s")?));
@@ -550,6 +564,7 @@ fn bench(
         policy_dir.join("bench.yaml"),
         policy(10_000.min(*plan.agent_rules.last().unwrap_or(&10)), None),
     )?;
+    std::fs::write(policy_dir.join("exec.yaml"), exec_policy(bins))?;
     let agent = Agent::start(bins, policy_dir)?;
     let res = (|| -> anyhow::Result<()> {
         let (rss, _) = footprint(agent.pid());
@@ -562,28 +577,34 @@ fn bench(
             "zt-agent loaded, unenrolled".into(),
             field(&t, "execs_per_s")?,
         ));
-        let counted = || {
-            scrape(r#"zt_agent_events_total{kind="exec",verdict="allow"}"#)
-                + scrape(r#"zt_agent_events_lost_total{reason="ringbuf_full"}"#)
-        };
-        let before = counted();
-        let (c0, t0) = (footprint(agent.pid()).1, Instant::now());
-        let t = output(enrolled(bins, &args(&["exec", &execs])))?;
-        let busy = (footprint(agent.pid()).1 - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
-        exec_rows.push(("zt-agent, enrolled".into(), field(&t, "execs_per_s")?));
-        // Every exec is an event, delivered or counted lost: the storm's execs plus the
-        // exec of the client itself.
-        let expected = f64::from(plan.execs) + 1.0;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = counted() - before;
-        while seen < expected && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            seen = counted() - before;
+        let lost = || scrape(r#"zt_agent_events_lost_total{reason="ringbuf_full"}"#);
+        let counted = || scrape(r#"zt_agent_events_total{kind="exec",verdict="allow"}"#) + lost();
+        let mut busy = 0.0;
+        for (name, identity) in [
+            ("zt-agent, enrolled", "bench"),
+            ("zt-agent, enrolled, exec allowlist", EXEC_IDENTITY),
+        ] {
+            let (before, lost_before) = (counted(), lost());
+            let (c0, t0) = (footprint(agent.pid()).1, Instant::now());
+            let t = output(enrolled_as(bins, identity, &args(&["exec", &execs])))?;
+            busy = (footprint(agent.pid()).1 - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+            exec_rows.push((name.into(), field(&t, "execs_per_s")?));
+            // Every exec is an event, delivered or counted lost: the storm's execs plus
+            // the exec of the client itself.
+            let expected = f64::from(plan.execs) + 1.0;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut seen = counted() - before;
+            while seen < expected && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                seen = counted() - before;
+            }
+            if (seen - expected).abs() > 0.5 {
+                bail!(
+                    "exec storm ({name}): {expected} execs but {seen} events delivered or counted lost"
+                );
+            }
+            exec_accounting.push((name.into(), expected, seen, lost() - lost_before));
         }
-        if (seen - expected).abs() > 0.5 {
-            bail!("exec storm: {expected} execs but {seen} events delivered or counted lost");
-        }
-        exec_accounting = Some((expected, seen));
         footprints.push((
             "under the exec storm".into(),
             footprint(agent.pid()).0,
@@ -637,7 +658,7 @@ fn bench(
 }
 
 /// Exec storm rows (case, execs per second) and (execs, events delivered or lost).
-type ExecResults<'a> = (&'a [(String, f64)], Option<(f64, f64)>);
+type ExecResults<'a> = (&'a [(String, f64)], Vec<(String, f64, f64, f64)>);
 
 fn report(
     plan: &Plan,
@@ -749,12 +770,14 @@ fn report(
     for (name, rate) in exec_rows {
         let _ = writeln!(md, "| {name} | {rate:.0} | {:.3} |", rate / eb);
     }
-    if let Some((execs, events)) = exec_accounting {
+    let _ = writeln!(md);
+    for (name, execs, events, lost) in exec_accounting {
         let _ = writeln!(
             md,
-            "\nThe enrolled storm: {execs:.0} execs, {events:.0} exec events delivered or counted lost (checked equal).\n"
+            "{name}: {execs:.0} execs, {events:.0} exec events delivered or counted lost (checked equal), {lost:.0} lost."
         );
     }
+    let _ = writeln!(md);
     let _ = writeln!(md, "## Daemon footprint\n");
     let _ = writeln!(md, "| when | RSS, MiB | CPU, share of one core |");
     let _ = writeln!(md, "|---|---:|---:|");

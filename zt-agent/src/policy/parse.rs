@@ -781,15 +781,16 @@ impl Decoder<'_> {
             });
         };
         let field = join(path, "exe");
-        let exe = self.absolute_path(n, &field);
-        Some(Selector::Exe(ExeSelector {
-            path: exe?,
-            sha256,
-            uid,
-            gid,
-            location: self.location(n),
-        }))
-        .filter(|_| ok)
+        let exe = self.absolute_path(n, &field)?;
+        ok.then(|| {
+            Selector::Exe(ExeSelector {
+                path: exe,
+                sha256,
+                uid,
+                gid,
+                location: self.location(n),
+            })
+        })
     }
 
     /// A numeric uid or gid. 0 is refused: it would enroll every root process on the
@@ -824,7 +825,11 @@ impl Decoder<'_> {
     }
 
     fn digest(&mut self, n: &Node, field: &str) -> Option<String> {
-        let s = self.string(n, field)?;
+        // An all-digit digest is a plain YAML integer; its text is still the digest.
+        let s = match (&n.kind, n.scalar_type()) {
+            (Kind::Scalar { text, .. }, Some(ScalarType::Int | ScalarType::Float)) => text.clone(),
+            _ => self.string(n, field)?,
+        };
         if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Some(s.to_ascii_lowercase());
         }

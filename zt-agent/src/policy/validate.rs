@@ -38,7 +38,9 @@ fn overlapping_exes(identities: &[Identity], errors: &mut Vec<PolicyError>) {
 
 /// Two uid selectors with the same uid, or two gid-only selectors with the same gid.
 fn overlapping_principals(identities: &[Identity], errors: &mut Vec<PolicyError>) {
-    let mut seen: Vec<((Option<u32>, Option<u32>), &str, &Location)> = Vec::new();
+    /// (uid, gid-only) key, identity, where.
+    type Seen<'a> = ((Option<u32>, Option<u32>), &'a str, &'a Location);
+    let mut seen: Vec<Seen<'_>> = Vec::new();
     for id in identities {
         for (i, s) in id.principal_selectors.iter().enumerate() {
             // A uid selector is keyed by its uid; a gid-only one by its gid.
