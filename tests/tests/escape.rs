@@ -194,3 +194,33 @@ fn raw_sockets_and_source_routing_are_refused() {
         e["kind"] == "setsockopt" && e["reason"] == "socket_option"
     });
 }
+
+/// A workload must not drive an unenrolled process of its own user: ptrace (and
+/// process_vm_writev, pidfd_getfd) are refused by `run`'s seccomp filter.
+#[test]
+fn run_workload_cannot_ptrace_an_unenrolled_process_of_its_user() {
+    let d = Daemon::start(
+        "escape-ptrace",
+        &identity(
+            "esc-ptrace",
+            "enforce",
+            "",
+            "    - to: [127.0.0.1]\n      ports: [9]\n",
+        ),
+    );
+    // An unenrolled process running as nobody, like the workload.
+    let mut victim = std::process::Command::new(probe_bin())
+        .args(["as-uid", "65534", "wait-stdin", "raw4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("victim");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (code, out) = d.run("esc-ptrace", &["ptrace", &victim.id().to_string()]);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert_eq!(
+        code, DENIED,
+        "the workload attached to another process: {out}"
+    );
+}

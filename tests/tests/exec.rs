@@ -38,17 +38,22 @@ fn exe_selector_enrolls_on_exec_and_children_inherit() {
     let hard = dir.hardlink(&agent, "agent-hard");
     let sym = dir.symlink(&agent, "agent-sym");
     let copy = dir.copy(&probe_bin(), "agent-copy");
+    let broader = dir.copy(&probe_bin(), "broader");
     let (a, b) = (TcpServer::new("127.0.0.1"), TcpServer::new("127.0.0.1"));
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
-    let d = Daemon::start(
-        "exec-exe",
-        &identity(
-            "ex-exe",
+    let policy = identity(
+        "ex-exe",
+        "enforce",
+        &selectors(&[format!("    - exe: {agent}\n")]),
+        &rule("127.0.0.1", a.port),
+    ) + "---\n"
+        + &identity(
+            "ex-exe-broader",
             "enforce",
-            &selectors(&[format!("    - exe: {agent}\n")]),
-            &rule("127.0.0.1", a.port),
-        ),
-    );
+            &selectors(&[format!("    - exe: {broader}\n")]),
+            &(rule("127.0.0.1", a.port) + &rule("127.0.0.1", b.port)),
+        );
+    let d = Daemon::start("exec-exe", &policy);
     fn tcp(port: &str) -> [&str; 3] {
         ["tcp", "127.0.0.1", port]
     }
@@ -77,6 +82,17 @@ fn exe_selector_enrolls_on_exec_and_children_inherit() {
     );
     let (code, _) = run_file(&agent, &["spawn", &probe, "tcp", "127.0.0.1", &pa]);
     assert_eq!(code, OK, "the child lost its allowed destination");
+    // Exec'ing another identity's binary never borrows its broader policy.
+    assert_eq!(
+        run_file(&broader, &tcp(&pb)).0,
+        OK,
+        "the broader identity works"
+    );
+    let (code, out) = run_file(&agent, &["spawn", &broader, "tcp", "127.0.0.1", &pb]);
+    assert_eq!(
+        code, DENIED,
+        "an enrolled task changed identity by exec: {out}"
+    );
     // The enrolling exec is reported with its provenance.
     let ev = d.wait_event("exec enrolled by exe", |e| {
         e["kind"] == "exec" && e["enrolled_by"] == "exe" && e["identity"] == "ex-exe"

@@ -183,22 +183,6 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         shadow: _,
         events,
     } = kmaps;
-    let exec_guard = loaded
-        .as_ref()
-        .map_or_else(|| ExecGuard::of_pins(&pins), |l| l.exec_guard);
-    tracing::info!(
-        mechanism = exec_guard.as_str(),
-        "exec guard: {}",
-        match exec_guard {
-            ExecGuard::Lsm => "BPF LSM bprm_check_security (disallowed exec fails with EPERM)",
-            ExecGuard::TracepointKill =>
-                "tp_btf sched_process_exec + SIGKILL (a disallowed exec kills the task before the new image runs)",
-        }
-    );
-    metrics
-        .exec_guard
-        .with_label_values(&[exec_guard.as_str()])
-        .set(1);
     let (notice_tx, mut notice_rx) = mpsc::unbounded_channel::<JsonEvent>();
     let mut state = if adopted {
         // Without the recorded ids the kernel's entries cannot be matched to names;
@@ -211,7 +195,6 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         State::default()
     };
     state.cgroup_root.clone_from(&cg_root);
-    state.exec_guard = Some(exec_guard.as_str().to_owned());
     let mut ctl = Control {
         tasks,
         cgroups,
@@ -261,6 +244,21 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         ctl.sync_cgroups(false);
         ctl.adopt();
     }
+    let exec_guard = ExecGuard::of_pins(&pins);
+    tracing::info!(
+        mechanism = exec_guard.as_str(),
+        "exec guard: {}",
+        match exec_guard {
+            ExecGuard::Lsm => "BPF LSM bprm_check_security (disallowed exec fails with EPERM)",
+            ExecGuard::TracepointKill =>
+                "tp_btf sched_process_exec + SIGKILL (a disallowed exec kills the task before the new image runs)",
+        }
+    );
+    metrics
+        .exec_guard
+        .with_label_values(&[exec_guard.as_str()])
+        .set(1);
+    ctl.state.exec_guard = Some(exec_guard.as_str().to_owned());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| {

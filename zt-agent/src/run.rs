@@ -205,6 +205,16 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
                     Err(e) => break Err(e),
                 }
             };
+            if let Ok(s) = &status
+                && s.signal() == Some(libc::SIGKILL)
+            {
+                // The exec guard stops disallowed execs with SIGKILL where BPF LSM is
+                // unavailable; say so rather than leave a bare 137.
+                eprintln!(
+                    "zt-agent run: {} was killed by SIGKILL; if identity `{}` restricts exec (spec.exec.allow), it exec'd a file that is not allowed (the exec event names it)",
+                    args.cmd[0], args.identity
+                );
+            }
             match status {
                 Ok(s) => Ok(s
                     .code()

@@ -48,7 +48,7 @@ fn usage() -> ! {
          child PROBE-ARGS... | move-cgroup DIR PROBE-ARGS... | fd-server UNIX-PATH |\n\
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
-         wait-stdin PROBE-ARGS..."
+         wait-stdin PROBE-ARGS... | ptrace PID"
     );
     std::process::exit(2)
 }
@@ -279,6 +279,21 @@ fn as_uid(uid: &str, rest: &[String]) -> u8 {
     OTHER
 }
 
+/// PTRACE_ATTACH to PID (then detach): driving another process.
+fn ptrace_attach(pid: &str) -> std::io::Result<()> {
+    let pid: libc::pid_t = pid.parse().unwrap_or_else(|_| usage());
+    // SAFETY: plain ptrace requests on another process.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &raw mut st, 0);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
 /// Read one line from stdin, then run the rest in-process.
 fn wait_stdin(rest: &[String]) -> u8 {
     let mut line = String::new();
@@ -429,6 +444,7 @@ fn dispatch(args: &[String]) -> u8 {
         ["spawn-memfd", file, ..] => spawn_memfd(file, &args[2..]),
         ["as-uid", uid, ..] => as_uid(uid, &args[2..]),
         ["wait-stdin", ..] => wait_stdin(&args[1..]),
+        ["ptrace", pid] => outcome("ptrace", ptrace_attach(pid)),
         _ => usage(),
     }
 }

@@ -277,7 +277,8 @@ impl KernelMaps {
 pub struct Loaded {
     ebpf: Ebpf,
     pins: PinDir,
-    pub exec_guard: ExecGuard,
+    /// What the probe found; after `attach`, `ExecGuard::of_pins` is authoritative.
+    exec_guard: ExecGuard,
 }
 
 /// Load the object, verify every program, and pin every map. Nothing is attached, so
@@ -374,6 +375,16 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
 /// (not built in, not in `lsm=`, or trampolines unsupported): then the tp_btf exec hook
 /// alone stops disallowed execs, by SIGKILL.
 fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf) -> ExecGuard {
+    // A BPF LSM program loads and attaches on kernels built with it even when the
+    // `bpf` LSM is not active, and then never runs: check the active list first.
+    let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !active.split(',').any(|l| l.trim() == "bpf") {
+        tracing::info!(
+            active_lsms = %active.trim(),
+            "the bpf LSM is not active; disallowed execs are stopped by SIGKILL at sched_process_exec"
+        );
+        return ExecGuard::TracepointKill;
+    }
     let name = program_names::EXEC_LSM;
     let Some(prog) = ebpf.program_mut(name) else {
         return ExecGuard::TracepointKill;
@@ -515,16 +526,27 @@ impl Loaded {
             self.pin_link(name, link)?;
         }
         if self.exec_guard == ExecGuard::Lsm {
+            // Optional: the tp_btf exec hook judges every exec anyway. Its pin is what
+            // tells which mechanism is active (`ExecGuard::of_pins`).
             let name = program_names::EXEC_LSM;
-            let prog: &mut Lsm = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            let id = prog.attach().map_err(prog_err(name))?;
-            let link: FdLink = prog.take_link(id).map_err(prog_err(name))?.into();
-            self.pin_link(name, link)?;
+            let attached = (|| -> Result<FdLink, ProgramError> {
+                let prog: &mut Lsm = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or(ProgramError::NotLoaded)?
+                    .try_into()?;
+                let id = prog.attach()?;
+                Ok(prog.take_link(id)?.into())
+            })();
+            match attached {
+                Ok(link) => {
+                    self.pin_link(name, link)?;
+                }
+                Err(e) => tracing::warn!(
+                    reason = %crate::exit::chain(&e),
+                    "BPF LSM exec guard loaded but did not attach; disallowed execs are stopped by SIGKILL at sched_process_exec"
+                ),
+            }
         }
         for (name, _) in TRACING_PROGRAMS {
             let prog: &mut BtfTracePoint = self

@@ -73,6 +73,7 @@ fn overlapping_principals(identities: &[Identity], errors: &mut Vec<PolicyError>
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Cgroup,
     Exe,
     Principal,
 }
@@ -81,6 +82,7 @@ enum Kind {
 /// locations are in source order, so count the selectors written before it.
 fn selector_index(id: &Identity, i: usize, kind: Kind) -> usize {
     let at = match kind {
+        Kind::Cgroup => &id.selectors[i].location,
         Kind::Exe => &id.exe_selectors[i].location,
         Kind::Principal => &id.principal_selectors[i].location,
     };
@@ -121,7 +123,7 @@ fn duplicate_names(identities: &[Identity], errors: &mut Vec<PolicyError>) {
 struct Claim<'a> {
     identity: &'a str,
     glob: String,
-    /// Index of the selector; `None` for the implicit launch glob.
+    /// Index of the selector in `spec.selectors`; `None` for the implicit launch glob.
     selector: Option<usize>,
     location: &'a Location,
 }
@@ -159,7 +161,7 @@ fn overlapping_cgroups(identities: &[Identity], errors: &mut Vec<PolicyError>) {
             claims.push(Claim {
                 identity: &id.name,
                 glob: s.glob.clone(),
-                selector: Some(i),
+                selector: Some(selector_index(id, i, Kind::Cgroup)),
                 location: &s.location,
             });
         }

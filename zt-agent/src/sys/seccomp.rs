@@ -9,6 +9,10 @@
 //! 32-bit system calls (int 0x80 from a 64-bit process, or a 32-bit binary) reach the
 //! socket API through socketcall and the compat entry points, which skip some cgroup
 //! hooks on some kernels: they are refused outright. x32 system calls likewise.
+//!
+//! It also refuses ptrace, process_vm_writev and pidfd_getfd: with them a workload
+//! could drive, or take sockets from, an unenrolled process of the same user, whose
+//! connections no policy judges.
 
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
@@ -18,6 +22,11 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 const NR_SOCKET: u32 = 41;
 const NR_SOCKETPAIR: u32 = 53;
+const NR_PTRACE: u32 = 101;
+const NR_PROCESS_VM_WRITEV: u32 = 311;
+const NR_PIDFD_GETFD: u32 = 438;
+const NR_I386_PTRACE: u32 = 26;
+const NR_I386_PROCESS_VM_WRITEV: u32 = 348;
 // i386: socketcall and the direct socket system calls (socket .. shutdown).
 const NR_I386_SOCKETCALL: u32 = 102;
 const NR_I386_SOCKET_FIRST: u32 = 359;
@@ -62,30 +71,35 @@ pub fn socket_filter() -> Vec<libc::sock_filter> {
     let ja = 0x05; // BPF_JMP | BPF_JA
     let [unix, inet, inet6, netlink] = ALLOWED_FAMILIES;
     vec![
-        stmt(LD_W_ABS, OFF_ARCH),                // 0
-        jump(JEQ_K, AUDIT_ARCH_X86_64, 2, 0),    // 1: -> 4
-        jump(JEQ_K, AUDIT_ARCH_I386, 0, 20),     // 2: -> 3, else -> 23 allow
-        stmt(ja, 13),                            // 3: -> 17 (i386 block)
-        stmt(LD_W_ABS, OFF_NR),                  // 4
-        jump(JGE_K, X32_SYSCALL_BIT, 0, 1),      // 5: x32 -> 6 deny, else -> 7
-        stmt(RET_K, deny),                       // 6
-        jump(JEQ_K, NR_SOCKET, 2, 0),            // 7: -> 10
-        jump(JEQ_K, NR_SOCKETPAIR, 1, 0),        // 8: -> 10
-        stmt(RET_K, SECCOMP_RET_ALLOW),          // 9
-        stmt(LD_W_ABS, OFF_ARG0_LO),             // 10: the family
-        jump(JEQ_K, unix, 4, 0),                 // 11: -> 16
-        jump(JEQ_K, inet, 3, 0),                 // 12: -> 16
-        jump(JEQ_K, inet6, 2, 0),                // 13: -> 16
-        jump(JEQ_K, netlink, 1, 0),              // 14: -> 16
-        stmt(RET_K, deny),                       // 15
-        stmt(RET_K, SECCOMP_RET_ALLOW),          // 16
-        stmt(LD_W_ABS, OFF_NR),                  // 17: i386
-        jump(JEQ_K, NR_I386_SOCKETCALL, 3, 0),   // 18: -> 22 deny
-        jump(JGE_K, NR_I386_SOCKET_FIRST, 0, 3), // 19: below the range -> 23
-        jump(JGT_K, NR_I386_SOCKET_LAST, 2, 0),  // 20: above the range -> 23
-        stmt(RET_K, deny),                       // 21: in the range
-        stmt(RET_K, deny),                       // 22: socketcall
-        stmt(RET_K, SECCOMP_RET_ALLOW),          // 23
+        stmt(LD_W_ABS, OFF_ARCH),                     // 0
+        jump(JEQ_K, AUDIT_ARCH_X86_64, 2, 0),         // 1: -> 4
+        jump(JEQ_K, AUDIT_ARCH_I386, 0, 25),          // 2: -> 3, else -> 28 allow
+        stmt(ja, 16),                                 // 3: -> 20 (i386 block)
+        stmt(LD_W_ABS, OFF_NR),                       // 4
+        jump(JGE_K, X32_SYSCALL_BIT, 0, 1),           // 5: x32 -> 6 deny, else -> 7
+        stmt(RET_K, deny),                            // 6
+        jump(JEQ_K, NR_PTRACE, 10, 0),                // 7: -> 18 deny
+        jump(JEQ_K, NR_PROCESS_VM_WRITEV, 9, 0),      // 8: -> 18 deny
+        jump(JEQ_K, NR_PIDFD_GETFD, 8, 0),            // 9: -> 18 deny
+        jump(JEQ_K, NR_SOCKET, 2, 0),                 // 10: -> 13
+        jump(JEQ_K, NR_SOCKETPAIR, 1, 0),             // 11: -> 13
+        stmt(RET_K, SECCOMP_RET_ALLOW),               // 12
+        stmt(LD_W_ABS, OFF_ARG0_LO),                  // 13: the family
+        jump(JEQ_K, unix, 4, 0),                      // 14: -> 19
+        jump(JEQ_K, inet, 3, 0),                      // 15: -> 19
+        jump(JEQ_K, inet6, 2, 0),                     // 16: -> 19
+        jump(JEQ_K, netlink, 1, 0),                   // 17: -> 19
+        stmt(RET_K, deny),                            // 18
+        stmt(RET_K, SECCOMP_RET_ALLOW),               // 19
+        stmt(LD_W_ABS, OFF_NR),                       // 20: i386
+        jump(JEQ_K, NR_I386_SOCKETCALL, 5, 0),        // 21: -> 27 deny
+        jump(JEQ_K, NR_I386_PTRACE, 4, 0),            // 22: -> 27 deny
+        jump(JEQ_K, NR_I386_PROCESS_VM_WRITEV, 3, 0), // 23: -> 27 deny
+        jump(JEQ_K, NR_PIDFD_GETFD, 2, 0),            // 24: -> 27 deny (same number)
+        jump(JGE_K, NR_I386_SOCKET_FIRST, 0, 2),      // 25: below the range -> 28
+        jump(JGT_K, NR_I386_SOCKET_LAST, 1, 0),       // 26: above the range -> 28
+        stmt(RET_K, deny),                            // 27: in the range, or listed
+        stmt(RET_K, SECCOMP_RET_ALLOW),               // 28
     ]
 }
 
@@ -130,5 +144,59 @@ mod tests {
             }
         }
         assert_eq!(p.last().map(|i| i.k), Some(SECCOMP_RET_ALLOW));
+    }
+
+    /// Run the classic BPF program over one seccomp_data (nr, arch, arg0).
+    fn verdict(p: &[libc::sock_filter], nr: u32, arch: u32, arg0: u32) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = p[pc];
+            pc += 1;
+            match ins.code {
+                LD_W_ABS => {
+                    acc = match ins.k {
+                        OFF_NR => nr,
+                        OFF_ARCH => arch,
+                        OFF_ARG0_LO => arg0,
+                        k => panic!("load of offset {k}"),
+                    }
+                }
+                JEQ_K | JGE_K | JGT_K => {
+                    let taken = match ins.code {
+                        JEQ_K => acc == ins.k,
+                        JGE_K => acc >= ins.k,
+                        _ => acc > ins.k,
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                0x05 => pc += ins.k as usize,
+                RET_K => return ins.k,
+                c => panic!("opcode {c:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_the_filter_allows_and_refuses() {
+        let p = socket_filter();
+        let deny = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let x86 = |nr, arg0| verdict(&p, nr, AUDIT_ARCH_X86_64, arg0);
+        let i386 = |nr, arg0| verdict(&p, nr, AUDIT_ARCH_I386, arg0);
+        assert_eq!(x86(NR_SOCKET, libc::AF_INET as u32), SECCOMP_RET_ALLOW);
+        assert_eq!(x86(NR_SOCKET, libc::AF_INET6 as u32), SECCOMP_RET_ALLOW);
+        assert_eq!(x86(NR_SOCKET, libc::AF_UNIX as u32), SECCOMP_RET_ALLOW);
+        assert_eq!(x86(NR_SOCKET, libc::AF_VSOCK as u32), deny);
+        assert_eq!(x86(NR_SOCKETPAIR, libc::AF_PACKET as u32), deny);
+        assert_eq!(x86(NR_PTRACE, 0), deny);
+        assert_eq!(x86(NR_PROCESS_VM_WRITEV, 0), deny);
+        assert_eq!(x86(NR_PIDFD_GETFD, 0), deny);
+        assert_eq!(x86(0 /* read */, 0), SECCOMP_RET_ALLOW);
+        assert_eq!(x86(X32_SYSCALL_BIT | 41, 2), deny);
+        assert_eq!(i386(NR_I386_SOCKETCALL, 0), deny);
+        assert_eq!(i386(NR_I386_SOCKET_FIRST, 2), deny);
+        assert_eq!(i386(NR_I386_PTRACE, 0), deny);
+        assert_eq!(i386(NR_I386_PROCESS_VM_WRITEV, 0), deny);
+        assert_eq!(i386(3 /* read */, 0), SECCOMP_RET_ALLOW);
+        assert_eq!(verdict(&p, 0, 0xdead, 0), SECCOMP_RET_ALLOW);
     }
 }
