@@ -196,7 +196,8 @@ fn raw_sockets_and_source_routing_are_refused() {
 }
 
 /// A workload must not drive an unenrolled process of its own user: ptrace (and
-/// process_vm_writev, pidfd_getfd) are refused by `run`'s seccomp filter.
+/// process_vm_writev, pidfd_getfd) are refused by `run`'s seccomp filter, and
+/// /proc/PID/mem by its Landlock domain.
 #[test]
 fn run_workload_cannot_ptrace_an_unenrolled_process_of_its_user() {
     let d = Daemon::start(

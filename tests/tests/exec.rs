@@ -113,15 +113,20 @@ fn exe_selector_enrolls_on_exec_and_children_inherit() {
 fn uid_selector_enrolls_tasks_that_exec_with_that_uid() {
     let (a, b) = (TcpServer::new("127.0.0.1"), TcpServer::new("127.0.0.1"));
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
-    let _d = Daemon::start(
-        "exec-uid",
-        &identity(
-            "ex-uid",
+    let policy = identity(
+        "ex-uid",
+        "enforce",
+        &selectors(&["    - uid: 4242\n".to_owned()]),
+        &rule("127.0.0.1", a.port),
+    ) + "---\n"
+        + &identity(
+            "ex-uid-restricted",
             "enforce",
-            &selectors(&["    - uid: 4242\n".to_owned()]),
+            &(selectors(&["    - uid: 4244\n".to_owned()])
+                + "  exec:\n    allow: [/usr/bin/true]\n"),
             &rule("127.0.0.1", a.port),
-        ),
-    );
+        );
+    let d = Daemon::start("exec-uid", &policy);
     let (code, out) = run_probe_unenrolled(&["as-uid", "4242", "tcp", "127.0.0.1", &pb]);
     assert_eq!(code, DENIED, "uid 4242 reached a denied port: {out}");
     let (code, out) = run_probe_unenrolled(&["as-uid", "4242", "tcp", "127.0.0.1", &pa]);
@@ -129,6 +134,14 @@ fn uid_selector_enrolls_tasks_that_exec_with_that_uid() {
     // Another uid is not selected.
     let (code, out) = run_probe_unenrolled(&["as-uid", "4243", "tcp", "127.0.0.1", &pb]);
     assert_eq!(code, OK, "uid 4243 was judged: {out}");
+    // The exec that gives the identity is judged by its allowlist too: uid 4244 may
+    // exec only /usr/bin/true, so the probe dies at its first instruction.
+    let (code, out) = run_probe_unenrolled(&["as-uid", "4244", "tcp", "127.0.0.1", &pa]);
+    assert_eq!(code, -1, "the enrolling exec skipped the allowlist: {out}");
+    let ev = d.wait_event("the enrolling exec, denied", |e| {
+        e["kind"] == "exec" && e["identity"] == "ex-uid-restricted" && e["verdict"] == "deny"
+    });
+    assert_eq!(ev["enrolled_by"], "uid_gid", "{ev}");
 }
 
 #[test]
@@ -198,15 +211,20 @@ fn a_digest_that_does_not_match_at_load_quarantines() {
     let a = TcpServer::new("127.0.0.1");
     let pa = a.port.to_string();
     let wrong = "ab".repeat(32);
-    let d = Daemon::start(
-        "exec-baddigest",
-        &identity(
-            "ex-baddigest",
-            "enforce",
-            &selectors(&[format!("    - exe: {agent}\n      sha256: {wrong}\n")]),
+    let audited = dir.copy(&probe_bin(), "audited");
+    let policy = identity(
+        "ex-baddigest",
+        "enforce",
+        &selectors(&[format!("    - exe: {agent}\n      sha256: {wrong}\n")]),
+        &rule("127.0.0.1", a.port),
+    ) + "---\n"
+        + &identity(
+            "ex-baddigest-audit",
+            "audit",
+            &selectors(&[format!("    - exe: {audited}\n      sha256: {wrong}\n")]),
             &rule("127.0.0.1", a.port),
-        ),
-    );
+        );
+    let d = Daemon::start("exec-baddigest", &policy);
     d.wait_event("digest mismatch report", |e| {
         e["kind"] == "file" && e["reason"] == "digest_mismatch" && e["identity"] == "ex-baddigest"
     });
@@ -219,6 +237,15 @@ fn a_digest_that_does_not_match_at_load_quarantines() {
     // Quarantined tasks may not exec anything either.
     let (code, out) = run_file(&agent, &["spawn", "/usr/bin/true"]);
     assert_eq!(code, KILLED, "a quarantined task exec'd: {out}");
+    // Audit mode never blocks: the task keeps its identity, and the exec is reported
+    // as one that enforce mode would have quarantined.
+    let (code, out) = run_file(&audited, &["tcp", "127.0.0.1", &pa]);
+    assert_eq!(code, OK, "audit mode quarantined: {out}");
+    let ev = d.wait_event("audit of a digest mismatch", |e| {
+        e["kind"] == "exec" && e["identity"] == "ex-baddigest-audit"
+    });
+    assert_eq!(ev["verdict"], "audit", "{ev}");
+    assert_eq!(ev["reason"], "quarantined", "{ev}");
 }
 
 #[test]
@@ -228,11 +255,17 @@ fn exec_allowlist_judges_files_not_paths() {
     let tool_hard = dir.hardlink(&tool, "tool-hard");
     let tool_sym = dir.symlink(&tool, "tool-sym");
     let tool_copy = dir.copy(std::path::Path::new("/usr/bin/true"), "tool-copy");
+    let pinned_ok = dir.copy(std::path::Path::new("/usr/bin/true"), "pinned-ok");
+    let pinned_bad = dir.copy(std::path::Path::new("/usr/bin/true"), "pinned-bad");
+    let good = sha256_of(&pinned_ok);
+    let wrong = "ab".repeat(32);
     // A script whose interpreter is allowed runs; one whose interpreter is not, dies.
     let ok_script = dir.script("ok.sh", &format!("#!{tool}\n"));
     let sh_script = dir.script("sh.sh", "#!/bin/sh\nexit 0\n");
     let probe = probe_bin().display().to_string();
-    let allow = format!("  exec:\n    allow: [{probe}, {tool}]\n");
+    let allow = format!(
+        "  exec:\n    allow:\n      - {probe}\n      - {tool}\n      - {{path: {pinned_ok}, sha256: {good}}}\n      - {{path: {pinned_bad}, sha256: {wrong}}}\n"
+    );
     let policy = identity("ex-allow", "enforce", &allow, &rule("127.0.0.1", 9))
         + "---\n"
         + &identity("ex-allow-audit", "audit", &allow, &rule("127.0.0.1", 9));
@@ -270,6 +303,16 @@ fn exec_allowlist_judges_files_not_paths() {
             vec![sh_script.as_str()],
             KILLED,
         ),
+        (
+            "a file whose pinned digest matches",
+            vec![pinned_ok.as_str()],
+            OK,
+        ),
+        (
+            "a file whose pinned digest does not match",
+            vec![pinned_bad.as_str()],
+            KILLED,
+        ),
     ] {
         let (code, out) = spawn("ex-allow", &args);
         assert_eq!(code, want, "{what}: {out}");
@@ -296,7 +339,7 @@ fn exec_allowlist_judges_files_not_paths() {
         "{ev}"
     );
     eventually("exec deny counter", || {
-        d.metric("zt_agent_exec_total{identity=\"ex-allow\",verdict=\"deny\"}") >= 5.0
+        d.metric("zt_agent_exec_total{identity=\"ex-allow\",verdict=\"deny\"}") >= 6.0
     });
     let status = d.status();
     let mech = status["exec_guard"]

@@ -174,8 +174,11 @@ pub mod errors {
     pub const TASKS_FULL: u32 = 1;
     /// Socket-local storage could not be created.
     pub const SK_STORAGE: u32 = 2;
-    pub const COUNT: u32 = 3;
-    pub const NAMES: [&str; COUNT as usize] = ["ringbuf_full", "tasks_full", "sk_storage"];
+    /// A disallowed exec's SIGKILL could not be sent.
+    pub const KILL_FAILED: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["ringbuf_full", "tasks_full", "sk_storage", "kill_failed"];
 }
 
 /// Value of the thread-group table, keyed by tgid.
@@ -444,6 +447,8 @@ pub struct Event {
     pub ancestors: [u32; EVENT_ANCESTORS],
     /// Exec events: the file that now runs (the interpreter, for a script).
     pub file: FileKey,
+    /// Exec events: that file's change time, so that userspace names the same version.
+    pub file_stamp: FileStamp,
     /// Exec events: the path given to execve (NUL-terminated, possibly cut).
     pub path: [u8; EVENT_PATH_LEN],
 }
@@ -452,7 +457,7 @@ const _: () = assert!(core::mem::size_of::<TaskIdentity>() == 8);
 const _: () = assert!(core::mem::size_of::<SockIdentity>() == 4);
 const _: () = assert!(core::mem::size_of::<PortRange>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<Event>() == 88 + 16 + 16 + EVENT_PATH_LEN);
+const _: () = assert!(core::mem::size_of::<Event>() == 88 + 16 + 32 + EVENT_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FileStamp>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeSelector>() == 32);

@@ -215,8 +215,9 @@ pub fn zt_exec(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// Where the kernel loads BPF LSM programs, exec of a file outside the allowlist
-/// fails with EPERM before anything of the old image is torn down. The tp_btf exec
-/// hook judges again after the point of no return (and kills), so the two agree.
+/// fails with EPERM before anything of the old image is torn down. It runs for every
+/// file of the exec chain (a script, then its interpreter); the tp_btf exec hook still
+/// judges the final file after the point of no return, and the exec that enrolls a task.
 #[lsm(hook = "bprm_check_security")]
 pub fn zt_exec_lsm(ctx: LsmContext) -> i32 {
     // bprm_check_security(struct linux_binprm *bprm, int ret)
@@ -237,7 +238,7 @@ pub fn zt_exec_lsm(ctx: LsmContext) -> i32 {
         count_exec(id, j.verdict);
         // SAFETY: helper without arguments.
         let task = unsafe { bpf_get_current_task() } as *const u8;
-        emit_exec(&j, id, 0, task, bprm, &file);
+        emit_exec(&j, id, 0, task, bprm, &file, &stamp);
         return -EPERM;
     }
     0
@@ -844,6 +845,12 @@ fn exec_file(bprm: *const u8) -> Option<(FileKey, FileStamp)> {
     ))
 }
 
+/// The `IDENTITY_FLAG_*` of an identity; 0 (not in the policy) when unknown.
+#[inline(always)]
+fn identity_config(id: u32) -> u32 {
+    ZT_IDENTITIES.get(id).map_or(0, |c| c.flags)
+}
+
 /// Whether an enrolled identity may exec this file.
 #[inline(always)]
 fn judge_exec(id: u32, file: &FileKey, stamp: &FileStamp) -> Judgement {
@@ -854,7 +861,7 @@ fn judge_exec(id: u32, file: &FileKey, stamp: &FileStamp) -> Judgement {
     if id == IDENTITY_QUARANTINE {
         return deny(Reason::Quarantined);
     }
-    let flags = ZT_IDENTITIES.get(id).map_or(0, |c| c.flags);
+    let flags = identity_config(id);
     if flags & IDENTITY_FLAG_IN_POLICY == 0 {
         return deny(Reason::IdentityRemoved);
     }
@@ -898,18 +905,27 @@ fn select_on_exec(
         // SAFETY: pointer from a successful lookup; copied once.
         let sel = unsafe { *p };
         if (sel.uid == ANY_ID || sel.uid == uid) && (sel.gid == ANY_ID || sel.gid == gid) {
-            if sel.flags & EXE_FLAG_QUARANTINE != 0 {
-                return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE, Reason::Quarantined));
+            // A pinned digest that failed, or that can no longer be vouched for because
+            // the file changed since the daemon verified it: quarantine. Without a
+            // digest a changed file is still the selected file.
+            let reason = if sel.flags & EXE_FLAG_QUARANTINE != 0 {
+                Reason::Quarantined
+            } else if sel.stamp != *stamp {
+                Reason::FileChanged
+            } else {
+                Reason::RuleMatched
+            };
+            let digest_failed = sel.flags & EXE_FLAG_QUARANTINE != 0
+                || (sel.stamp != *stamp && sel.flags & EXE_FLAG_DIGEST != 0);
+            if !digest_failed {
+                return Some((sel.identity, ENROLL_EXE, reason));
             }
-            if sel.stamp != *stamp {
-                // Changed since the daemon verified it: a pinned digest can no longer
-                // be vouched for; without one it is still the selected file.
-                if sel.flags & EXE_FLAG_DIGEST != 0 {
-                    return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE, Reason::FileChanged));
-                }
-                return Some((sel.identity, ENROLL_EXE, Reason::FileChanged));
+            // An identity in audit mode never blocks: its tasks stay in it, and the exec
+            // is reported as one that would have been quarantined.
+            if identity_config(sel.identity) & IDENTITY_FLAG_AUDIT != 0 {
+                return Some((sel.identity, ENROLL_EXE, Reason::Quarantined));
             }
-            return Some((sel.identity, ENROLL_EXE, Reason::RuleMatched));
+            return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE, reason));
         }
     }
     let by_uid = PrincipalKey {
@@ -950,14 +966,15 @@ fn try_exec(ctx: &BtfTracePointContext) {
     let Some((file, stamp)) = exec_file(bprm) else {
         if id != IDENTITY_NONE {
             // Unreadable file: judge it as unknown (fail closed).
-            let j = judge_exec(id, &FileKey::default(), &FileStamp::default());
-            finish_exec(&j, id, 0, task, bprm, &FileKey::default());
+            let (f, st) = (FileKey::default(), FileStamp::default());
+            let j = judge_exec(id, &f, &st);
+            finish_exec(&j, id, 0, task, bprm, &f, &st);
         }
         return;
     };
     if id != IDENTITY_NONE {
         let j = judge_exec(id, &file, &stamp);
-        finish_exec(&j, id, 0, task, bprm, &file);
+        finish_exec(&j, id, 0, task, bprm, &file, &stamp);
         return;
     }
     let uid_gid = bpf_get_current_uid_gid();
@@ -982,21 +999,48 @@ fn try_exec(ctx: &BtfTracePointContext) {
         }
         return;
     }
-    let j = Judgement {
-        verdict: Verdict::Allow,
-        reason,
+    // The exec that gave the identity is the identity's first: its allowlist applies.
+    // Quarantine is the exception: the task lives on there, with nothing allowed.
+    let j = if new_id == IDENTITY_QUARANTINE {
+        Judgement {
+            verdict: Verdict::Allow,
+            reason,
+        }
+    } else if (reason as u8) == (Reason::Quarantined as u8) {
+        // Audit mode, where enforce mode would have quarantined.
+        Judgement {
+            verdict: Verdict::Audit,
+            reason,
+        }
+    } else {
+        match judge_exec(new_id, &file, &stamp) {
+            j if (j.verdict as u8) == (Verdict::Allow as u8) => Judgement {
+                verdict: Verdict::Allow,
+                reason,
+            },
+            j => j,
+        }
     };
-    finish_exec(&j, new_id, how, task, bprm, &file);
+    finish_exec(&j, new_id, how, task, bprm, &file, &stamp);
 }
 
 #[inline(always)]
-fn finish_exec(j: &Judgement, id: u32, how: u32, task: *const u8, bprm: *const u8, file: &FileKey) {
+#[allow(clippy::too_many_arguments)]
+fn finish_exec(
+    j: &Judgement,
+    id: u32,
+    how: u32,
+    task: *const u8,
+    bprm: *const u8,
+    file: &FileKey,
+    stamp: &FileStamp,
+) {
     count_exec(id, j.verdict);
-    emit_exec(j, id, how, task, bprm, file);
+    emit_exec(j, id, how, task, bprm, file, stamp);
     if (j.verdict as u8) == (Verdict::Deny as u8) {
         // SAFETY: helper call signalling the current task (its whole thread group).
-        unsafe {
-            bpf_send_signal(SIGKILL);
+        if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+            count_error(errors::KILL_FAILED);
         }
     }
 }
@@ -1129,6 +1173,7 @@ fn emit(
         (*ev).addr = *addr;
         (*ev).ancestors = [0; EVENT_ANCESTORS];
         (*ev).file = FileKey::default();
+        (*ev).file_stamp = FileStamp::default();
         (*ev).path[0] = 0;
     }
     entry.submit(0);
@@ -1136,6 +1181,7 @@ fn emit(
 
 /// An exec event with its provenance: the ancestors' tgids, the file and the path.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn emit_exec(
     j: &Judgement,
     identity: u32,
@@ -1143,6 +1189,7 @@ fn emit_exec(
     task: *const u8,
     bprm: *const u8,
     file: &FileKey,
+    stamp: &FileStamp,
 ) {
     let Some(mut entry) = ZT_EVENTS.reserve(0) else {
         count_error(errors::RINGBUF_FULL);
@@ -1176,6 +1223,7 @@ fn emit_exec(
         (*ev).addr = [0; 16];
         (*ev).ancestors = ancestors;
         (*ev).file = *file;
+        (*ev).file_stamp = *stamp;
         (*ev).path[0] = 0;
         if let Some(name) = read_at::<*const u8>(bprm, offset(&BPRM_FILENAME_OFFSET)) {
             let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path);

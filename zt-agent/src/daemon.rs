@@ -423,10 +423,15 @@ impl Control {
                     .collect::<Vec<_>>()
                     .join("\n"),
             })?;
-        self.exec.sync(&resolved).map_err(DaemonError::Install)?;
-        self.policy
-            .install(&compiled)
-            .map_err(DaemonError::Install)?;
+        // All or nothing: on failure put the previous exec entries back.
+        if let Err(e) = self.exec.sync(&resolved) {
+            let _ = self.exec.sync(&self.resolved);
+            return Err(DaemonError::Install(e));
+        }
+        if let Err(e) = self.policy.install(&compiled) {
+            let _ = self.exec.sync(&self.resolved);
+            return Err(DaemonError::Install(e));
+        }
         self.state.ids = ids;
         self.state.identities = compiled
             .identities
@@ -495,7 +500,7 @@ impl Control {
             tracing::warn!(error = %e, "reading the mount table");
             return;
         }
-        let r = match resolve::resolve(&p, &self.state.ids, &mut self.files) {
+        let mut r = match resolve::resolve(&p, &self.state.ids, &mut self.files) {
             Ok(r) => r,
             Err(errs) => {
                 for e in errs {
@@ -504,15 +509,20 @@ impl Control {
                 return;
             }
         };
+        resolve::keep_unresolved(&self.resolved, &mut r);
         if r == self.resolved {
             return;
         }
         if let Err(e) = self.exec.sync(&r) {
             tracing::error!(error = %e, "updating exec selectors and allowlists");
+            // Make the next tick try again from scratch.
+            self.resolved = Resolved::default();
             return;
         }
         tracing::info!("policy files changed on disk; exec selectors and allowlists updated");
         self.set_resolved(r);
+        // A replaced binary may already run in tasks that exec'd it before this tick.
+        self.adopt();
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::error!(error = %e, "writing state");
         }

@@ -165,6 +165,13 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
     workload_env(&mut cmd, &acct);
     let identity = ident.id;
     let filter = crate::sys::seccomp::socket_filter();
+    let landlock = crate::sys::landlock::abi_version().is_some();
+    if !landlock {
+        eprintln!(
+            "zt-agent run: Landlock is not available on this kernel; {} is not kept from /proc/PID/mem of other processes of its user",
+            args.cmd[0]
+        );
+    }
     // SAFETY: the closure runs in the forked child before exec; the launcher is
     // single-threaded, so the calls below cannot deadlock on a lock held by another
     // thread.
@@ -190,6 +197,10 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 libc::CLOSE_RANGE_CLOEXEC,
             );
             user::drop_privileges(&acct)?;
+            // No ptrace or /proc/PID/mem of processes outside the workload.
+            if landlock {
+                crate::sys::landlock::restrict_self()?;
+            }
             // Sockets only of the families the kernel hooks judge or that stay local.
             crate::sys::seccomp::install(&filter)
         });

@@ -48,7 +48,7 @@ fn usage() -> ! {
          child PROBE-ARGS... | move-cgroup DIR PROBE-ARGS... | fd-server UNIX-PATH |\n\
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
-         wait-stdin PROBE-ARGS... | ptrace PID"
+         wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID"
     );
     std::process::exit(2)
 }
@@ -294,6 +294,14 @@ fn ptrace_attach(pid: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Open /proc/PID/mem for writing: driving another process without ptrace(2).
+fn proc_mem(pid: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .map(drop)
+}
+
 /// Read one line from stdin, then run the rest in-process.
 fn wait_stdin(rest: &[String]) -> u8 {
     let mut line = String::new();
@@ -445,6 +453,7 @@ fn dispatch(args: &[String]) -> u8 {
         ["as-uid", uid, ..] => as_uid(uid, &args[2..]),
         ["wait-stdin", ..] => wait_stdin(&args[1..]),
         ["ptrace", pid] => outcome("ptrace", ptrace_attach(pid)),
+        ["proc-mem", pid] => outcome("proc-mem", proc_mem(pid)),
         _ => usage(),
     }
 }

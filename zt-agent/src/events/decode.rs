@@ -211,20 +211,22 @@ pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
         (None, None, None, None, None);
     if is_exec {
         let file_key = ev.file;
+        let file_id = FileId {
+            key: ev.file,
+            stamp: ev.file_stamp,
+        };
         let ancestor_pids = ev.ancestors;
         let exec_path = c_str(&ev.path);
-        let known = state.paths.get(&FileId::describe(&file_key)).cloned();
         // The task may be gone (killed by this very exec): name the file from the
-        // policy, else from what was exec'd.
-        if exe.is_none() {
-            exe.clone_from(&known);
-        }
+        // policy, else from what was exec'd, once a path is seen to lead to the very
+        // file the kernel reported (device, inode and change time).
+        let known = state.paths.get(&FileId::describe(&file_key)).cloned();
         let mut candidates = vec![format!("/proc/{}/exe", ev.tgid)];
         candidates.extend(known);
         if exec_path.starts_with('/') {
             candidates.push(exec_path.clone());
         }
-        if let Some((via, digest)) = digests.of(&file_key, &candidates) {
+        if let Some((via, digest)) = digests.of(&file_id, &candidates) {
             sha256 = Some(digest);
             if exe.is_none() && !via.starts_with("/proc/") {
                 exe = Some(via);
@@ -315,6 +317,7 @@ mod tests {
             comm,
             ancestors: [0; 4],
             file: zt_agent_common::FileKey::default(),
+            file_stamp: zt_agent_common::FileStamp::default(),
             path: [0; zt_agent_common::EVENT_PATH_LEN],
         }
     }

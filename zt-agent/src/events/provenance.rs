@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::os::fd::AsFd as _;
 
 use serde::Serialize;
-use zt_agent_common::FileKey;
+
+/// Largest binary digested for an event. Hashing runs in the event loop, so a huge (or
+/// sparse) file a workload exec'd must not stall it.
+const MAX_EVENT_DIGEST_BYTES: u64 = 256 << 20;
 
 use crate::identity::files::{self, FileId, MountDevs};
 
@@ -40,28 +43,32 @@ impl Digests {
         &self.mounts
     }
 
-    /// The digest of `key` through the first candidate path that still leads to it,
-    /// and that path.
-    pub fn of(&mut self, key: &FileKey, candidates: &[String]) -> Option<(String, String)> {
+    /// The digest of `file` (the very version the kernel reported) through the first
+    /// candidate path that still leads to it, and that path.
+    pub fn of(&mut self, file: &FileId, candidates: &[String]) -> Option<(String, String)> {
         for path in candidates {
-            let Ok(f) = std::fs::File::open(path) else {
+            let Ok(f) = files::open_quietly(std::path::Path::new(path)) else {
                 continue;
             };
-            let mut id = files::of_fd(f.as_fd(), self.mounts()).ok();
+            let mut mounts = self.mounts().clone();
+            let mut id = files::of_fd(f.as_fd(), &mounts).ok();
             if id.is_none() && path.starts_with("/proc/") {
                 // The task lives in another mount namespace: read its mount table.
                 let pid = path.split('/').nth(2).and_then(|p| p.parse().ok());
-                id = MountDevs::read(pid)
-                    .ok()
-                    .and_then(|m| files::of_fd(f.as_fd(), &m).ok());
+                if let Ok(m) = MountDevs::read(pid) {
+                    id = files::of_fd(f.as_fd(), &m).ok();
+                    mounts = m;
+                }
             }
-            let Some(id) = id.filter(|i| i.key == *key) else {
+            let Some(id) = id.filter(|i| i == file) else {
                 continue;
             };
             if let Some(d) = self.cache.get(&id) {
                 return Some((path.clone(), d.clone()));
             }
-            let Ok((hashed, d)) = files::digest(std::path::Path::new(path), self.mounts()) else {
+            let Ok((hashed, d)) =
+                files::digest(std::path::Path::new(path), &mounts, MAX_EVENT_DIGEST_BYTES)
+            else {
                 continue;
             };
             if hashed != id {

@@ -17,6 +17,9 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 use zt_agent_common::{FileKey, FileStamp};
 
+/// Largest binary the daemon digests for a policy (`sha256` pins).
+pub const MAX_POLICY_DIGEST_BYTES: u64 = 4 << 30;
+
 /// A file's kernel identity and its change time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId {
@@ -91,6 +94,16 @@ fn statx(dirfd: i32, path: &CString, flags: i32) -> std::io::Result<libc::statx>
     Ok(st)
 }
 
+/// Open a file for reading without side effects: a FIFO does not block, a terminal
+/// does not become the daemon's controlling terminal.
+pub fn open_quietly(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+}
+
 fn to_id(st: &libc::statx, mounts: &MountDevs) -> std::io::Result<FileId> {
     if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFREG {
         return Err(std::io::Error::other("not a regular file"));
@@ -127,12 +140,23 @@ pub fn of_fd(fd: BorrowedFd<'_>, mounts: &MountDevs) -> std::io::Result<FileId> 
     to_id(&statx(fd.as_raw_fd(), &empty, libc::AT_EMPTY_PATH)?, mounts)
 }
 
-/// The sha256 of the file at `path`, with the identity of the very file hashed. A file
-/// that changes while it is read is an error, never a digest of a mix.
-pub fn digest(path: &Path, mounts: &MountDevs) -> std::io::Result<(FileId, String)> {
+/// The sha256 of the regular file at `path` (at most `max_bytes` long), with the
+/// identity of the very file hashed. A file that changes while it is read is an error,
+/// never a digest of a mix.
+pub fn digest(
+    path: &Path,
+    mounts: &MountDevs,
+    max_bytes: u64,
+) -> std::io::Result<(FileId, String)> {
     use std::os::fd::AsFd as _;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = open_quietly(path)?;
     let before = of_fd(f.as_fd(), mounts)?;
+    let size = f.metadata()?.len();
+    if size > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "{size} bytes, more than the {max_bytes} this digests"
+        )));
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -180,7 +204,8 @@ mod tests {
         assert_eq!(id("a"), id("hard"));
         assert_eq!(id("a"), id("sym"));
         assert_ne!(id("a"), id("copy"));
-        let (fid, d) = digest(&a, &mounts).expect("digest");
+        let (fid, d) = digest(&a, &mounts, 1 << 20).expect("digest");
+        assert!(digest(&a, &mounts, 2).is_err(), "size cap");
         assert_eq!(fid.key, id("a"));
         assert_eq!(
             d,

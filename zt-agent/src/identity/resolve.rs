@@ -11,9 +11,10 @@ use std::path::Path;
 
 use zt_agent_common::{
     ANY_ID, ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE,
-    ExeSelector, ExecAllowKey, FileKey, FileStamp, IDENTITY_FLAG_AUDIT,
-    IDENTITY_FLAG_EXEC_RESTRICTED, IDENTITY_FLAG_IN_POLICY, IDENTITY_QUARANTINE, IdentityConfig,
-    PRINCIPAL_GID, PRINCIPAL_UID, Principal, PrincipalKey,
+    EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY, ExeSelector, ExecAllowKey, FileKey, FileStamp,
+    IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED, IDENTITY_FLAG_IN_POLICY,
+    IDENTITY_QUARANTINE, IdentityConfig, PRINCIPAL_GID, PRINCIPAL_UID, PRINCIPALS_CAPACITY,
+    Principal, PrincipalKey,
 };
 
 use super::files::{self, FileId, MountDevs};
@@ -24,6 +25,20 @@ pub trait FileView {
     fn id(&mut self, path: &str) -> std::io::Result<FileId>;
     /// The digest of the file at `path`, with the identity of the file hashed.
     fn digest(&mut self, path: &str) -> std::io::Result<(FileId, String)>;
+    /// Why a non-root user could change what `path` names, if one could.
+    fn writable_by_others(&mut self, _path: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Whether a non-root user may change `md`'s file (`dir`: add, remove or rename entries
+/// in it). A sticky, world-writable directory (/tmp) only lets users replace their own
+/// entries.
+fn open_to_others(md: &std::fs::Metadata, dir: bool) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = md.mode();
+    let sticky = dir && mode & 0o1000 != 0;
+    md.uid() != 0 || (mode & 0o020 != 0 && md.gid() != 0) || (mode & 0o002 != 0 && !sticky)
 }
 
 /// The host's files, with digests cached per file and change time.
@@ -56,12 +71,40 @@ impl FileView for HostFiles {
         if let Some(d) = self.digests.get(&id) {
             return Ok((id, d.clone()));
         }
-        let (id, d) = files::digest(Path::new(path), &self.mounts)?;
+        let (id, d) = files::digest(
+            Path::new(path),
+            &self.mounts,
+            files::MAX_POLICY_DIGEST_BYTES,
+        )?;
         if self.digests.len() > 4096 {
             self.digests.clear();
         }
         self.digests.insert(id, d.clone());
         Ok((id, d))
+    }
+
+    fn writable_by_others(&mut self, path: &str) -> Option<String> {
+        // The directories of the path as written (a symlink there can be repointed) and
+        // of the file it resolves to, and the file itself.
+        let written = Path::new(path);
+        let real = std::fs::canonicalize(written).ok()?;
+        let md = std::fs::metadata(&real).ok()?;
+        if open_to_others(&md, false) {
+            return Some(format!("{} is writable by a non-root user", real.display()));
+        }
+        for p in [written, real.as_path()] {
+            for dir in p.ancestors().skip(1) {
+                if let Ok(md) = std::fs::metadata(dir)
+                    && open_to_others(&md, true)
+                {
+                    return Some(format!(
+                        "directory {} is writable by a non-root user",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -73,6 +116,19 @@ pub struct Note {
     pub path: String,
     pub location: Location,
     pub message: String,
+}
+
+/// Why the exec side of a policy cannot be installed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error(transparent)]
+    SameFile(#[from] SameFile),
+    #[error("the policy needs {need} {what} entries, more than the capacity of {capacity}")]
+    Capacity {
+        what: &'static str,
+        need: usize,
+        capacity: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,7 +166,7 @@ pub fn resolve(
     policy: &Policy,
     ids: &BTreeMap<String, u32>,
     fs: &mut dyn FileView,
-) -> Result<Resolved, Vec<SameFile>> {
+) -> Result<Resolved, Vec<ResolveError>> {
     let mut r = Resolved::default();
     let mut errors = Vec::new();
     // Which selector claimed each file: (identity, path, location).
@@ -126,7 +182,32 @@ pub fn resolve(
         if let Some(allow) = &identity.exec_allow {
             flags |= IDENTITY_FLAG_EXEC_RESTRICTED;
             for p in allow {
-                match fs.id(&p.path) {
+                let looked = match &p.sha256 {
+                    Some(want) => fs.digest(&p.path).and_then(|(f, d)| {
+                        if d == *want {
+                            Ok(f)
+                        } else {
+                            Err(std::io::Error::other(format!(
+                                "digest mismatch: the file has sha256 {d}, the policy pins {want}"
+                            )))
+                        }
+                    }),
+                    None => fs.id(&p.path),
+                };
+                if p.sha256.is_none()
+                    && let Some(why) = fs.writable_by_others(&p.path)
+                {
+                    r.notes.push(Note {
+                        identity: identity.name.clone(),
+                        field: "spec.exec.allow",
+                        path: p.path.clone(),
+                        location: p.location.clone(),
+                        message: format!(
+                            "{why}: whoever can write it decides what this entry allows; pin its sha256 or allow a root-owned path"
+                        ),
+                    });
+                }
+                match looked {
                     Ok(f) => {
                         r.allow.insert(
                             ExecAllowKey {
@@ -143,7 +224,7 @@ pub fn resolve(
                         field: "spec.exec.allow",
                         path: p.path.clone(),
                         location: p.location.clone(),
-                        message: format!("not allowed to anyone while it cannot be resolved: {e}"),
+                        message: format!("allows nothing while it cannot be resolved: {e}"),
                     }),
                 }
             }
@@ -168,6 +249,19 @@ pub fn resolve(
                     continue;
                 }
             };
+            if s.sha256.is_none()
+                && let Some(why) = fs.writable_by_others(&s.path)
+            {
+                r.notes.push(Note {
+                    identity: identity.name.clone(),
+                    field: "spec.selectors.exe",
+                    path: s.path.clone(),
+                    location: s.location.clone(),
+                    message: format!(
+                        "{why}: whoever can write it decides which program takes this identity; pin its sha256"
+                    ),
+                });
+            }
             let mut sel_flags = 0;
             if let Some(want) = &s.sha256 {
                 sel_flags |= EXE_FLAG_DIGEST;
@@ -186,14 +280,14 @@ pub fn resolve(
                 }
             }
             if let Some((other, other_path, other_at)) = claimed.get(&f.key) {
-                errors.push(SameFile {
+                errors.push(ResolveError::SameFile(SameFile {
                     at: s.location.clone(),
                     identity: identity.name.clone(),
                     path: s.path.clone(),
                     other: other.clone(),
                     other_path: other_path.clone(),
                     other_at: other_at.clone(),
-                });
+                }));
                 continue;
             }
             claimed.insert(
@@ -238,10 +332,54 @@ pub fn resolve(
             r.principals.insert(key, value);
         }
     }
+    for (what, need, capacity) in [
+        ("exe selector", r.exe.len(), EXE_SELECTORS_CAPACITY),
+        ("uid/gid selector", r.principals.len(), PRINCIPALS_CAPACITY),
+        ("exec allowlist", r.allow.len(), EXEC_ALLOW_CAPACITY),
+    ] {
+        if need > capacity as usize {
+            errors.push(ResolveError::Capacity {
+                what,
+                need,
+                capacity,
+            });
+        }
+    }
     if errors.is_empty() {
         Ok(r)
     } else {
         Err(errors)
+    }
+}
+
+/// Keep the entries of files that resolved before and fail to resolve now (a transient
+/// error, a file briefly absent while it is replaced, a file that changed while it was
+/// hashed). The kernel's change-time check still guards them: a changed file is not
+/// allowed, and a changed digest-pinned file quarantines.
+pub fn keep_unresolved(old: &Resolved, new: &mut Resolved) {
+    let failing: std::collections::BTreeSet<&str> = new
+        .notes
+        .iter()
+        .filter(|n| n.message.contains("cannot be resolved"))
+        .map(|n| n.path.as_str())
+        .collect();
+    for (key, path) in &old.paths {
+        if !failing.contains(path.as_str()) || new.paths.contains_key(key) {
+            continue;
+        }
+        new.paths.insert(*key, path.clone());
+        if let Some(sel) = old.exe.get(key) {
+            new.exe.entry(*key).or_insert(*sel);
+        }
+        for (k, v) in old
+            .allow
+            .iter()
+            .filter(|(k, _)| k.dev == key.dev && k.ino == key.ino)
+        {
+            if new.configs.contains_key(&k.identity) {
+                new.allow.entry(*k).or_insert(*v);
+            }
+        }
     }
 }
 
@@ -256,7 +394,11 @@ impl Resolved {
             && (sel.gid == ANY_ID || sel.gid == gid)
         {
             let digest_unverified = sel.stamp != f.stamp && sel.flags & EXE_FLAG_DIGEST != 0;
-            if sel.flags & EXE_FLAG_QUARANTINE != 0 || digest_unverified {
+            let audit = self
+                .configs
+                .get(&sel.identity)
+                .is_some_and(|c| c.flags & IDENTITY_FLAG_AUDIT != 0);
+            if (sel.flags & EXE_FLAG_QUARANTINE != 0 || digest_unverified) && !audit {
                 return Some((IDENTITY_QUARANTINE, ENROLL_QUARANTINE));
             }
             return Some((sel.identity, ENROLL_EXE));
@@ -419,12 +561,64 @@ mod tests {
             + &doc("b", "  selectors:\n    - exe: /usr/bin/agentd-link\n");
         let p = load_str("p.yaml", &text).expect("valid");
         let err = resolve(&p, &ids(&["a", "b"]), &mut files()).expect_err("same file");
+        assert!(matches!(err[0], ResolveError::SameFile(_)));
         let msg = err[0].to_string();
         assert!(
             msg.contains("identity `b`") && msg.contains("identity `a`"),
             "{msg}"
         );
         assert!(msg.starts_with("p.yaml:18:12"), "{msg}");
+    }
+
+    #[test]
+    fn entries_of_files_that_fail_to_resolve_for_a_moment_are_kept() {
+        let text = doc(
+            "agent",
+            &format!(
+                "  selectors:\n    - exe: /usr/bin/agentd\n      sha256: {GOOD}\n  exec:\n    allow: [/usr/bin/git]\n"
+            ),
+        );
+        let p = load_str("p.yaml", &text).expect("valid");
+        let mut fs = files();
+        let before = resolve(&p, &ids(&["agent"]), &mut fs).expect("resolves");
+        fs.0.remove("/usr/bin/agentd");
+        fs.0.remove("/usr/bin/git");
+        let mut now = resolve(&p, &ids(&["agent"]), &mut fs).expect("resolves");
+        assert!(now.exe.is_empty() && now.allow.is_empty());
+        keep_unresolved(&before, &mut now);
+        assert_eq!(now.exe, before.exe);
+        assert_eq!(now.allow, before.allow);
+    }
+
+    #[test]
+    fn an_allow_entry_with_a_wrong_digest_allows_nothing() {
+        let text = doc(
+            "agent",
+            &format!(
+                "  exec:\n    allow:\n      - {{path: /usr/bin/git, sha256: {GOOD}}}\n      - {{path: /usr/bin/tool, sha256: {GOOD}}}\n"
+            ),
+        );
+        let p = load_str("p.yaml", &text).expect("valid");
+        let r = resolve(&p, &ids(&["agent"]), &mut files()).expect("resolves");
+        assert_eq!(r.allow.len(), 1, "only the file whose digest matches");
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.path == "/usr/bin/tool" && n.message.contains("digest mismatch"))
+        );
+    }
+
+    #[test]
+    fn audit_mode_never_quarantines() {
+        let text = doc(
+            "agent",
+            &format!(
+                "  mode: audit\n  selectors:\n    - exe: /usr/bin/tool\n      sha256: {GOOD}\n"
+            ),
+        );
+        let p = load_str("p.yaml", &text).expect("valid");
+        let r = resolve(&p, &ids(&["agent"]), &mut files()).expect("resolves");
+        assert_eq!(r.select(Some(&fid(13, 100)), 5, 5), Some((1, ENROLL_EXE)));
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub struct PrincipalSelector {
 pub struct ExecPath {
     /// Absolute, as written.
     pub path: String,
+    /// Lowercase hex sha256 the file must have to be allowed.
+    pub sha256: Option<String>,
     pub location: Location,
 }
 

@@ -864,7 +864,8 @@ impl Decoder<'_> {
         Some(s)
     }
 
-    /// `spec.exec`: `allow`, a list of absolute paths (empty: no exec at all).
+    /// `spec.exec`: `allow`, a list of absolute paths or `{path, sha256}` maps (empty:
+    /// no exec at all).
     fn exec(&mut self, node: &Node) -> Option<Vec<ExecPath>> {
         let f = self.fields(node, "spec.exec", &["allow"])?;
         let n = self.required(&f, "spec.exec", "allow")?;
@@ -873,7 +874,29 @@ impl Decoder<'_> {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let field = index("spec.exec.allow", i);
-            match self.absolute_path(item, &field) {
+            let (path, sha256) = if matches!(item.kind, Kind::Map(_)) {
+                let Some(f) = self.fields(item, &field, &["path", "sha256"]) else {
+                    ok = false;
+                    continue;
+                };
+                let path = self
+                    .required(&f, &field, "path")
+                    .and_then(|n| self.absolute_path(n, &join(&field, "path")));
+                let sha256 = match f.get("sha256") {
+                    Some(n) => match self.digest(n, &join(&field, "sha256")) {
+                        Some(d) => Some(d),
+                        None => {
+                            ok = false;
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                (path, sha256)
+            } else {
+                (self.absolute_path(item, &field), None)
+            };
+            match path {
                 Some(path) => {
                     if out.iter().any(|p: &ExecPath| p.path == path) {
                         self.at(item, &field, format!("`{path}` is listed twice"));
@@ -881,6 +904,7 @@ impl Decoder<'_> {
                     } else {
                         out.push(ExecPath {
                             path,
+                            sha256,
                             location: self.location(item),
                         });
                     }
