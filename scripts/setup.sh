@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install what zt-agent needs on Debian 12 (root), skipping what is present:
 # the pinned Rust toolchain, Debian's LLVM 22 and bpf-linker for the eBPF build,
-# test and benchmark tools (promtool, bpftool, nftables, iptables), and the bpffs
+# test and benchmark tools (promtool, bpftool, nftables, iptables, dnsmasq as the tests'
+# upstream DNS server), and the bpffs
 # and tracefs mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 bpftool nftables iptables)
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 bpftool nftables iptables dnsmasq-base)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -116,12 +116,19 @@ pub struct Daemon {
     pub policy_dir: PathBuf,
     pub events_path: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// More `zt-agent daemon` arguments (the DNS upstream, say).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Start a daemon for test `name` with one policy file.
     pub fn start(name: &str, policy_yaml: &str) -> Self {
+        Self::start_with(name, policy_yaml, &[])
+    }
+
+    /// Start a daemon with more arguments.
+    pub fn start_with(name: &str, policy_yaml: &str, extra_args: &[&str]) -> Self {
         require_root();
         let base = format!("zt-test-{name}");
         let work = std::env::temp_dir().join(&base);
@@ -134,6 +141,7 @@ impl Daemon {
             // Port 0: the daemon binds a free port and records it in its state file.
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             work,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         d.teardown(); // leftovers of an earlier, interrupted run
@@ -158,6 +166,9 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .arg("--events")
             .arg(&self.events_path)
+            // Tests run side by side, each with its own resolver.
+            .args(["--dns-port", "0"])
+            .args(&self.extra_args)
             .args(self.dir_args())
             .stdout(Stdio::null())
             .stderr(log)
@@ -704,5 +715,120 @@ impl Daemon {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("json output")
+    }
+}
+
+/// A veth pair carrying test addresses: they are local to this host (connects to them
+/// stay on the machine) but are not loopback, which DNS answers may never open.
+/// Removed on drop.
+pub struct Veth {
+    name: String,
+}
+
+impl Veth {
+    /// `name` is at most 12 characters; the peer is `<name>p`.
+    #[must_use]
+    pub fn new(name: &str, addrs: &[&str]) -> Self {
+        let v = Self {
+            name: name.to_owned(),
+        };
+        let _ = Command::new("ip")
+            .args(["link", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        let peer = format!("{name}p");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        for a in addrs {
+            if a.contains(':') {
+                ip(&["-6", "addr", "add", a, "dev", name, "nodad"]);
+            } else {
+                ip(&["addr", "add", a, "dev", name]);
+            }
+        }
+        ip(&["link", "set", name, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .status();
+    }
+}
+
+/// dnsmasq on 127.0.0.1 at a free port, answering from a hosts file only: the
+/// upstream resolver of the tests. Killed on drop.
+pub struct Dnsmasq {
+    pub port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Dnsmasq {
+    /// Serve `hosts` (address, name) with TTL `ttl` seconds.
+    #[must_use]
+    pub fn start(name: &str, hosts: &[(&str, &str)], ttl: u32) -> Self {
+        let dir = std::env::temp_dir().join(format!("zt-dnsmasq-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dnsmasq dir");
+        let text: String = hosts.iter().map(|(a, n)| format!("{a} {n}\n")).collect();
+        std::fs::write(dir.join("hosts"), text).expect("hosts");
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("dnsmasq")
+            .arg("--keep-in-foreground")
+            .arg("--no-resolv")
+            .arg("--no-hosts")
+            .arg(format!("--addn-hosts={}", dir.join("hosts").display()))
+            .arg("--listen-address=127.0.0.1")
+            .arg("--bind-interfaces")
+            .arg(format!("--port={port}"))
+            .arg(format!("--local-ttl={ttl}"))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg("--user=root")
+            .arg("--log-facility=-")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq must be installed (./x test installs dnsmasq-base)");
+        let d = Self { port, dir, child };
+        // Ready when it answers over TCP.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dnsmasq did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// The daemon argument that makes this the upstream.
+    #[must_use]
+    pub fn upstream(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

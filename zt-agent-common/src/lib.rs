@@ -54,7 +54,10 @@ pub mod map_names {
     pub const EXEC_ALLOW: &str = "ZT_EXEC_ALLOW";
     pub const EXEC_VERDICTS: &str = "ZT_EXEC_VERDICTS";
     pub const SHADOW: &str = "ZT_SHADOW";
-    pub const ALL: [&str; 14] = [
+    pub const DNS_CONFIG: &str = "ZT_DNS_CONFIG";
+    pub const DNS_CLIENTS: &str = "ZT_DNS_CLIENTS";
+    pub const DNS_ALLOW: &str = "ZT_DNS_ALLOW";
+    pub const ALL: [&str; 17] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -69,6 +72,9 @@ pub mod map_names {
         EXEC_ALLOW,
         EXEC_VERDICTS,
         SHADOW,
+        DNS_CONFIG,
+        DNS_CLIENTS,
+        DNS_ALLOW,
     ];
 }
 
@@ -87,6 +93,11 @@ pub mod program_names {
     /// BPF LSM exec guard, used where the kernel loads it (EPERM before the exec).
     pub const EXEC_LSM: &str = "zt_exec_lsm";
     pub const SKB_EGRESS: &str = "zt_skb_egress";
+    /// Report DNS replies from the agent's resolver as coming from where the task sent.
+    pub const RECVMSG4: &str = "zt_recvmsg4";
+    pub const RECVMSG6: &str = "zt_recvmsg6";
+    pub const GETPEERNAME4: &str = "zt_getpeername4";
+    pub const GETPEERNAME6: &str = "zt_getpeername6";
 }
 
 /// Return codes of cgroup sock_addr, sock and sockopt programs.
@@ -164,6 +175,8 @@ pub enum Reason {
     FileChanged = 7,
     /// The task is quarantined: a selected file did not match its pinned digest.
     Quarantined = 8,
+    /// An address a DNS answer installed for the identity, within its TTL.
+    DnsLearned = 9,
 }
 
 /// Counter slots of the per-CPU error array.
@@ -317,7 +330,135 @@ pub const CGROUP_LAUNCHED: u32 = 1 << 31;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockIdentity {
     pub identity: u32,
+    /// Identity the agent's resolver serves this socket's queries as: that of the task
+    /// whose DNS the kernel last redirected on it (0: never redirected, refused).
+    pub dns_identity: u32,
+    /// That task's tgid, for the resolver's events.
+    pub dns_tgid: u32,
+    /// Where that task sent DNS before the kernel redirected it (port, host byte
+    /// order; 0: never redirected). Replies are reported as coming from there, so that
+    /// stub resolvers accept them.
+    pub dns_port: u16,
+    /// `AF_INET` or `AF_INET6` of `dns_addr` (IPv4 in its first 4 bytes).
+    pub dns_family: u16,
+    pub dns_addr: [u8; 16],
 }
+
+impl SockIdentity {
+    /// A socket of `identity` that never sent DNS.
+    #[must_use]
+    pub const fn new(identity: u32) -> Self {
+        Self {
+            identity,
+            dns_identity: 0,
+            dns_tgid: 0,
+            dns_port: 0,
+            dns_family: 0,
+            dns_addr: [0; 16],
+        }
+    }
+}
+
+/// The agent's resolver, where the kernel sends enrolled tasks' DNS (UDP and TCP port
+/// 53 to any address). It listens on 127.0.0.1 and ::1 at `port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Host byte order; 0: no DNS path (port 53 follows the IP rules).
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// The DNS port the kernel redirects.
+pub const DNS_PORT: u16 = 53;
+
+/// Key of the table of the resolver's clients, written for every packet sent to the
+/// resolver: the sending socket's local port identifies the query to the daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnsClientKey {
+    /// Client's local port, host byte order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6` as the packet travels.
+    pub family: u8,
+    /// IP protocol number: 6 or 17.
+    pub protocol: u8,
+}
+
+/// Value of the resolver's client table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsClient {
+    /// Identity of the sending socket; `IDENTITY_NONE` for a socket of an unenrolled
+    /// task, whose queries the resolver refuses.
+    pub identity: u32,
+    pub tgid: u32,
+}
+
+/// Key of the table of addresses learned from DNS answers, per identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DnsAllowKey {
+    pub identity: u32,
+    /// `AF_INET` or `AF_INET6`; IPv4 in the first 4 bytes of `addr`.
+    pub family: u32,
+    pub addr: [u8; 16],
+}
+
+/// Most port ranges one learned address carries (the union over the names and rules
+/// that resolved to it).
+pub const DNS_RANGES: usize = 8;
+
+/// One allowance of a learned address: a port range over protocols until a deadline.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsRange {
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) after which the range is
+    /// gone; the kernel checks it, so expiry holds while the daemon is down.
+    pub deadline_ns: u64,
+    pub lo: u16,
+    pub hi: u16,
+    pub proto_mask: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the learned-address table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsAllowValue {
+    pub n_ranges: u32,
+    pub _pad: u32,
+    pub ranges: [DnsRange; DNS_RANGES],
+}
+
+impl DnsAllowValue {
+    /// Whether `port` over `proto_mask` is allowed at boot-clock time `now_ns`.
+    #[inline(always)]
+    #[must_use]
+    pub fn allows(&self, port: u16, proto_mask: u8, now_ns: u64) -> bool {
+        let mut i = 0;
+        while i < DNS_RANGES {
+            if i as u32 >= self.n_ranges {
+                return false;
+            }
+            let r = &self.ranges[i];
+            if r.proto_mask & proto_mask != 0
+                && r.lo <= port
+                && port <= r.hi
+                && now_ns < r.deadline_ns
+            {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Capacity of the resolver's client table (an LRU: the oldest ports drop out).
+pub const DNS_CLIENTS_CAPACITY: u32 = 1 << 14;
+/// Capacity of the learned-address table, all identities together.
+pub const DNS_ALLOW_CAPACITY: u32 = 1 << 16;
 
 /// LPM trie key data for IPv4: identity (big endian) then the address.
 /// Prefix length = 32 + the CIDR's prefix length.
@@ -454,7 +595,13 @@ pub struct Event {
 }
 
 const _: () = assert!(core::mem::size_of::<TaskIdentity>() == 8);
-const _: () = assert!(core::mem::size_of::<SockIdentity>() == 4);
+const _: () = assert!(core::mem::size_of::<SockIdentity>() == 32);
+const _: () = assert!(core::mem::size_of::<DnsConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<DnsClientKey>() == 4);
+const _: () = assert!(core::mem::size_of::<DnsClient>() == 8);
+const _: () = assert!(core::mem::size_of::<DnsAllowKey>() == 24);
+const _: () = assert!(core::mem::size_of::<DnsRange>() == 16);
+const _: () = assert!(core::mem::size_of::<DnsAllowValue>() == 8 + 16 * DNS_RANGES);
 const _: () = assert!(core::mem::size_of::<PortRange>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8 + 8 * MAX_PORT_RANGES);
 const _: () = assert!(core::mem::size_of::<Event>() == 88 + 16 + 32 + EVENT_PATH_LEN);
@@ -484,4 +631,9 @@ mod pod {
     unsafe impl aya::Pod for super::IdentityConfig {}
     unsafe impl aya::Pod for super::ShadowKey {}
     unsafe impl aya::Pod for super::ShadowValue {}
+    unsafe impl aya::Pod for super::DnsConfig {}
+    unsafe impl aya::Pod for super::DnsClientKey {}
+    unsafe impl aya::Pod for super::DnsClient {}
+    unsafe impl aya::Pod for super::DnsAllowKey {}
+    unsafe impl aya::Pod for super::DnsAllowValue {}
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_send_signal, bpf_sk_fullsock, bpf_sk_storage_get},
+        generated::{bpf_ktime_get_boot_ns, bpf_send_signal, bpf_sk_fullsock, bpf_sk_storage_get},
     },
     macros::{
         btf_map, btf_tracepoint, cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm,
@@ -28,16 +28,18 @@ use aya_ebpf::{
     },
 };
 use zt_agent_common::{
-    ANY_ID, CGROUP_ALLOW, CGROUP_LAUNCHED, CGROUP_REJECT, CGROUPS_CAPACITY, ENROLL_CGROUP,
-    ENROLL_EXE, ENROLL_INHERIT, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EVENT_ANCESTORS,
-    EVENTS_RING_BYTES, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE, EXE_SELECTORS_CAPACITY,
-    EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, EventKind, ExeSelector, ExecAllowKey, FileKey,
-    FileStamp, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED, IDENTITY_FLAG_IN_POLICY,
-    IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, IdentityConfig, KeyV4, KeyV6,
-    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPAL_GID, PRINCIPAL_UID, PRINCIPALS_CAPACITY,
-    PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, PolicyValue, Principal,
-    PrincipalKey, Reason, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY,
-    TaskIdentity, VERDICT_SLOTS, Verdict, errors, exec_verdict_index, verdict_index,
+    ANY_ID, CGROUP_ALLOW, CGROUP_LAUNCHED, CGROUP_REJECT, CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY,
+    DNS_CLIENTS_CAPACITY, DNS_PORT, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig,
+    ENROLL_CGROUP, ENROLL_EXE, ENROLL_INHERIT, ENROLL_PRINCIPAL, ENROLL_QUARANTINE,
+    EVENT_ANCESTORS, EVENTS_RING_BYTES, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE,
+    EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, EventKind, ExeSelector,
+    ExecAllowKey, FileKey, FileStamp, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED,
+    IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, IdentityConfig,
+    KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPAL_GID, PRINCIPAL_UID,
+    PRINCIPALS_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP, PROTO_UDP,
+    PolicyValue, Principal, PrincipalKey, Reason, SHADOW_CAPACITY, ShadowKey, ShadowValue,
+    SockIdentity, TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS, Verdict, errors, exec_verdict_index,
+    verdict_index,
 };
 
 const AF_INET: u16 = 2;
@@ -157,6 +159,20 @@ static ZT_EXEC_VERDICTS: PerCpuArray<u64, { EXEC_VERDICT_SLOTS as usize }> = Per
 static ZT_SHADOW: LruHashMap<ShadowKey, ShadowValue, { SHADOW_CAPACITY as usize }> =
     LruHashMap::new();
 
+/// The agent's resolver: where enrolled tasks' DNS goes.
+#[btf_map]
+static ZT_DNS_CONFIG: Array<DnsConfig, 1> = Array::new();
+
+/// Who sent each packet that reached the resolver, by the sender's local port.
+#[btf_map]
+static ZT_DNS_CLIENTS: LruHashMap<DnsClientKey, DnsClient, { DNS_CLIENTS_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// Addresses DNS answers installed per identity, each with its ports and deadlines.
+#[btf_map]
+static ZT_DNS_ALLOW: HashMap<DnsAllowKey, DnsAllowValue, { DNS_ALLOW_CAPACITY as usize }> =
+    HashMap::new();
+
 // ---------------------------------------------------------------------------
 // Entry points: thin wrappers; the fallback verdict lives here.
 // ---------------------------------------------------------------------------
@@ -179,6 +195,30 @@ pub fn zt_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn zt_sendmsg6(ctx: SockAddrContext) -> i32 {
     judge_sock_addr(&ctx, EventKind::Sendmsg, true)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn zt_recvmsg4(ctx: SockAddrContext) -> i32 {
+    dns_reply_source(&ctx, false);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn zt_recvmsg6(ctx: SockAddrContext) -> i32 {
+    dns_reply_source(&ctx, true);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn zt_getpeername4(ctx: SockAddrContext) -> i32 {
+    dns_reply_source(&ctx, false);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn zt_getpeername6(ctx: SockAddrContext) -> i32 {
+    dns_reply_source(&ctx, true);
+    CGROUP_ALLOW
 }
 
 #[cgroup_sock(sock_create)]
@@ -319,7 +359,13 @@ fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) -> Judgemen
         prefix_len: IDENTITY_KEY_BITS + 32,
         data: zt_agent_common::key_v4(identity, addr),
     };
-    judge_value(ZT_POLICY_V4.get_value_ptr_mut(0, &key), port, proto_mask)
+    let j = judge_value(ZT_POLICY_V4.get_value_ptr_mut(0, &key), port, proto_mask);
+    let mut a = [0u8; 16];
+    a[0] = addr[0];
+    a[1] = addr[1];
+    a[2] = addr[2];
+    a[3] = addr[3];
+    dns_learned(j, identity, AF_INET, a, port, proto_mask)
 }
 
 #[inline(always)]
@@ -328,7 +374,42 @@ fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8) -> Judgeme
         prefix_len: IDENTITY_KEY_BITS + 128,
         data: zt_agent_common::key_v6(identity, addr),
     };
-    judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask)
+    let j = judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask);
+    dns_learned(j, identity, AF_INET6, addr, port, proto_mask)
+}
+
+/// No rule covers the destination: a DNS answer may have installed it for this
+/// identity, for some ports, until a deadline.
+#[inline(always)]
+fn dns_learned(
+    j: Judgement,
+    identity: u32,
+    family: u16,
+    addr: [u8; 16],
+    port: u16,
+    proto_mask: u8,
+) -> Judgement {
+    if (j.reason as u8) != (Reason::NoRule as u8) {
+        return j;
+    }
+    let key = DnsAllowKey {
+        identity,
+        family: family as u32,
+        addr,
+    };
+    let Some(v) = ZT_DNS_ALLOW.get_ptr(&key) else {
+        return j;
+    };
+    // SAFETY: pointer from a successful lookup; helper without arguments.
+    let ok = unsafe { (*v).allows(port, proto_mask, bpf_ktime_get_boot_ns()) };
+    if ok {
+        Judgement {
+            verdict: Verdict::Allow,
+            reason: Reason::DnsLearned,
+        }
+    } else {
+        j
+    }
 }
 
 /// Root entry of an identity (no address bits): carries its flags.
@@ -491,7 +572,7 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     if sock_id == IDENTITY_NONE {
         // A socket created outside and used by an enrolled task: tag it now, so that
         // its packets are guarded like those of sockets the task created itself.
-        let mut init = SockIdentity { identity: task_id };
+        let mut init = SockIdentity::new(task_id);
         let _ = ZT_SOCK_ID.get_or_insert_ptr_mut(ctx, Some(&mut init));
     }
 
@@ -511,12 +592,50 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         dest = read_peer(ctx, is6);
     }
 
+    let mut dns_blocked = false;
+    let dns = dns_port();
+    if proto_mask != 0 && dns != 0 {
+        if dest.port == DNS_PORT {
+            if read_dest(ctx, is6).port == DNS_PORT {
+                // DNS from an enrolled task, to any resolver: the agent's resolver
+                // answers it, by the identity's names.
+                let dns_id = if task_id != IDENTITY_NONE {
+                    task_id
+                } else {
+                    sock_id
+                };
+                redirect_dns(ctx, is6, &dest, dns, dns_id, tgid);
+                count_verdict(dns_id, Verdict::Allow, proto_idx);
+                return CGROUP_ALLOW;
+            }
+            // The peer of a socket connected before: there is no address to rewrite,
+            // and DNS never bypasses the resolver.
+            dns_blocked = true;
+        } else if dest.port == dns && is_loopback(&dest) {
+            // Already at the resolver (a connected socket's send), which judges the
+            // query by the identity the kernel recorded.
+            let id = if task_id != IDENTITY_NONE {
+                task_id
+            } else {
+                sock_id
+            };
+            count_verdict(id, Verdict::Allow, proto_idx);
+            return CGROUP_ALLOW;
+        }
+    }
+
     let mut j = ALLOW;
     if task_id != IDENTITY_NONE {
         j = judge_unspecified_too(task_id, &dest, proto_mask);
     }
     if sock_id != IDENTITY_NONE && sock_id != task_id {
         j = worst(j, judge_unspecified_too(sock_id, &dest, proto_mask));
+    }
+    if dns_blocked {
+        j = Judgement {
+            verdict: Verdict::Deny,
+            reason: Reason::NoRule,
+        };
     }
     let reported = if task_id != IDENTITY_NONE {
         task_id
@@ -578,6 +697,158 @@ fn record_shadow(ctx: &SockAddrContext, is6: bool, tgid: u32) {
 }
 
 // ---------------------------------------------------------------------------
+// DNS path: enrolled tasks' DNS goes to the agent's resolver on loopback, which learns
+// who asked from the packet guard, and whose replies are reported as coming from the
+// resolver the task addressed.
+// ---------------------------------------------------------------------------
+
+const LO4: [u8; 4] = [127, 0, 0, 1];
+
+/// The resolver's port, or 0 when there is no DNS path.
+#[inline(always)]
+fn dns_port() -> u16 {
+    match ZT_DNS_CONFIG.get(0) {
+        Some(c) => c.port,
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn is_loopback(d: &Dest) -> bool {
+    if d.v4 {
+        return d.addr[0] == 127 && d.addr[1] == 0 && d.addr[2] == 0 && d.addr[3] == 1;
+    }
+    let mut lo6 = [0u8; 16];
+    lo6[15] = 1;
+    d.addr == lo6
+}
+
+/// The loopback address a `sockaddr` of the socket's family holds, v4-mapped on an
+/// IPv6 socket that reaches an IPv4 destination.
+#[inline(always)]
+fn write_addr(sa: *mut aya_ebpf::bindings::bpf_sock_addr, is6: bool, v4: bool, addr: &[u8; 16]) {
+    // SAFETY: the context pointer is valid and these fields are writable in the
+    // connect, sendmsg, recvmsg and getpeername hooks.
+    unsafe {
+        if !is6 {
+            (*sa).user_ip4 = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        } else if v4 {
+            (*sa).user_ip6[0] = 0;
+            (*sa).user_ip6[1] = 0;
+            (*sa).user_ip6[2] = 0xffff_u32.to_be();
+            (*sa).user_ip6[3] = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        } else {
+            (*sa).user_ip6[0] = u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+            (*sa).user_ip6[1] = u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]);
+            (*sa).user_ip6[2] = u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]);
+            (*sa).user_ip6[3] = u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]);
+        }
+    }
+}
+
+/// Send this DNS call to the resolver instead, and remember on the socket where it
+/// was going and for whom.
+#[inline(always)]
+fn redirect_dns(ctx: &SockAddrContext, is6: bool, dest: &Dest, dns: u16, identity: u32, tgid: u32) {
+    let mut lo = [0u8; 16];
+    if dest.v4 {
+        lo[0] = LO4[0];
+        lo[3] = LO4[3];
+    } else {
+        lo[15] = 1;
+    }
+    write_addr(ctx.sock_addr, is6, dest.v4, &lo);
+    // SAFETY: as above.
+    unsafe { (*ctx.sock_addr).user_port = u32::from(dns.to_be()) };
+    let mut init = SockIdentity::new(identity);
+    let p = ZT_SOCK_ID.get_or_insert_ptr_mut(ctx, Some(&mut init));
+    if !p.is_null() {
+        // SAFETY: non-null pointer to this socket's storage.
+        unsafe {
+            (*p).dns_identity = identity;
+            (*p).dns_tgid = tgid;
+            (*p).dns_port = dest.port;
+            (*p).dns_family = if dest.v4 { AF_INET } else { AF_INET6 };
+            (*p).dns_addr = dest.addr;
+        }
+    } else {
+        // The resolver will not know who asked and refuses the query.
+        count_error(errors::SK_STORAGE);
+    }
+}
+
+/// A reply from the resolver: report it as coming from where the task sent its query.
+#[inline(always)]
+fn dns_reply_source(ctx: &SockAddrContext, is6: bool) {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for the whole program run.
+    let (port, ip4, ip6) = unsafe {
+        (
+            u16::from_be((*sa).user_port as u16),
+            (*sa).user_ip4,
+            (*sa).user_ip6,
+        )
+    };
+    let dns = dns_port();
+    if dns == 0 || port != dns {
+        return;
+    }
+    let from = make_dest(is6, ip4, ip6, port);
+    if !is_loopback(&from) {
+        return;
+    }
+    let p = match ZT_SOCK_ID.get_ptr_mut(ctx) {
+        p if p.is_null() => return,
+        p => p,
+    };
+    // SAFETY: non-null pointer to this socket's storage.
+    let s = unsafe { *p };
+    if s.dns_port == 0 {
+        return;
+    }
+    let v4 = s.dns_family == AF_INET;
+    if !is6 && !v4 {
+        return;
+    }
+    write_addr(sa, is6, v4, &s.dns_addr);
+    // SAFETY: as above.
+    unsafe { (*sa).user_port = u32::from(s.dns_port.to_be()) };
+}
+
+/// A packet to the resolver: record which socket's identity sent it, by source port.
+/// Every such packet overwrites the entry, so a port reused by another socket never
+/// inherits an earlier identity.
+#[inline(always)]
+fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, sport: u16) {
+    let mut client = DnsClient {
+        identity: IDENTITY_NONE,
+        tgid: 0,
+    };
+    // SAFETY: reading the socket pointer of this skb.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if !sk.is_null() {
+        // SAFETY: helper calls on the skb's socket; both accept and check it.
+        let full = unsafe { bpf_sk_fullsock(sk) };
+        if !full.is_null() {
+            let p =
+                unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
+            if !p.is_null() {
+                // SAFETY: non-null storage pointer.
+                let s = unsafe { &*(p as *const SockIdentity) };
+                client.identity = s.dns_identity;
+                client.tgid = s.dns_tgid;
+            }
+        }
+    }
+    let key = DnsClientKey {
+        port: sport,
+        family,
+        protocol,
+    };
+    let _ = ZT_DNS_CLIENTS.insert(&key, &client, BPF_ANY.into());
+}
+
+// ---------------------------------------------------------------------------
 // Socket creation: tag the socket with its creator's identity; TCP and UDP only.
 // ---------------------------------------------------------------------------
 
@@ -612,7 +883,7 @@ fn try_sock_create(ctx: &SockContext) -> i32 {
             return CGROUP_REJECT;
         }
     }
-    let mut init = SockIdentity { identity: id };
+    let mut init = SockIdentity::new(id);
     // SAFETY: helper call with a valid map, socket and initial value.
     let p = unsafe {
         bpf_sk_storage_get(
@@ -721,13 +992,64 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         // IHL above 5 words: the header carries options.
         // SAFETY: within the bounds checked above.
         let first = unsafe { *(data as *const u8) };
-        first & 0x0f > 5
+        if first & 0x0f > 5 {
+            true
+        } else {
+            if data + 24 <= end {
+                // SAFETY: within the bounds just checked (a 20-byte header, then ports).
+                let b = |i: usize| unsafe { *((data + i) as *const u8) };
+                if b(16) == LO4[0] && b(17) == 0 && b(18) == 0 && b(19) == LO4[3] {
+                    let l4 = b(9);
+                    if l4 == IPPROTO_TCP as u8 || l4 == IPPROTO_UDP as u8 {
+                        let dport = u16::from_be_bytes([b(22), b(23)]);
+                        let dns = dns_port();
+                        if dns != 0 && dport == dns {
+                            record_dns_client(
+                                skb,
+                                AF_INET as u8,
+                                l4,
+                                u16::from_be_bytes([b(20), b(21)]),
+                            );
+                        }
+                    }
+                }
+            }
+            false
+        }
     } else if proto == ETH_P_IPV6_BE {
         // Hop-by-hop (0), routing (43) and destination options (60) come before any
         // transport header; TCP and UDP sockets never need them.
         // SAFETY: within the bounds checked above.
         let next = unsafe { *((data + 6) as *const u8) };
-        next == 0 || next == 43 || next == 60
+        if next == 0 || next == 43 || next == 60 {
+            true
+        } else {
+            if (next == IPPROTO_TCP as u8 || next == IPPROTO_UDP as u8) && data + 44 <= end {
+                // SAFETY: within the bounds just checked (a 40-byte header, then ports).
+                let b = |i: usize| unsafe { *((data + i) as *const u8) };
+                if b(39) == 1 {
+                    let mut zero = true;
+                    let mut i = 24;
+                    while i < 39 {
+                        if b(i) != 0 {
+                            zero = false;
+                        }
+                        i += 1;
+                    }
+                    let dport = u16::from_be_bytes([b(42), b(43)]);
+                    let dns = dns_port();
+                    if zero && dns != 0 && dport == dns {
+                        record_dns_client(
+                            skb,
+                            AF_INET6 as u8,
+                            next,
+                            u16::from_be_bytes([b(40), b(41)]),
+                        );
+                    }
+                }
+            }
+            false
+        }
     } else {
         false
     };

@@ -76,7 +76,43 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub teardown: bool,
     #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
     pub dirs: Dirs,
+}
+
+/// The resolver enrolled tasks' DNS goes to.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// Port of the agent's resolver on 127.0.0.1 and ::1. Keep it below 1024, so that
+    /// only root can listen there while the daemon is down. 0 picks a free port.
+    #[arg(long, default_value_t = crate::dns::server::DEFAULT_PORT)]
+    pub dns_port: u16,
+    /// Upstream resolver (`IP` or `IP:PORT`; repeat for more). Default: the
+    /// nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_parser = parse_upstream)]
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Longest time, in seconds, an answer keeps its addresses open (and the TTL the
+    /// task is told, so that its cache agrees).
+    #[arg(long, default_value_t = 300)]
+    pub dns_max_ttl: u32,
+    /// Seconds an answer's addresses stay open past its TTL, for the connect that
+    /// follows a lookup.
+    #[arg(long, default_value_t = 5)]
+    pub dns_grace: u64,
+    /// Most addresses DNS may hold open per identity; past it, the one that lapses
+    /// first is dropped.
+    #[arg(long, default_value_t = 4096)]
+    pub dns_max_addresses: usize,
+}
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, zt_agent_common::DNS_PORT))
+        .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
 }
 
 #[derive(Debug, Args)]

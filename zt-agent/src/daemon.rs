@@ -13,14 +13,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use zt_agent_common::{
-    CGROUPS_CAPACITY, ENROLL_SCAN, EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY,
+    CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, ENROLL_SCAN, EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY,
     IDENTITY_QUARANTINE, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, TASKS_CAPACITY, Verdict,
     exec_verdict_index,
 };
 
-use crate::cli::DaemonArgs;
+use crate::cli::{DaemonArgs, DnsArgs};
+use crate::dns::server::{self, DnsPolicy, Resolver};
 use crate::ebpf::loader::{self, ExecGuard, KernelMaps, LoadError, PinDir};
-use crate::ebpf::maps::{Cgroups, Counters, ExecMaps, PolicyMaps, Tasks};
+use crate::ebpf::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Tasks};
 use crate::events::decode::JsonEvent;
 use crate::events::provenance::Digests;
 use crate::events::{decode, sink::Sink};
@@ -124,6 +125,8 @@ struct Control {
     /// Policy source hash last seen on disk, applied or not.
     seen_sha: Option<String>,
     rules: (usize, usize),
+    /// Judges DNS by the policy in force.
+    resolver: Arc<Resolver>,
 }
 
 fn is_root() -> bool {
@@ -181,9 +184,11 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         exec,
         counters,
         shadow: _,
+        dns,
         events,
     } = kmaps;
     let (notice_tx, mut notice_rx) = mpsc::unbounded_channel::<JsonEvent>();
+    let resolver = start_resolver(&args.dns, dns, &metrics, notice_tx.clone())?;
     let mut state = if adopted {
         // Without the recorded ids the kernel's entries cannot be matched to names;
         // guessing would judge tasks by another identity's rules.
@@ -211,6 +216,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         policy_dir: args.policy.clone(),
         seen_sha: None,
         rules: (0, 0),
+        resolver: resolver.clone(),
     };
 
     match initial {
@@ -269,6 +275,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         })?;
     ctl.state.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     ctl.state.daemon_pid = Some(std::process::id());
+    ctl.state.dns_port = Some(resolver.port());
     ctl.state.write(&ctl.state_dir)?;
     metrics.reloads.with_label_values(&["success"]).inc_by(0);
 
@@ -354,6 +361,7 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
                     c.sync_cgroups(false);
                     c.refresh_files();
                 }
+                resolver.tick();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -371,6 +379,59 @@ async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         "zt-agent daemon stopped; enforcement stays in place (use --teardown to remove it)"
     );
     Ok(())
+}
+
+/// Bind the resolver and point the kernel's DNS redirection at it. Done before the
+/// programs attach, so that the first redirected query finds it listening.
+fn start_resolver(
+    args: &DnsArgs,
+    mut maps: DnsMaps,
+    metrics: &Metrics,
+    events: mpsc::UnboundedSender<JsonEvent>,
+) -> Result<Arc<Resolver>, DaemonError> {
+    let listeners = server::bind(args.dns_port)?;
+    let port = listeners.port;
+    let mut upstreams = if args.dns_upstreams.is_empty() {
+        server::host_upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        args.dns_upstreams.clone()
+    };
+    // The resolver itself is no upstream: a query would loop.
+    upstreams.retain(|u| !(u.ip().is_loopback() && u.port() == port));
+    if upstreams.is_empty() {
+        tracing::warn!(
+            "no upstream DNS resolver (none in /etc/resolv.conf, none given with --dns-upstream): enrolled tasks' allowed names get SERVFAIL"
+        );
+    }
+    tracing::info!(
+        port,
+        upstreams = ?upstreams,
+        max_ttl = args.dns_max_ttl,
+        "DNS resolver for enrolled tasks on 127.0.0.1 and ::1"
+    );
+    let settings = server::Settings {
+        port,
+        upstreams,
+        max_ttl: args.dns_max_ttl,
+        grace: Duration::from_secs(args.dns_grace),
+        per_identity: args.dns_max_addresses,
+        timeout: Duration::from_secs(2),
+    };
+    maps.set_port(port).map_err(DaemonError::Install)?;
+    let DnsMaps {
+        config: _,
+        clients,
+        allow,
+    } = maps;
+    let resolver = Arc::new(Resolver::new(
+        settings,
+        allow,
+        clients,
+        metrics.dns.clone(),
+        events,
+    ));
+    resolver.serve(listeners)?;
+    Ok(resolver)
 }
 
 fn reload(ctl: &Arc<Mutex<Control>>, metrics: &Arc<Mutex<Metrics>>, forced: bool) {
@@ -453,6 +514,8 @@ impl Control {
         self.rules = (compiled.v4.len(), compiled.v6.len());
         self.current = Some(p.clone());
         self.set_resolved(resolved);
+        self.resolver
+            .set_policy(DnsPolicy::from_compiled(&compiled), &self.state);
         self.sync_cgroups(true);
         // After the cgroups: a task both places select takes its cgroup's identity.
         self.adopt();
@@ -594,6 +657,7 @@ impl Control {
     }
 
     fn refresh_metrics(&self, m: &mut Metrics) {
+        self.resolver.update_gauges();
         let names: BTreeMap<u32, String> = self
             .state
             .ids
@@ -632,6 +696,7 @@ impl Control {
             ("exe_selectors", exe, EXE_SELECTORS_CAPACITY),
             ("principals", principals, PRINCIPALS_CAPACITY),
             ("exec_allow", allow, EXEC_ALLOW_CAPACITY),
+            ("dns_allow", self.resolver.installed(), DNS_ALLOW_CAPACITY),
         ] {
             m.map_entries
                 .with_label_values(&[map])

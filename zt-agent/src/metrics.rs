@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use zt_agent_common::{PROTO_COUNT, VERDICT_COUNT, errors, verdict_index};
 
@@ -25,6 +28,7 @@ pub struct Metrics {
     pub identity_tasks: IntGaugeVec,
     exec_verdicts: IntCounterVec,
     pub exec_guard: IntGaugeVec,
+    pub dns: DnsMetrics,
     last_verdicts: BTreeMap<u32, u64>,
     last_exec: BTreeMap<u32, u64>,
     last_errors: Vec<u64>,
@@ -48,6 +52,65 @@ fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     reg.register(Box::new(g.clone())).expect("unique metric");
     g
+}
+
+/// The resolver's metrics. Prometheus handles are shared, so the resolver keeps a
+/// clone and never waits for the metrics lock.
+#[derive(Clone)]
+pub struct DnsMetrics {
+    /// Queries by identity and result (allowed, audit, refused, malformed,
+    /// upstream_error).
+    pub queries: IntCounterVec,
+    /// Addresses DNS answers hold open, per identity.
+    pub installed: IntGaugeVec,
+    /// Time from a query's arrival to its answer, by result.
+    pub latency: HistogramVec,
+    /// Learned addresses pushed out by the per-identity cap.
+    pub evicted: IntCounter,
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "metric definitions are static and valid"
+)]
+fn dns_metrics(r: &Registry) -> DnsMetrics {
+    let latency = HistogramVec::new(
+        HistogramOpts::new(
+            "zt_agent_dns_latency_seconds",
+            "Time the agent's resolver takes to answer a query, upstream included, by result.",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ]),
+        &["result"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(latency.clone()))
+        .expect("unique metric");
+    let evicted = IntCounter::new(
+        "zt_agent_dns_evicted_total",
+        "Learned addresses pushed out because an identity reached its cap.",
+    )
+    .expect("valid metric");
+    r.register(Box::new(evicted.clone()))
+        .expect("unique metric");
+    DnsMetrics {
+        queries: counter(
+            r,
+            "zt_agent_dns_queries_total",
+            "DNS queries of enrolled tasks, by identity and result.",
+            &["identity", "result"],
+        ),
+        installed: gauge(
+            r,
+            "zt_agent_dns_installed_addresses",
+            "Addresses DNS answers currently allow, per identity.",
+            &["identity"],
+        ),
+        latency,
+        evicted,
+    }
 }
 
 const PROTOCOLS: [&str; PROTO_COUNT as usize] = ["tcp", "udp", "other"];
@@ -131,6 +194,7 @@ impl Metrics {
                 "How disallowed execs are stopped: lsm (EPERM) or tp_btf_sigkill; always 1.",
                 &["mechanism"],
             ),
+            dns: dns_metrics(r),
             registry,
             last_verdicts: BTreeMap::new(),
             last_exec: BTreeMap::new(),

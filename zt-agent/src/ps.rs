@@ -240,6 +240,8 @@ pub struct Status {
     /// `lsm` or `tp_btf_sigkill`.
     pub exec_guard: &'static str,
     pub metrics_addr: Option<String>,
+    /// Port of the resolver enrolled tasks' DNS is sent to, on 127.0.0.1 and ::1.
+    pub dns_port: Option<u16>,
     pub enrolled_tasks: usize,
 }
 
@@ -271,6 +273,7 @@ pub fn status(dirs: &Dirs, json: bool) -> u8 {
         identities: state.identities.iter().map(|i| i.name.clone()).collect(),
         exec_guard: ExecGuard::of_pins(&pins).as_str(),
         metrics_addr: state.metrics_addr.clone(),
+        dns_port: state.dns_port,
         enrolled_tasks: tasks.map(|t| t.all().len()).unwrap_or(0),
     };
     if json {
@@ -299,6 +302,15 @@ pub fn status(dirs: &Dirs, json: bool) -> u8 {
     println!(
         "metrics:        {}",
         st.metrics_addr.as_deref().unwrap_or("-")
+    );
+    println!(
+        "dns resolver:   {}",
+        st.dns_port.map_or_else(
+            || "-".to_owned(),
+            |p| format!(
+                "127.0.0.1:{p} and [::1]:{p} (enrolled tasks' DNS, UDP and TCP port 53, goes here)"
+            )
+        )
     );
     println!("enrolled tasks: {}", st.enrolled_tasks);
     exit::OK

@@ -60,6 +60,9 @@ pub struct State {
     /// How disallowed execs are stopped (`lsm` or `tp_btf_sigkill`).
     #[serde(default)]
     pub exec_guard: Option<String>,
+    /// Port of the resolver enrolled tasks' DNS goes to, on 127.0.0.1 and ::1.
+    #[serde(default)]
+    pub dns_port: Option<u16>,
     /// A path for each file the policy names, keyed by "major:minor:inode" as the
     /// kernel sees it (see `identity::files`).
     #[serde(default)]

@@ -7,6 +7,8 @@
 //!   zt-bench [--cgroup DIR] latency PORT MS  connect loop for MS ms; the worst latency
 //!   zt-bench [--cgroup DIR] exec N           fork + exec /bin/true, waited for
 //!   zt-bench [--cgroup DIR] check PORT OTHER PORT connects, OTHER is refused
+//!   zt-bench dns ADDR:PORT NAME N THREADS    N A queries for NAME, THREADS closed loops
+//!                                            on connected UDP sockets, as stubs do
 //!
 //! Output is one line of key=value pairs. `--cgroup` moves the process into DIR first,
 //! which is how peers that match on cgroups (nftables, iptables) see it.
@@ -177,6 +179,76 @@ fn exec_loop(n: u32) {
     );
 }
 
+/// One A query with a fresh id.
+fn dns_query(name: &str, id: u16) -> Vec<u8> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap_or_else(|e| fail("name", e)),
+        RecordType::A,
+    ));
+    m.to_vec().unwrap_or_else(|e| fail("encode", e))
+}
+
+fn dns_loop(server: &str, name: &str, n: u32, threads: u32) {
+    let server: SocketAddr = server.parse().unwrap_or_else(|e| fail("server", e));
+    let per = n / threads.max(1);
+    let run = |count: u32| -> (Vec<u64>, u32) {
+        let s = UdpSocket::bind(if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        })
+        .unwrap_or_else(|e| fail("bind", e));
+        s.connect(server).unwrap_or_else(|e| fail("connect", e));
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| fail("timeout", e));
+        let mut buf = [0u8; 1500];
+        let mut lat = Vec::with_capacity(count as usize);
+        let mut failed = 0;
+        for i in 0..count {
+            let id = (i & 0xffff) as u16;
+            let q = dns_query(name, id);
+            let t = Instant::now();
+            s.send(&q).unwrap_or_else(|e| fail("send", e));
+            match s.recv(&mut buf) {
+                // Answered, by this query's id, without an error code.
+                Ok(len) if len > 4 && buf[..2] == id.to_be_bytes() && buf[3] & 0x0f == 0 => {
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                _ => failed += 1,
+            }
+        }
+        (lat, failed)
+    };
+    // Warm-up: the first answer also installs the address, as for any first lookup.
+    let _ = run(50);
+    let start = Instant::now();
+    let results: Vec<(Vec<u64>, u32)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads.max(1)).map(|_| sc.spawn(|| run(per))).collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| fail("thread", "panicked")))
+            .collect()
+    });
+    let total = start.elapsed();
+    let mut lat: Vec<u64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+    let failed: u32 = results.iter().map(|r| r.1).sum();
+    lat.sort_unstable();
+    let pct = |p: usize| lat.get(lat.len() * p / 100).copied().unwrap_or(0);
+    let done = per * threads.max(1);
+    println!(
+        "ns_per_op={} ns_in_call={} qps={:.0} p50_ns={} p99_ns={} failed={failed}",
+        total.as_nanos() / u128::from(done.max(1)),
+        pct(50),
+        f64::from(done) / total.as_secs_f64(),
+        pct(50),
+        pct(99)
+    );
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--cgroup") {
@@ -200,9 +272,15 @@ fn main() {
         Some("latency") => latency_loop(num(1) as u16, num(2)),
         Some("exec") => exec_loop(num(1) as u32),
         Some("check") => check(num(1) as u16, num(2) as u16),
+        Some("dns") => dns_loop(
+            args.get(1).map_or("", String::as_str),
+            args.get(2).map_or("", String::as_str),
+            num(3) as u32,
+            num(4) as u32,
+        ),
         _ => fail(
             "usage",
-            "connect|denied|udp PORT N, latency PORT MS, exec N",
+            "connect|denied|udp PORT N, latency PORT MS, exec N, dns ADDR NAME N THREADS",
         ),
     }
 }

@@ -48,7 +48,8 @@ fn usage() -> ! {
          child PROBE-ARGS... | move-cgroup DIR PROBE-ARGS... | fd-server UNIX-PATH |\n\
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
-         wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID"
+         wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
+         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME"
     );
     std::process::exit(2)
 }
@@ -454,6 +455,9 @@ fn dispatch(args: &[String]) -> u8 {
         ["wait-stdin", ..] => wait_stdin(&args[1..]),
         ["ptrace", pid] => outcome("ptrace", ptrace_attach(pid)),
         ["proc-mem", pid] => outcome("proc-mem", proc_mem(pid)),
+        ["dns", how, server, name, qtype] => dns(how, server, name, qtype),
+        ["dns-raw", server, hex] => dns_raw(server, hex),
+        ["resolve", name] => resolve(name),
         _ => usage(),
     }
 }
@@ -463,4 +467,139 @@ fn main() -> ExitCode {
     let code = dispatch(&args);
     let _ = std::io::stdout().flush();
     ExitCode::from(code)
+}
+
+/// One DNS query to SERVER:53 as a stub resolver sends it. Prints a JSON line with the
+/// response code, where the answer came from and the addresses in it.
+fn dns(how: &str, server: &str, name: &str, qtype: &str) -> u8 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let server = server
+        .parse::<SocketAddr>()
+        .unwrap_or_else(|_| SocketAddr::new(server.parse().unwrap_or_else(|_| usage()), 53));
+    let t = match qtype {
+        "A" => RecordType::A,
+        "AAAA" => RecordType::AAAA,
+        "TXT" => RecordType::TXT,
+        _ => usage(),
+    };
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap_or_else(|_| usage()),
+        t,
+    ));
+    let Ok(q) = m.to_vec() else { return OTHER };
+    let got = match how {
+        "udp" | "udp-connect" => dns_udp(server, &q, how == "udp-connect"),
+        "tcp" => dns_tcp(server, &q),
+        _ => usage(),
+    };
+    let (bytes, from) = match got {
+        Ok(x) => x,
+        Err(e) => return outcome("dns", Err(e)),
+    };
+    let Ok(r) = Message::from_vec(&bytes) else {
+        println!("{{\"error\":\"unparsable answer\"}}");
+        return OTHER;
+    };
+    let answers: Vec<String> = r
+        .answers
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    let ttls: Vec<u32> = r.answers.iter().map(|rec| rec.ttl).collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "rcode": format!("{:?}", r.metadata.response_code).to_uppercase(),
+            "id_ok": r.metadata.id == m.metadata.id,
+            "from": from.to_string(),
+            "answers": answers,
+            "ttls": ttls,
+        })
+    );
+    0
+}
+
+fn dns_udp(server: SocketAddr, q: &[u8], connect: bool) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    let s = udp_socket(server)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    if connect {
+        s.connect(server)?;
+        s.send(q)?;
+    } else {
+        s.send_to(q, server)?;
+    }
+    let mut buf = vec![0u8; 4096];
+    // recv_from, as glibc does: the address it reports is what stubs check.
+    let (n, from) = s.recv_from(&mut buf)?;
+    buf.truncate(n);
+    Ok((buf, from))
+}
+
+fn dns_tcp(server: SocketAddr, q: &[u8]) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let peer = s.peer_addr()?;
+    let len = u16::try_from(q.len()).map_err(std::io::Error::other)?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(q);
+    s.write_all(&out)?;
+    let mut l = [0u8; 2];
+    s.read_exact(&mut l)?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+    s.read_exact(&mut buf)?;
+    Ok((buf, peer))
+}
+
+/// Raw bytes (hex) to SERVER:53 over UDP; prints the reply's response code, or that
+/// none came.
+fn dns_raw(server: &str, hex: &str) -> u8 {
+    let server = SocketAddr::new(server.parse().unwrap_or_else(|_| usage()), 53);
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    let r = (|| {
+        let s = udp_socket(server)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(&bytes, server)?;
+        let mut buf = [0u8; 512];
+        let (n, _) = s.recv_from(&mut buf)?;
+        Ok::<_, std::io::Error>(buf[..n].to_vec())
+    })();
+    match r {
+        Ok(b) if b.len() >= 4 => {
+            println!("rcode={}", b[3] & 0x0f);
+            0
+        }
+        Ok(_) => {
+            println!("short reply");
+            OTHER
+        }
+        Err(e) => {
+            println!("no reply ({e})");
+            OTHER
+        }
+    }
+}
+
+/// getaddrinfo through glibc, with the host's resolv.conf.
+fn resolve(name: &str) -> u8 {
+    use std::net::ToSocketAddrs as _;
+    match (name, 443).to_socket_addrs() {
+        Ok(addrs) => {
+            let list: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            println!("{}", serde_json::json!({ "addresses": list }));
+            0
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+            OTHER
+        }
+    }
 }

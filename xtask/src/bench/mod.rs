@@ -6,6 +6,7 @@
 //! rounds. Everything runs in a private network namespace. The full run writes
 //! bench/RESULTS.md; `--quick` (small counts, what CI runs) only prints.
 
+mod dns;
 mod peers;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ struct Plan {
     opensnitch_rules: &'static [u32],
     reload_rules: &'static [u32],
     execs: u32,
+    dns_queries: u32,
 }
 
 const FULL: Plan = Plan {
@@ -50,6 +52,7 @@ const FULL: Plan = Plan {
     opensnitch_rules: &[10, 1_000, 10_000],
     reload_rules: &[1_000, 10_000, 100_000],
     execs: 2_000,
+    dns_queries: 20_000,
 };
 
 const QUICK: Plan = Plan {
@@ -61,6 +64,7 @@ const QUICK: Plan = Plan {
     opensnitch_rules: &[10],
     reload_rules: &[1_000],
     execs: 200,
+    dns_queries: 400,
 };
 
 struct Bins {
@@ -124,6 +128,10 @@ struct Agent {
 
 impl Agent {
     fn start(bins: &Bins, policy_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bins, policy_dir, &[])
+    }
+
+    fn start_with(bins: &Bins, policy_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         teardown(bins);
         let child = Command::new(&bins.agent)
             .args(["daemon", "--policy"])
@@ -138,6 +146,7 @@ impl Agent {
                 "--events",
                 "/dev/null",
             ])
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .context("starting the daemon")?;
@@ -646,6 +655,7 @@ fn bench(
     agent.stop(bins);
     res?;
 
+    let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
     Ok(report(
         plan,
         quick,
@@ -654,7 +664,7 @@ fn bench(
         (&exec_rows, exec_accounting),
         &footprints,
         &prog_costs,
-    ))
+    ) + &dns_md)
 }
 
 /// Exec storm rows (case, execs per second) and (execs, events delivered or lost).

@@ -20,14 +20,20 @@ use aya::{
 use zt_agent_common::{map_names, program_names};
 
 use super::btf;
-use super::maps::{Cgroups, Counters, ExecMaps, PolicyMaps, Shadow, Tasks};
+use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zt-agent"));
 
-const CGROUP_PROGRAMS: [&str; 7] = [
+const CGROUP_PROGRAMS: [&str; 11] = [
     program_names::SKB_EGRESS,
+    // Reply rewriting before redirection, so no redirected query's answer is seen
+    // with the resolver's address.
+    program_names::RECVMSG4,
+    program_names::RECVMSG6,
+    program_names::GETPEERNAME4,
+    program_names::GETPEERNAME6,
     program_names::CONNECT4,
     program_names::CONNECT6,
     program_names::SENDMSG4,
@@ -211,6 +217,7 @@ pub struct KernelMaps {
     pub exec: ExecMaps,
     pub counters: Counters,
     pub shadow: Shadow,
+    pub dns: DnsMaps,
     pub events: RingBuf<MapData>,
 }
 
@@ -268,6 +275,11 @@ impl KernelMaps {
                 errors: typed(get(m::ERRORS)?, m::ERRORS)?,
             },
             shadow: Shadow(typed(get(m::SHADOW)?, m::SHADOW)?),
+            dns: DnsMaps {
+                config: typed(get(m::DNS_CONFIG)?, m::DNS_CONFIG)?,
+                clients: typed(get(m::DNS_CLIENTS)?, m::DNS_CLIENTS)?,
+                allow: typed(get(m::DNS_ALLOW)?, m::DNS_ALLOW)?,
+            },
             events: typed(get(m::EVENTS)?, m::EVENTS)?,
         })
     }

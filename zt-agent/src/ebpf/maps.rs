@@ -8,9 +8,10 @@ use aya::maps::{
     Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
 };
 use zt_agent_common::{
-    CGROUP_LAUNCHED, ExeSelector, ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6,
-    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey,
-    ShadowValue, TaskIdentity, errors,
+    CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
+    ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES,
+    POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey, ShadowValue,
+    TaskIdentity, errors,
 };
 
 use crate::identity::resolve::Resolved;
@@ -231,5 +232,19 @@ impl Counters {
         (0..errors::COUNT)
             .map(|i| self.errors.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect()
+    }
+}
+
+/// The DNS path: the resolver's port, who sent each query, and what answers installed.
+pub struct DnsMaps {
+    pub config: Array<MapData, DnsConfig>,
+    pub clients: HashMap<MapData, DnsClientKey, DnsClient>,
+    pub allow: HashMap<MapData, DnsAllowKey, DnsAllowValue>,
+}
+
+impl DnsMaps {
+    /// Send enrolled tasks' DNS to the resolver on `port`.
+    pub fn set_port(&mut self, port: u16) -> Result<(), MapError> {
+        self.config.set(0, &DnsConfig { port, _pad: [0; 6] }, 0)
     }
 }

@@ -56,6 +56,25 @@ pub struct JsonEvent {
     /// (`exe`, `uid_gid` or `quarantine`); absent when it had one before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrolled_by: Option<&'static str>,
+    /// DNS events: the query and what the resolver did with it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDetail>,
+}
+
+/// The fields of a `dns` event.
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsDetail {
+    /// The queried name, lowercase, without the trailing dot.
+    pub query: Option<String>,
+    pub qtype: Option<String>,
+    /// DNS response code sent to the task (NOERROR, NXDOMAIN, REFUSED, ...).
+    pub rcode: String,
+    /// Addresses installed for the identity, with their TTL in seconds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub installed: Vec<String>,
+    /// Addresses on the answer that DNS may never open (loopback, link-local, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
 }
 
 impl JsonEvent {
@@ -95,8 +114,50 @@ impl JsonEvent {
             sha256: None,
             file: None,
             enrolled_by: None,
+            dns: None,
         }
     }
+
+    /// A query the resolver answered or refused, on behalf of task `tgid`.
+    #[must_use]
+    pub fn dns(
+        verdict: &'static str,
+        identity: &str,
+        reason: &'static str,
+        tgid: u32,
+        protocol: &'static str,
+        detail: DnsDetail,
+        state: &State,
+    ) -> Self {
+        let mut ev = Self::daemon("dns", identity, reason, String::new(), state);
+        ev.verdict = Some(verdict);
+        ev.detail = None;
+        ev.protocol = Some(protocol);
+        ev.pid = tgid;
+        ev.tid = tgid;
+        if tgid != 0 {
+            let (exe, cgroup) = proc_facts(tgid);
+            ev.exe = exe;
+            ev.cgroup = cgroup;
+            ev.comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                .map(|c| c.trim_end().to_owned())
+                .unwrap_or_default();
+            ev.uid = proc_uid(tgid).unwrap_or(0);
+        } else {
+            ev.comm = String::new();
+        }
+        ev.dns = Some(detail);
+        ev
+    }
+}
+
+fn proc_uid(tgid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
 }
 
 #[must_use]
@@ -149,6 +210,7 @@ fn reason_name(r: u8) -> &'static str {
         x if x == Reason::ExecNotAllowed as u8 => "exec_not_allowed",
         x if x == Reason::FileChanged as u8 => "file_changed",
         x if x == Reason::Quarantined as u8 => "quarantined",
+        x if x == Reason::DnsLearned as u8 => "dns_learned",
         _ => "unknown",
     }
 }
@@ -284,6 +346,7 @@ pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
         sha256,
         file,
         enrolled_by,
+        dns: None,
     }
 }
 

@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use thiserror::Error;
 use zt_agent_common::{
-    IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, KeyV4, KeyV6,
-    MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP,
+    DNS_RANGES, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, KeyV4,
+    KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP,
     PolicyValue, PortRange, key_v4, key_v6,
 };
 
-use super::model::{Identity, Mode, Policy};
+use super::model::{DnsName, Identity, Mode, Policy};
 
 /// The policy as map entries, plus what the daemon reports about each identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +41,21 @@ pub struct CompiledIdentity {
     pub mode: Mode,
     /// Explicit cgroup selectors only; the launch cgroup `/zt/<name>/**` is implicit.
     pub cgroup_globs: Vec<String>,
-    /// Number of egress (network, port range) pairs, for metrics.
+    /// Number of egress (network or name, port range) pairs, for metrics.
     pub rules: usize,
+    /// Rules that name DNS names: what the resolver answers and installs.
+    pub names: Vec<NameRule>,
+    /// The identity's literal networks: an answer inside one of them may be loopback,
+    /// link-local or unspecified, as the policy already allows it.
+    pub nets: Vec<IpNet>,
+}
+
+/// The DNS names of one egress rule and the ports their addresses are opened for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameRule {
+    pub names: Vec<DnsName>,
+    /// Merged port ranges with protocol bits, at most `DNS_RANGES`.
+    pub ranges: Vec<PortRange>,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -78,6 +91,15 @@ pub enum CompileError {
         family: &'static str,
         entries: usize,
         capacity: u32,
+    },
+    #[error(
+        "{at}: spec.egress: identity `{identity}`: the DNS names of this rule need {count} port ranges, more than the {max} a learned address can hold; merge ports into ranges",
+        max = DNS_RANGES
+    )]
+    TooManyNameRanges {
+        at: String,
+        identity: String,
+        count: usize,
     },
 }
 
@@ -147,8 +169,14 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
             rules: identity
                 .egress
                 .iter()
-                .map(|r| r.to.len() * r.ports.len())
+                .map(|r| (r.to.len() + r.names.len()) * r.ports.len())
                 .sum(),
+            names: name_rules(identity)?,
+            nets: identity
+                .egress
+                .iter()
+                .flat_map(|r| r.to.iter().copied())
+                .collect(),
         });
     }
     for (family, entries) in [("IPv4", v4.len()), ("IPv6", v6.len())] {
@@ -245,6 +273,33 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
             .collect()
     };
     Ok((build(nets4)?, build(nets6)?))
+}
+
+fn name_rules(identity: &Identity) -> Result<Vec<NameRule>, CompileError> {
+    let mut out = Vec::new();
+    for rule in identity.egress.iter().filter(|r| !r.names.is_empty()) {
+        let mask = rule.protocol.mask();
+        let pick = |bit: u8| {
+            if mask & bit != 0 {
+                merge(rule.ports.clone())
+            } else {
+                Vec::new()
+            }
+        };
+        let ranges = combine(pick(PROTO_MASK_TCP), pick(PROTO_MASK_UDP));
+        if ranges.len() > DNS_RANGES {
+            return Err(CompileError::TooManyNameRanges {
+                at: rule.location.to_string(),
+                identity: identity.name.clone(),
+                count: ranges.len(),
+            });
+        }
+        out.push(NameRule {
+            names: rule.names.clone(),
+            ranges,
+        });
+    }
+    Ok(out)
 }
 
 /// Sorted union of inclusive ranges; overlapping and adjacent ranges become one.

@@ -4,6 +4,7 @@
 //! problem listed before anything touches the running one.
 
 mod compile;
+mod dns_name;
 mod model;
 mod parse;
 mod validate;
@@ -15,7 +16,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use compile::{CompileError, Compiled, CompiledIdentity, compile};
+pub use compile::{CompileError, Compiled, CompiledIdentity, NameRule, compile};
 pub use model::*;
 
 /// One problem in the policy source.
@@ -444,7 +445,7 @@ metadata:
 spec:
   mode: strict
   egress:
-    - to: [10.0.0.1/8, api.openai.com]
+    - to: [10.0.0.1/8, \"api.*.com\"]
       ports: [0, \"90-80\", 443]
       protocol: icmp
     - to: []
@@ -488,6 +489,9 @@ spec:
             "t.yaml:10:12: spec.egress[0].to[0]: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
         ));
         assert!(shown.contains("t.yaml:11:18: spec.egress[0].ports[1]: inverted port range"));
+        assert!(shown.contains(
+            "t.yaml:10:24: spec.egress[0].to[1]: invalid DNS name `api.*.com`: `*` may only be the whole first label"
+        ));
         assert!(shown.contains("invalid path `usr/bin/curl`: expected an absolute file path"));
         assert_eq!(shown.lines().count(), 13);
     }

@@ -5,6 +5,8 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::Serialize;
 
+pub use super::dns_name::DnsName;
+
 /// Trust domain of the SPIFFE ids of identities that do not name their own.
 pub const DEFAULT_TRUST_DOMAIN: &str = "zt-agent.local";
 /// The only `apiVersion` this version understands.
@@ -98,15 +100,26 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// One `egress.to` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Net(IpNet),
+    Name(DnsName),
+}
+
 /// All ports: what an omitted `ports` means.
 pub const ALL_PORTS: (u16, u16) = (0, u16::MAX);
 
 /// One `spec.egress` entry: traffic to any of `to`, on any of `ports`, over `protocol`.
+/// `to` is written as one list; it is kept as networks and DNS names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EgressRule {
     /// Networks, normalised: single addresses are /32 or /128, IPv4-mapped IPv6 is IPv4.
     #[serde(serialize_with = "nets_as_strings")]
     pub to: Vec<IpNet>,
+    /// DNS names: the addresses the agent's resolver answers for them, within the
+    /// answer's TTL.
+    pub names: Vec<DnsName>,
     /// Inclusive port ranges; never empty (an omitted `ports` is [`ALL_PORTS`]).
     pub ports: Vec<(u16, u16)>,
     pub protocol: Protocol,

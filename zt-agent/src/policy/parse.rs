@@ -12,8 +12,9 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use super::PolicyError;
 use super::model::{
-    ALL_PORTS, API_VERSION, CgroupSelector, EgressRule, ExeSelector, ExecPath, Identity,
+    ALL_PORTS, API_VERSION, CgroupSelector, DnsName, EgressRule, ExeSelector, ExecPath, Identity,
     KIND_IDENTITY, Location, Mode, PrincipalSelector, Protocol, QUARANTINE_NAME, RESERVED_NAME,
+    Target,
 };
 
 /// Bound on nesting: the tree is walked recursively, and no policy needs more than a
@@ -919,6 +920,7 @@ impl Decoder<'_> {
         let f = self.fields(node, path, &["to", "ports", "protocol"])?;
         let mut ok = true;
         let mut to = Vec::new();
+        let mut names = Vec::new();
         if let Some(n) = self.required(&f, path, "to") {
             let field = join(path, "to");
             match self.list(n, &field) {
@@ -933,7 +935,8 @@ impl Decoder<'_> {
                 Some(items) => {
                     for (i, item) in items.iter().enumerate() {
                         match self.target(item, &index(&field, i)) {
-                            Some(net) => to.push(net),
+                            Some(Target::Net(net)) => to.push(net),
+                            Some(Target::Name(name)) => names.push(name),
                             None => ok = false,
                         }
                     }
@@ -989,13 +992,14 @@ impl Decoder<'_> {
         }
         ok.then(|| EgressRule {
             to,
+            names,
             ports,
             protocol,
             location: self.location(node),
         })
     }
 
-    fn target(&mut self, node: &Node, field: &str) -> Option<IpNet> {
+    fn target(&mut self, node: &Node, field: &str) -> Option<Target> {
         // Plain `10` or `1.5` would be numbers; report those as what they are.
         let s = match (&node.kind, node.scalar_type()) {
             (
@@ -1003,7 +1007,7 @@ impl Decoder<'_> {
                 Some(ScalarType::Str | ScalarType::Int | ScalarType::Float),
             ) => text.clone(),
             _ => {
-                self.type_error(node, field, "an IP address or CIDR string");
+                self.type_error(node, field, "an IP address, CIDR or DNS name string");
                 return None;
             }
         };
@@ -1102,8 +1106,18 @@ fn parse_port_str(s: &str) -> Result<(u16, u16), String> {
     }
 }
 
-/// An `egress.to` entry: a CIDR or a single address, normalised.
-pub(super) fn parse_target(s: &str) -> Result<IpNet, String> {
+/// An `egress.to` entry: a CIDR or a single address, normalised, or a DNS name.
+pub(super) fn parse_target(s: &str) -> Result<Target, String> {
+    let looks_numeric =
+        s.contains(':') || s.contains('/') || s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if looks_numeric {
+        parse_net(s).map(Target::Net)
+    } else {
+        DnsName::parse(s).map(Target::Name)
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
     let net = if s.contains('/') {
         let net: IpNet = s.parse().map_err(|_| bad_target(s))?;
         if net.network() != net.addr() {
@@ -1119,18 +1133,7 @@ pub(super) fn parse_target(s: &str) -> Result<IpNet, String> {
 }
 
 fn bad_target(s: &str) -> String {
-    let t = s.trim_start_matches("*.");
-    let dns_like = t.contains('.')
-        && t.bytes().any(|b| b.is_ascii_alphabetic())
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    if dns_like || s.starts_with("*.") {
-        format!(
-            "DNS names in egress.to are not supported yet by this version: `{s}` (use IP addresses or CIDRs)"
-        )
-    } else {
-        format!("invalid address or CIDR `{s}`")
-    }
+    format!("invalid address or CIDR `{s}`")
 }
 
 /// IPv4-mapped IPv6 networks become IPv4: the kernel judges v4-mapped destinations as IPv4.
@@ -1253,42 +1256,42 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(
-            parse_target("10.0.0.0/8"),
+            parse_net("10.0.0.0/8"),
             Ok("10.0.0.0/8".parse().expect("net"))
         );
         assert_eq!(
-            parse_target("127.0.0.1"),
+            parse_net("127.0.0.1"),
             Ok("127.0.0.1/32".parse().expect("net"))
         );
-        assert_eq!(parse_target("::1"), Ok("::1/128".parse().expect("net")));
+        assert_eq!(parse_net("::1"), Ok("::1/128".parse().expect("net")));
         assert_eq!(
-            parse_target("::ffff:10.0.0.0/104"),
+            parse_net("::ffff:10.0.0.0/104"),
             Ok("10.0.0.0/8".parse().expect("net"))
         );
         assert_eq!(
-            parse_target("::ffff:192.168.1.10"),
+            parse_net("::ffff:192.168.1.10"),
             Ok("192.168.1.10/32".parse().expect("net"))
         );
         assert_eq!(
-            parse_target("::ffff:0:0/96"),
+            parse_net("::ffff:0:0/96"),
             Ok("0.0.0.0/0".parse().expect("net"))
         );
         // Below /96 the network is wider than the mapped range: stays IPv6.
-        assert_eq!(parse_target("::/0"), Ok("::/0".parse().expect("net")));
+        assert_eq!(parse_net("::/0"), Ok("::/0".parse().expect("net")));
         assert_eq!(
-            parse_target("10.0.0.1/8"),
+            parse_net("10.0.0.1/8"),
             Err("10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?".into())
         );
-        assert!(
-            parse_target("api.openai.com")
-                .is_err_and(|e| e.contains("DNS names in egress.to are not supported yet"))
+        assert_eq!(
+            parse_target("API.openai.com"),
+            Ok(Target::Name(
+                DnsName::parse("api.openai.com").expect("name")
+            ))
         );
-        assert!(
-            parse_target("*.githubusercontent.com")
-                .is_err_and(|e| e.contains("DNS names in egress.to are not supported yet"))
-        );
-        assert!(parse_target("10.0.0.0/33").is_err_and(|e| e.contains("invalid address")));
-        assert!(parse_target("300.1.1.1").is_err_and(|e| e.contains("invalid address")));
+        assert!(parse_target("*.githubusercontent.com").is_ok());
+        assert!(parse_target("a.*.com").is_err_and(|e| e.contains("first label")));
+        assert!(parse_net("10.0.0.0/33").is_err_and(|e| e.contains("invalid address")));
+        assert!(parse_net("300.1.1.1").is_err_and(|e| e.contains("invalid address")));
     }
 
     #[test]

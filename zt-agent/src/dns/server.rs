@@ -1,0 +1,583 @@
+//! The agent's resolver: UDP and TCP on 127.0.0.1 and ::1 at the DNS port, where the
+//! kernel sends enrolled tasks' DNS. It learns who asked from the kernel's record of
+//! the sending socket, answers the names the identity's policy allows by forwarding to
+//! the upstream resolvers, installs the answered addresses for that identity before
+//! it answers, and refuses everything else.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap, MapData};
+use hickory_proto::op::ResponseCode;
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc::UnboundedSender};
+use zt_agent_common::{DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey};
+
+use super::learned::{Answered, Learned, Rules, boot_ns};
+use super::message::{self, Asker, Decision, Forward, Limits, Outcome};
+use crate::events::decode::{DnsDetail, JsonEvent};
+use crate::metrics::DnsMetrics;
+use crate::policy::{Compiled, Mode, NameRule};
+use crate::state::State;
+
+/// Default port of the resolver: privileged, so that only root can listen there
+/// while the daemon is down, and next to 53 so that it is easy to recognise.
+pub const DEFAULT_PORT: u16 = 54;
+
+/// Resolver settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub port: u16,
+    pub upstreams: Vec<SocketAddr>,
+    pub max_ttl: u32,
+    pub grace: Duration,
+    pub per_identity: usize,
+    pub timeout: Duration,
+}
+
+/// The name side of the policy in force, by identity id.
+#[derive(Clone, Debug, Default)]
+pub struct DnsPolicy {
+    pub by_id: BTreeMap<u32, IdentityNames>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityNames {
+    pub name: String,
+    pub audit: bool,
+    pub rules: Vec<NameRule>,
+    pub nets: Vec<IpNet>,
+}
+
+impl DnsPolicy {
+    #[must_use]
+    pub fn from_compiled(c: &Compiled) -> Self {
+        Self {
+            by_id: c
+                .identities
+                .iter()
+                .map(|i| {
+                    (
+                        i.id,
+                        IdentityNames {
+                            name: i.name.clone(),
+                            audit: i.mode == Mode::Audit,
+                            rules: i.names.clone(),
+                            nets: i.nets.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Rules for DnsPolicy {
+    fn rules(&self, id: u32) -> Option<&[NameRule]> {
+        self.by_id.get(&id).map(|i| i.rules.as_slice())
+    }
+}
+
+/// The upstream resolvers of the host: the `nameserver` lines of resolv.conf.
+#[must_use]
+pub fn host_upstreams(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|a| a.split('%').next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, zt_agent_common::DNS_PORT))
+        .collect()
+}
+
+/// The resolver's sockets, bound before the programs attach so that the first
+/// redirected query finds them.
+pub struct Listeners {
+    pub port: u16,
+    udp: Vec<(std::net::UdpSocket, u8)>,
+    tcp: Vec<(std::net::TcpListener, u8)>,
+}
+
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Bind UDP and TCP on 127.0.0.1:`port`, and on [::1]:`port` where the host has IPv6.
+/// Port 0 picks a free port, the same for all four sockets (for tests, which run
+/// several daemons side by side).
+///
+/// # Errors
+/// The IPv4 sockets cannot be bound (port in use, not root).
+pub fn bind(port: u16) -> io::Result<Listeners> {
+    let mut last = None;
+    for _ in 0..if port == 0 { 32 } else { 1 } {
+        match bind_once(port) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port")))
+}
+
+fn bind_once(port: u16) -> io::Result<Listeners> {
+    let ctx =
+        |e: io::Error, a: SocketAddr| io::Error::new(e.kind(), format!("DNS resolver on {a}: {e}"));
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let udp4 = std::net::UdpSocket::bind(v4).map_err(|e| ctx(e, v4))?;
+    let port = udp4.local_addr()?.port();
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let tcp4 = std::net::TcpListener::bind(v4).map_err(|e| ctx(e, v4))?;
+    let mut l = Listeners {
+        port,
+        udp: vec![(udp4, AF_INET)],
+        tcp: vec![(tcp4, AF_INET)],
+    };
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port);
+    let no_v6 = !std::path::Path::new("/proc/net/if_inet6").exists();
+    match (
+        std::net::UdpSocket::bind(v6),
+        std::net::TcpListener::bind(v6),
+    ) {
+        (Ok(u), Ok(t)) => {
+            l.udp.push((u, AF_INET6));
+            l.tcp.push((t, AF_INET6));
+        }
+        (Err(e), _) | (_, Err(e)) if no_v6 || e.kind() == io::ErrorKind::AddrNotAvailable => {
+            tracing::warn!(error = %e, "no IPv6 loopback: the resolver listens on 127.0.0.1 only, and DNS over IPv6 sockets fails");
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(ctx(e, v6)),
+    }
+    for (s, _) in &l.udp {
+        s.set_nonblocking(true)?;
+    }
+    for (s, _) in &l.tcp {
+        s.set_nonblocking(true)?;
+    }
+    Ok(l)
+}
+
+/// Queries handled at once; more wait, and UDP ones past the socket buffer drop.
+const IN_FLIGHT: usize = 512;
+/// A TCP client that sends nothing for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+pub struct Resolver {
+    settings: Settings,
+    policy: RwLock<Arc<DnsPolicy>>,
+    learned: Mutex<(Learned, HashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
+    clients: HashMap<MapData, DnsClientKey, DnsClient>,
+    metrics: DnsMetrics,
+    events: UnboundedSender<JsonEvent>,
+    /// For events: owners, SPIFFE ids and the policy hash.
+    state: RwLock<Arc<State>>,
+    permits: Semaphore,
+}
+
+impl Resolver {
+    #[must_use]
+    pub fn new(
+        settings: Settings,
+        mut allow: HashMap<MapData, DnsAllowKey, DnsAllowValue>,
+        clients: HashMap<MapData, DnsClientKey, DnsClient>,
+        metrics: DnsMetrics,
+        events: UnboundedSender<JsonEvent>,
+    ) -> Self {
+        // Nothing says why entries left by an earlier daemon were made, or under which
+        // policy: start from none. Tasks resolve again.
+        let flushed = Learned::flush(&mut allow);
+        if flushed > 0 {
+            tracing::info!(
+                flushed,
+                "dropped addresses an earlier daemon learned from DNS"
+            );
+        }
+        Self {
+            learned: Mutex::new((Learned::new(settings.per_identity), allow)),
+            settings,
+            policy: RwLock::new(Arc::new(DnsPolicy::default())),
+            clients,
+            metrics,
+            events,
+            state: RwLock::new(Arc::new(State::default())),
+            permits: Semaphore::new(IN_FLIGHT),
+        }
+    }
+
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        self.settings.port
+    }
+
+    /// Learned addresses held, all identities together.
+    #[must_use]
+    pub fn installed(&self) -> usize {
+        self.learned.lock().map(|l| l.0.len()).unwrap_or(0)
+    }
+
+    /// Judge by a new policy from now on, and rebuild what earlier answers installed.
+    pub fn set_policy(&self, p: DnsPolicy, state: &State) {
+        let p = Arc::new(p);
+        if let Ok(mut cur) = self.policy.write() {
+            *cur = p.clone();
+        }
+        if let Ok(mut s) = self.state.write() {
+            *s = Arc::new(state.clone());
+        }
+        if let Ok(mut l) = self.learned.lock() {
+            let (table, map) = &mut *l;
+            table.refresh(map, p.as_ref(), boot_ns(), true);
+        }
+        self.update_gauges();
+    }
+
+    /// Free what has lapsed (the kernel already ignores it) and refresh the gauges.
+    pub fn tick(&self) {
+        let p = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        if let Ok(mut l) = self.learned.lock() {
+            let (table, map) = &mut *l;
+            table.refresh(map, p.as_ref(), boot_ns(), false);
+        }
+        self.update_gauges();
+    }
+
+    /// Set the per-identity gauges (on every tick and every scrape).
+    pub fn update_gauges(&self) {
+        let p = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        let Ok(l) = self.learned.lock() else { return };
+        let counts = l.0.counts();
+        self.metrics.installed.reset();
+        for (id, ident) in &p.by_id {
+            self.metrics
+                .installed
+                .with_label_values(&[ident.name.as_str()])
+                .set(i64::try_from(counts.get(id).copied().unwrap_or(0)).unwrap_or(i64::MAX));
+        }
+        let evicted = l.0.evicted;
+        let seen = self.metrics.evicted.get();
+        if evicted > seen {
+            self.metrics.evicted.inc_by(evicted - seen);
+        }
+    }
+
+    /// Serve on `listeners` until the runtime stops.
+    pub fn serve(self: &Arc<Self>, listeners: Listeners) -> io::Result<()> {
+        for (s, family) in listeners.udp {
+            let sock = Arc::new(UdpSocket::from_std(s)?);
+            tokio::spawn(self.clone().serve_udp(sock, family));
+        }
+        for (l, family) in listeners.tcp {
+            let l = TcpListener::from_std(l)?;
+            tokio::spawn(self.clone().serve_tcp(l, family));
+        }
+        Ok(())
+    }
+
+    fn client(&self, family: u8, protocol: u8, port: u16) -> DnsClient {
+        let key = DnsClientKey {
+            port,
+            family,
+            protocol,
+        };
+        self.clients.get(&key, 0).unwrap_or(DnsClient {
+            identity: 0,
+            tgid: 0,
+        })
+    }
+
+    async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>, family: u8) {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let bytes = buf[..n].to_vec();
+            // Read the record now: it is the sender of this very datagram.
+            let client = self.client(family, IPPROTO_UDP, peer.port());
+            let me = self.clone();
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = me.permits.acquire().await else {
+                    return;
+                };
+                if let Some(reply) = me.handle(&bytes, client, true).await {
+                    let _ = sock.send_to(&reply, peer).await;
+                }
+            });
+        }
+    }
+
+    async fn serve_tcp(self: Arc<Self>, l: TcpListener, family: u8) {
+        loop {
+            let Ok((stream, peer)) = l.accept().await else {
+                continue;
+            };
+            let client = self.client(family, IPPROTO_TCP, peer.port());
+            tokio::spawn(self.clone().serve_conn(stream, client));
+        }
+    }
+
+    async fn serve_conn(self: Arc<Self>, mut stream: TcpStream, client: DnsClient) {
+        loop {
+            let mut len = [0u8; 2];
+            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let reply = {
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return;
+                };
+                self.handle(&msg, client, false).await
+            };
+            let Some(reply) = reply else { return };
+            let Ok(n) = u16::try_from(reply.len()) else {
+                return;
+            };
+            let mut out = n.to_be_bytes().to_vec();
+            out.extend_from_slice(&reply);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Judge one query and produce the reply, if any.
+    pub async fn handle(&self, bytes: &[u8], client: DnsClient, udp: bool) -> Option<Vec<u8>> {
+        let start = Instant::now();
+        let policy = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        let ident = policy.by_id.get(&client.identity);
+        let asker = Asker {
+            identity: ident.map(|i| i.name.as_str()),
+            audit: ident.is_some_and(|i| i.audit),
+            rules: ident.map_or(&[], |i| i.rules.as_slice()),
+            nets: ident.map_or(&[], |i| i.nets.as_slice()),
+        };
+        let label = ident.map_or("unenrolled", |i| i.name.as_str());
+        let proto = if udp { "udp" } else { "tcp" };
+        let done = |outcome: Outcome| {
+            self.metrics
+                .queries
+                .with_label_values(&[label, outcome.as_str()])
+                .inc();
+            self.metrics
+                .latency
+                .with_label_values(&[outcome.as_str()])
+                .observe(start.elapsed().as_secs_f64());
+        };
+        let upstream_id: u16 = rand::random();
+        let fwd = match message::query(bytes, &asker, upstream_id) {
+            Decision::Drop => {
+                done(Outcome::Malformed);
+                return None;
+            }
+            Decision::Reply {
+                reply,
+                outcome,
+                qname,
+                qtype,
+                why,
+            } => {
+                done(outcome);
+                if outcome == Outcome::Refused {
+                    self.event(
+                        "deny",
+                        label,
+                        why,
+                        client.tgid,
+                        proto,
+                        DnsDetail {
+                            query: qname,
+                            qtype: qtype.map(|t| t.to_string()),
+                            rcode: rcode_name(ResponseCode::Refused),
+                            installed: Vec::new(),
+                            withheld: Vec::new(),
+                        },
+                    );
+                }
+                return Some(reply);
+            }
+            Decision::Forward(f) => f,
+        };
+        let max_reply = if udp {
+            message::udp_limit(&fwd.client)
+        } else {
+            usize::from(u16::MAX)
+        };
+        let limits = Limits {
+            max_ttl: self.settings.max_ttl,
+        };
+        let answered = match self.exchange(&fwd, udp).await {
+            Some(bytes) => message::answer(&fwd, &bytes, &asker, limits, max_reply).ok(),
+            None => None,
+        };
+        let Some(ans) = answered else {
+            done(Outcome::UpstreamError);
+            return Some(message::servfail(&fwd));
+        };
+        let mut installed = Vec::new();
+        if fwd.outcome == Outcome::Allowed
+            && let Some(ident) = ident
+        {
+            let now = boot_ns();
+            if let Ok(mut l) = self.learned.lock() {
+                let (table, map) = &mut *l;
+                for learned in &ans.learned {
+                    let deadline = now
+                        + u64::from(learned.ttl) * 1_000_000_000
+                        + u64::try_from(self.settings.grace.as_nanos()).unwrap_or(u64::MAX / 4);
+                    let answered = Answered {
+                        identity: client.identity,
+                        name: &fwd.qname,
+                        addr: learned.addr,
+                        deadline,
+                    };
+                    match table.install(map, &ident.rules, answered, now) {
+                        Ok(()) => installed.push(format!("{} ttl={}", learned.addr, learned.ttl)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, addr = %learned.addr, identity = label, "could not install a learned address")
+                        }
+                    }
+                }
+            }
+        }
+        done(fwd.outcome);
+        let verdict = if fwd.outcome == Outcome::Audited {
+            "audit"
+        } else {
+            "allow"
+        };
+        self.event(
+            verdict,
+            label,
+            if fwd.outcome == Outcome::Audited {
+                "name_not_allowed"
+            } else {
+                "name_allowed"
+            },
+            client.tgid,
+            proto,
+            DnsDetail {
+                query: Some(fwd.qname.clone()),
+                qtype: Some(fwd.qtype.to_string()),
+                rcode: rcode_name(ans.rcode),
+                installed,
+                withheld: ans.withheld.iter().map(ToString::to_string).collect(),
+            },
+        );
+        Some(ans.reply)
+    }
+
+    fn event(
+        &self,
+        verdict: &'static str,
+        identity: &str,
+        reason: &'static str,
+        tgid: u32,
+        proto: &'static str,
+        detail: DnsDetail,
+    ) {
+        let state = self.state.read().map(|s| s.clone()).unwrap_or_default();
+        let events = self.events.clone();
+        let identity = identity.to_owned();
+        // Off the query's path: the event reads the task's facts from /proc.
+        tokio::spawn(async move {
+            let _ = events.send(JsonEvent::dns(
+                verdict, &identity, reason, tgid, proto, detail, &state,
+            ));
+        });
+    }
+
+    /// Ask the upstream resolvers in turn; `None` when none answers in time.
+    async fn exchange(&self, fwd: &Forward, udp: bool) -> Option<Vec<u8>> {
+        for up in &self.settings.upstreams {
+            let got = tokio::time::timeout(self.settings.timeout, async {
+                if udp {
+                    match udp_exchange(*up, &fwd.upstream, fwd.upstream_id).await {
+                        // Truncated: the whole answer comes over TCP.
+                        Ok(r) if r.get(2).is_some_and(|f| f & 0x02 != 0) => {
+                            tcp_exchange(*up, &fwd.upstream).await
+                        }
+                        other => other,
+                    }
+                } else {
+                    tcp_exchange(*up, &fwd.upstream).await
+                }
+            })
+            .await;
+            match got {
+                Ok(Ok(r)) => return Some(r),
+                Ok(Err(e)) => tracing::debug!(upstream = %up, error = %e, "upstream failed"),
+                Err(_) => tracing::debug!(upstream = %up, "upstream timed out"),
+            }
+        }
+        None
+    }
+}
+
+/// NOERROR, NXDOMAIN, REFUSED, ...: the names operators know from dig.
+fn rcode_name(code: ResponseCode) -> String {
+    format!("{code:?}").to_ascii_uppercase()
+}
+
+async fn udp_exchange(up: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
+    let local = match up {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    };
+    // A fresh socket per query: a random source port as well as a random id.
+    let sock = UdpSocket::bind(local).await?;
+    sock.connect(up).await?;
+    sock.send(query).await?;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let n = sock.recv(&mut buf).await?;
+        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+    }
+}
+
+async fn tcp_exchange(up: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(up).await?;
+    let n = u16::try_from(query.len()).map_err(|_| io::Error::other("query too long"))?;
+    let mut out = n.to_be_bytes().to_vec();
+    out.extend_from_slice(query);
+    s.write_all(&out).await?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut msg).await?;
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_come_from_nameserver_lines() {
+        let conf = "# comment\nsearch example.com\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\nnameserver 2001:db8::53\noptions edns0\nnameserver bogus\n";
+        let got: Vec<String> = host_upstreams(conf)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            ["10.255.255.53:53", "[fe80::1]:53", "[2001:db8::53]:53"]
+        );
+    }
+}
