@@ -68,7 +68,6 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
     );
     let srv4 = TcpServer::new("10.231.1.1");
     let srv6 = TcpServer::new("fd00:231:1::1");
-    assert_eq!(srv4.port, srv4.port);
     let port4 = srv4.port;
     // One rule per family's server port, for the same name.
     let policy = identity(
@@ -233,18 +232,19 @@ fn refused_names_exfiltration_and_other_identities() {
         out.contains("10.231.2.1") && out.contains(&up.upstream()),
         "{out}"
     );
-    // And a query sent straight to the resolver by an unenrolled task is refused:
-    // only the kernel says who asks.
+    // Nobody may address the resolver itself, over UDP or TCP, enrolled or not: only
+    // the kernel's redirection reaches it, so that the kernel says who asks.
     let port = d.state()["dns_port"].as_u64().expect("dns_port in state");
-    let (code, out) = run_probe_unenrolled(&[
-        "dns",
-        "udp",
-        &format!("127.0.0.1:{port}"),
-        "shared.dns-r.test",
-        "A",
-    ]);
-    assert_eq!(code, OK, "{out}");
-    assert!(out.contains("\"REFUSED\""), "{out}");
+    for how in ["udp", "udp-connect", "tcp"] {
+        for server in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+            let (code, out) =
+                run_probe_unenrolled(&["dns", how, &server, "shared.dns-r.test", "A"]);
+            assert_eq!(code, DENIED, "unenrolled {how} {server}: {out}");
+            let (code, out) = d.run("dns-r2", &["dns", how, &server, "shared.dns-r.test", "A"]);
+            assert_eq!(code, DENIED, "enrolled {how} {server}: {out}");
+        }
+    }
+    assert_eq!(tcp(&d, "dns-r2", "10.231.2.1", srv.port), DENIED);
 
     assert!(d.metric("zt_agent_dns_queries_total{identity=\"dns-r1\",result=\"refused\"}") >= 4.0);
 }
@@ -403,6 +403,35 @@ fn loopback_and_metadata_answers_are_never_installed() {
     }
     assert_eq!(tcp(&d, "dns-l", "127.0.0.1", lo.port), DENIED);
     assert_eq!(tcp(&d, "dns-l", "::1", lo6.port), DENIED);
+
+    // An identity whose literal rule allows 127.0.0.1 on one port sees the address in
+    // its answer, but the name's rule opens no other port on it.
+    let literal = TcpServer::new("127.0.0.1");
+    let literal_rule = format!(
+        "    - to: [127.0.0.1]\n      ports: [{}]\n      protocol: tcp\n",
+        literal.port
+    );
+    d.reload(
+        &(policy.clone()
+            + "---\n"
+            + &identity(
+                "dns-l2",
+                "enforce",
+                "",
+                &(literal_rule + &names_rule(&["rebind.dns-l.test"], lo.port)),
+            )),
+    );
+    let a = dns(
+        &d,
+        "dns-l2",
+        "udp",
+        SOME_RESOLVER4,
+        "rebind.dns-l.test",
+        "A",
+    );
+    assert_eq!(answers(&a), ["127.0.0.1"], "{a}");
+    assert_eq!(tcp(&d, "dns-l2", "127.0.0.1", literal.port), OK);
+    assert_eq!(tcp(&d, "dns-l2", "127.0.0.1", lo.port), DENIED);
     let ev = d.wait_event("withheld", |e| {
         e["kind"] == "dns"
             && e["query"] == "meta.dns-l.test"
@@ -432,23 +461,24 @@ fn malformed_packets_do_not_crash_the_resolver() {
     );
     assert_eq!(code, OK, "{out}");
     assert!(out.contains("rcode=1"), "{out}");
-    // Garbage, an empty-ish packet, and a response posing as a query: no answer.
-    for hex in [
-        "ff",
-        "00000000",
-        "abcd81800000000000000000",
-        &"41".repeat(400),
-    ] {
-        let (_, out) = d.run("dns-m", &["dns-raw", SOME_RESOLVER4, hex]);
-        assert!(
-            out.contains("no reply") || out.contains("rcode="),
-            "{hex}: {out}"
-        );
+    // Too short for a header, and a response posing as a query: no answer at all.
+    for hex in ["ff", "00000000", "abcd81800000000000000000"] {
+        let (code, out) = d.run("dns-m", &["dns-raw", SOME_RESOLVER4, hex]);
+        assert_ne!(code, OK, "{hex}: {out}");
+        assert!(out.contains("no reply"), "{hex}: {out}");
     }
+    // Garbage with a header: FORMERR.
+    let (code, out) = d.run("dns-m", &["dns-raw", SOME_RESOLVER4, &"41".repeat(400)]);
+    assert_eq!(code, OK, "{out}");
+    assert!(out.contains("rcode=1"), "{out}");
     // Still answering.
     let a = dns(&d, "dns-m", "udp", SOME_RESOLVER4, "ok.dns-m.test", "A");
     assert_eq!(answers(&a), ["10.231.6.1"], "{a}");
-    assert!(d.metric("zt_agent_dns_queries_total{identity=\"dns-m\",result=\"malformed\"}") >= 2.0);
+    assert!(
+        d.metric("zt_agent_dns_queries_total{identity=\"dns-m\",result=\"malformed\"}") >= 4.0,
+        "{}",
+        d.metrics()
+    );
 }
 
 #[test]

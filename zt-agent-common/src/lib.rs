@@ -373,10 +373,13 @@ pub struct DnsConfig {
 pub const DNS_PORT: u16 = 53;
 
 /// Key of the table of the resolver's clients, written for every packet sent to the
-/// resolver: the sending socket's local port identifies the query to the daemon.
+/// resolver: the sending socket's local address and port identify the query to the
+/// daemon.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DnsClientKey {
+    /// Client's source address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
     /// Client's local port, host byte order.
     pub port: u16,
     /// `AF_INET` or `AF_INET6` as the packet travels.
@@ -597,7 +600,7 @@ pub struct Event {
 const _: () = assert!(core::mem::size_of::<TaskIdentity>() == 8);
 const _: () = assert!(core::mem::size_of::<SockIdentity>() == 32);
 const _: () = assert!(core::mem::size_of::<DnsConfig>() == 8);
-const _: () = assert!(core::mem::size_of::<DnsClientKey>() == 4);
+const _: () = assert!(core::mem::size_of::<DnsClientKey>() == 20);
 const _: () = assert!(core::mem::size_of::<DnsClient>() == 8);
 const _: () = assert!(core::mem::size_of::<DnsAllowKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DnsRange>() == 16);

@@ -565,6 +565,15 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         // SAFETY: non-null pointer to this socket's storage.
         p => unsafe { (*p).identity },
     };
+    let dns = dns_port();
+    if dns != 0 {
+        let d = read_dest(ctx, is6);
+        if d.port == dns && is_loopback(&d) {
+            // Nobody addresses the resolver itself, enrolled or not: only the kernel's
+            // redirection reaches it, so the resolver always knows who asks.
+            return CGROUP_REJECT;
+        }
+    }
     if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {
         record_shadow(ctx, is6, tgid);
         return CGROUP_ALLOW;
@@ -593,7 +602,6 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     }
 
     let mut dns_blocked = false;
-    let dns = dns_port();
     if proto_mask != 0 && dns != 0 {
         if dest.port == DNS_PORT {
             if read_dest(ctx, is6).port == DNS_PORT {
@@ -612,8 +620,8 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
             // and DNS never bypasses the resolver.
             dns_blocked = true;
         } else if dest.port == dns && is_loopback(&dest) {
-            // Already at the resolver (a connected socket's send), which judges the
-            // query by the identity the kernel recorded.
+            // A send on a socket the kernel connected to the resolver (an address given
+            // to the resolver itself was refused above).
             let id = if task_id != IDENTITY_NONE {
                 task_id
             } else {
@@ -819,7 +827,7 @@ fn dns_reply_source(ctx: &SockAddrContext, is6: bool) {
 /// Every such packet overwrites the entry, so a port reused by another socket never
 /// inherits an earlier identity.
 #[inline(always)]
-fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, sport: u16) {
+fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, saddr: [u8; 16], sport: u16) {
     let mut client = DnsClient {
         identity: IDENTITY_NONE,
         tgid: 0,
@@ -841,6 +849,7 @@ fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, sport: u16
         }
     }
     let key = DnsClientKey {
+        addr: saddr,
         port: sport,
         family,
         protocol,
@@ -1004,10 +1013,16 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
                         let dport = u16::from_be_bytes([b(22), b(23)]);
                         let dns = dns_port();
                         if dns != 0 && dport == dns {
+                            let mut saddr = [0u8; 16];
+                            saddr[0] = b(12);
+                            saddr[1] = b(13);
+                            saddr[2] = b(14);
+                            saddr[3] = b(15);
                             record_dns_client(
                                 skb,
                                 AF_INET as u8,
                                 l4,
+                                saddr,
                                 u16::from_be_bytes([b(20), b(21)]),
                             );
                         }
@@ -1039,10 +1054,17 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
                     let dport = u16::from_be_bytes([b(42), b(43)]);
                     let dns = dns_port();
                     if zero && dns != 0 && dport == dns {
+                        let mut saddr = [0u8; 16];
+                        let mut k = 0;
+                        while k < 16 {
+                            saddr[k] = b(8 + k);
+                            k += 1;
+                        }
                         record_dns_client(
                             skb,
                             AF_INET6 as u8,
                             next,
+                            saddr,
                             u16::from_be_bytes([b(40), b(41)]),
                         );
                     }
@@ -1071,7 +1093,15 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         return SKB_PASS;
     }
     // SAFETY: non-null storage pointer.
-    let id = unsafe { (*(p as *const SockIdentity)).identity };
+    let (id, dns_id) = unsafe {
+        let s = &*(p as *const SockIdentity);
+        (s.identity, s.dns_identity)
+    };
+    if dns_id != IDENTITY_NONE {
+        // A socket that talks to the resolver: its packets must be the plain ones the
+        // resolver's client record was made from, audit mode or not.
+        return SKB_DROP;
+    }
     if id == IDENTITY_NONE {
         return SKB_PASS;
     }

@@ -85,7 +85,7 @@ pub struct DaemonArgs {
 #[derive(Debug, Args)]
 pub struct DnsArgs {
     /// Port of the agent's resolver on 127.0.0.1 and ::1. Keep it below 1024, so that
-    /// only root can listen there while the daemon is down. 0 picks a free port.
+    /// only root can listen there while the daemon is down. 0 picks a free one.
     #[arg(long, default_value_t = crate::dns::server::DEFAULT_PORT)]
     pub dns_port: u16,
     /// Upstream resolver (`IP` or `IP:PORT`; repeat for more). Default: the
@@ -94,11 +94,11 @@ pub struct DnsArgs {
     pub dns_upstreams: Vec<SocketAddr>,
     /// Longest time, in seconds, an answer keeps its addresses open (and the TTL the
     /// task is told, so that its cache agrees).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub dns_max_ttl: u32,
     /// Seconds an answer's addresses stay open past its TTL, for the connect that
     /// follows a lookup.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub dns_grace: u64,
     /// Most addresses DNS may hold open per identity; past it, the one that lapses
     /// first is dropped.

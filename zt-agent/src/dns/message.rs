@@ -35,6 +35,8 @@ pub enum Outcome {
     Refused,
     Malformed,
     UpstreamError,
+    /// Not handled: the resolver, or the identity's share of it, was busy.
+    Dropped,
 }
 
 impl Outcome {
@@ -46,6 +48,7 @@ impl Outcome {
             Self::Refused => "refused",
             Self::Malformed => "malformed",
             Self::UpstreamError => "upstream_error",
+            Self::Dropped => "dropped",
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct Forward {
     pub rules: Vec<usize>,
     pub outcome: Outcome,
 }
+
+/// Most addresses one answer installs; the rest are left out of the task's answer.
+pub const MAX_LEARNED: usize = 32;
 
 /// The largest UDP answer the resolver sends or asks for (the DNS flag day figure).
 pub const UDP_PAYLOAD: u16 = 1232;
@@ -207,8 +213,9 @@ pub struct Learned {
 pub struct Answer {
     pub reply: Vec<u8>,
     pub learned: Vec<Learned>,
-    /// Addresses on the chain that are never installed from DNS (loopback, link-local,
-    /// unspecified, multicast, broadcast), and are left out of the client's answer.
+    /// Addresses on the chain left out of the client's answer: those never installed
+    /// from DNS (loopback, link-local, unspecified, multicast, broadcast) that no literal
+    /// network of the identity allows, and those past [`MAX_LEARNED`].
     pub withheld: Vec<IpAddr>,
     pub rcode: ResponseCode,
 }
@@ -271,7 +278,7 @@ pub fn answer(
     reply.metadata.response_code = up.metadata.response_code;
     reply.metadata.truncation = up.metadata.truncation;
     reply.add_query(question.clone());
-    let mut learned = Vec::new();
+    let mut learned: Vec<Learned> = Vec::new();
     let mut withheld = Vec::new();
     for r in &up.answers {
         if r.dns_class != DNSClass::IN || !chain.contains(&normalise(&r.name)) {
@@ -284,11 +291,20 @@ pub fn answer(
         };
         let ttl = r.ttl.min(limits.max_ttl);
         if let Some(addr) = addr {
-            if never_from_dns(addr) && !asker.nets.iter().any(|n| n.contains(&addr)) {
+            if never_from_dns(addr) {
+                // Never installed. A literal network of the identity may already allow
+                // it, on that rule's ports: then the task may see it.
+                if !asker.nets.iter().any(|n| n.contains(&addr)) {
+                    withheld.push(addr);
+                    continue;
+                }
+            } else if learned.len() >= MAX_LEARNED
+                && !learned.iter().any(|l: &Learned| l.addr == addr)
+            {
+                // A flood of addresses in one answer: the task gets the first ones.
                 withheld.push(addr);
                 continue;
-            }
-            if !learned.iter().any(|l: &Learned| l.addr == addr) {
+            } else if !learned.iter().any(|l: &Learned| l.addr == addr) {
                 learned.push(Learned { addr, ttl });
             }
         }
@@ -316,6 +332,8 @@ pub fn answer(
         reply.authorities.clear();
         reply.metadata.truncation = true;
         out = reply.to_vec().map_err(|_| BadAnswer::Malformed)?;
+        // Nothing the task did not see is installed; it asks again over TCP.
+        learned.clear();
     }
     Ok(Answer {
         reply: out,
@@ -616,7 +634,14 @@ mod tests {
             vec![rec("lo.example.com.", 5, RData::A(A(Ipv4Addr::LOCALHOST)))],
         );
         let ans = answer(&f, &up, &a, LIMITS, 512).expect("answer");
-        assert_eq!(ans.learned.len(), 1);
+        // Kept in the answer, for the literal rule's own ports; never installed, which
+        // would open the name rule's ports on it too.
+        assert!(ans.learned.is_empty());
+        assert!(ans.withheld.is_empty());
+        assert_eq!(
+            Message::from_vec(&ans.reply).expect("reply").answers.len(),
+            1
+        );
     }
 
     #[test]
@@ -689,6 +714,13 @@ mod tests {
         let reply = Message::from_vec(&ans.reply).expect("reply");
         assert!(reply.metadata.truncation);
         assert!(reply.answers.is_empty());
+        assert!(ans.learned.is_empty(), "nothing the task did not see");
+        // Over TCP the answer fits, and at most MAX_LEARNED addresses are installed.
+        let ans = answer(&f, &up, &a, LIMITS, 65535).expect("answer");
+        assert_eq!(ans.learned.len(), MAX_LEARNED);
+        assert_eq!(ans.withheld.len(), 100 - MAX_LEARNED);
+        let reply = Message::from_vec(&ans.reply).expect("reply");
+        assert_eq!(reply.answers.len(), MAX_LEARNED);
     }
 
     /// The fuzz target's property on a deterministic stream of mutated messages, so

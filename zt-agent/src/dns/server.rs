@@ -15,7 +15,7 @@ use hickory_proto::op::ResponseCode;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, mpsc::UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc::UnboundedSender};
 use zt_agent_common::{DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey};
 
 use super::learned::{Answered, Learned, Rules, boot_ns};
@@ -111,20 +111,47 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// Bind UDP and TCP on 127.0.0.1:`port`, and on [::1]:`port` where the host has IPv6.
-/// Port 0 picks a free port, the same for all four sockets (for tests, which run
-/// several daemons side by side).
+/// Port 0 picks a free privileged port, the same for all four sockets (for tests, which
+/// run several daemons side by side).
 ///
 /// # Errors
-/// The IPv4 sockets cannot be bound (port in use, not root).
+/// A port that any user could listen on while the daemon is down (at or above
+/// `net.ipv4.ip_unprivileged_port_start`), port 53, or sockets that cannot be bound.
 pub fn bind(port: u16) -> io::Result<Listeners> {
+    let unprivileged = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    if port == zt_agent_common::DNS_PORT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--dns-port 53: the kernel redirects port 53 to the resolver; pick another port",
+        ));
+    }
+    if port >= unprivileged {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--dns-port {port}: any user may listen on ports from {unprivileged} (net.ipv4.ip_unprivileged_port_start) while the daemon is down and receive enrolled tasks' DNS; pick a port below {unprivileged}"
+            ),
+        ));
+    }
+    if port != 0 {
+        return bind_once(port);
+    }
     let mut last = None;
-    for _ in 0..if port == 0 { 32 } else { 1 } {
-        match bind_once(port) {
+    for _ in 0..64 {
+        // Above the well-known services, below the unprivileged range.
+        let p = rand::random_range(600..unprivileged.clamp(601, 1024));
+        if p == zt_agent_common::DNS_PORT {
+            continue;
+        }
+        match bind_once(p) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no port")))
+    Err(last.unwrap_or_else(|| io::Error::other("no free privileged port")))
 }
 
 fn bind_once(port: u16) -> io::Result<Listeners> {
@@ -132,8 +159,6 @@ fn bind_once(port: u16) -> io::Result<Listeners> {
         |e: io::Error, a: SocketAddr| io::Error::new(e.kind(), format!("DNS resolver on {a}: {e}"));
     let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     let udp4 = std::net::UdpSocket::bind(v4).map_err(|e| ctx(e, v4))?;
-    let port = udp4.local_addr()?.port();
-    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     let tcp4 = std::net::TcpListener::bind(v4).map_err(|e| ctx(e, v4))?;
     let mut l = Listeners {
         port,
@@ -164,8 +189,13 @@ fn bind_once(port: u16) -> io::Result<Listeners> {
     Ok(l)
 }
 
-/// Queries handled at once; more wait, and UDP ones past the socket buffer drop.
+/// Queries handled at once; more are dropped (a stub retries).
 const IN_FLIGHT: usize = 512;
+/// Queries of one identity handled at once, so that one identity asking slow names
+/// cannot starve the others.
+const PER_IDENTITY_IN_FLIGHT: usize = 64;
+/// TCP connections open at once.
+const TCP_CONNECTIONS: usize = 256;
 /// A TCP client that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -178,7 +208,29 @@ pub struct Resolver {
     events: UnboundedSender<JsonEvent>,
     /// For events: owners, SPIFFE ids and the policy hash.
     state: RwLock<Arc<State>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+    in_flight: Mutex<BTreeMap<u32, usize>>,
+}
+
+/// One query's place in the resolver; given back on drop.
+struct Admission {
+    resolver: Arc<Resolver>,
+    identity: u32,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.resolver.in_flight.lock()
+            && let Some(n) = m.get_mut(&self.identity)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.identity);
+            }
+        }
+    }
 }
 
 impl Resolver {
@@ -207,7 +259,9 @@ impl Resolver {
             metrics,
             events,
             state: RwLock::new(Arc::new(State::default())),
-            permits: Semaphore::new(IN_FLIGHT),
+            permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+            connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
+            in_flight: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -280,9 +334,15 @@ impl Resolver {
         Ok(())
     }
 
-    fn client(&self, family: u8, protocol: u8, port: u16) -> DnsClient {
+    fn client(&self, family: u8, protocol: u8, peer: SocketAddr) -> DnsClient {
+        let mut addr = [0u8; 16];
+        match peer.ip() {
+            IpAddr::V4(a) => addr[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => addr = a.octets(),
+        }
         let key = DnsClientKey {
-            port,
+            addr,
+            port: peer.port(),
             family,
             protocol,
         };
@@ -292,21 +352,52 @@ impl Resolver {
         })
     }
 
+    /// A place for one query of `identity`, or `None` when the resolver or the
+    /// identity's share of it is full.
+    fn admit(self: &Arc<Self>, identity: u32) -> Option<Admission> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let mut m = self.in_flight.lock().ok()?;
+        let n = m.entry(identity).or_default();
+        if *n >= PER_IDENTITY_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        Some(Admission {
+            resolver: self.clone(),
+            identity,
+            _permit: permit,
+        })
+    }
+
+    fn dropped(&self, identity: u32) {
+        let p = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        let label = p
+            .by_id
+            .get(&identity)
+            .map_or("unenrolled", |i| i.name.as_str());
+        self.metrics
+            .queries
+            .with_label_values(&[label, Outcome::Dropped.as_str()])
+            .inc();
+    }
+
     async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>, family: u8) {
         let mut buf = vec![0u8; 65535];
         loop {
             let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
                 continue;
             };
-            let bytes = buf[..n].to_vec();
             // Read the record now: it is the sender of this very datagram.
-            let client = self.client(family, IPPROTO_UDP, peer.port());
+            let client = self.client(family, IPPROTO_UDP, peer);
+            let Some(admission) = self.admit(client.identity) else {
+                self.dropped(client.identity);
+                continue;
+            };
+            let bytes = buf[..n].to_vec();
             let me = self.clone();
             let sock = sock.clone();
             tokio::spawn(async move {
-                let Ok(_permit) = me.permits.acquire().await else {
-                    return;
-                };
+                let _admission = admission;
                 if let Some(reply) = me.handle(&bytes, client, true).await {
                     let _ = sock.send_to(&reply, peer).await;
                 }
@@ -316,11 +407,30 @@ impl Resolver {
 
     async fn serve_tcp(self: Arc<Self>, l: TcpListener, family: u8) {
         loop {
-            let Ok((stream, peer)) = l.accept().await else {
+            let (stream, peer) = match l.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "DNS resolver: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let client = self.client(family, IPPROTO_TCP, peer);
+            if client.identity == 0 {
+                // Not a connection the kernel redirected.
+                self.dropped(0);
+                continue;
+            }
+            let Ok(conn) = self.connections.clone().try_acquire_owned() else {
+                self.dropped(client.identity);
                 continue;
             };
-            let client = self.client(family, IPPROTO_TCP, peer.port());
-            tokio::spawn(self.clone().serve_conn(stream, client));
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _conn = conn;
+                me.serve_conn(stream, client).await;
+            });
         }
     }
 
@@ -336,12 +446,12 @@ impl Resolver {
                 Ok(Ok(_)) => {}
                 _ => return,
             }
-            let reply = {
-                let Ok(_permit) = self.permits.acquire().await else {
-                    return;
-                };
-                self.handle(&msg, client, false).await
+            let Some(admission) = self.admit(client.identity) else {
+                self.dropped(client.identity);
+                return;
             };
+            let reply = self.handle(&msg, client, false).await;
+            drop(admission);
             let Some(reply) = reply else { return };
             let Ok(n) = u16::try_from(reply.len()) else {
                 return;
@@ -428,26 +538,32 @@ impl Resolver {
             return Some(message::servfail(&fwd));
         };
         let mut installed = Vec::new();
-        if fwd.outcome == Outcome::Allowed
-            && let Some(ident) = ident
-        {
+        if fwd.outcome == Outcome::Allowed {
             let now = boot_ns();
+            let grace = u64::try_from(self.settings.grace.as_nanos()).unwrap_or(u64::MAX);
             if let Ok(mut l) = self.learned.lock() {
+                // The rules in force now: a reload during the upstream round trip must
+                // not be undone by an answer to a query judged before it.
+                let current = self.policy.read().map(|p| p.clone()).unwrap_or_default();
                 let (table, map) = &mut *l;
-                for learned in &ans.learned {
-                    let deadline = now
-                        + u64::from(learned.ttl) * 1_000_000_000
-                        + u64::try_from(self.settings.grace.as_nanos()).unwrap_or(u64::MAX / 4);
-                    let answered = Answered {
-                        identity: client.identity,
-                        name: &fwd.qname,
-                        addr: learned.addr,
-                        deadline,
-                    };
-                    match table.install(map, &ident.rules, answered, now) {
-                        Ok(()) => installed.push(format!("{} ttl={}", learned.addr, learned.ttl)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, addr = %learned.addr, identity = label, "could not install a learned address")
+                if let Some(ident) = current.by_id.get(&client.identity) {
+                    for learned in &ans.learned {
+                        let deadline = now
+                            .saturating_add(u64::from(learned.ttl).saturating_mul(1_000_000_000))
+                            .saturating_add(grace);
+                        let answered = Answered {
+                            identity: client.identity,
+                            name: &fwd.qname,
+                            addr: learned.addr,
+                            deadline,
+                        };
+                        match table.install(map, &ident.rules, answered, now) {
+                            Ok(()) => {
+                                installed.push(format!("{} ttl={}", learned.addr, learned.ttl))
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, addr = %learned.addr, identity = label, "could not install a learned address");
+                            }
                         }
                     }
                 }
