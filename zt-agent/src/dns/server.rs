@@ -4,14 +4,14 @@
 //! the upstream resolvers, installs the answered addresses for that identity before
 //! it answers, and refuses everything else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap, MapData};
-use hickory_proto::op::ResponseCode;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -196,14 +196,21 @@ const IN_FLIGHT: usize = 512;
 const PER_IDENTITY_IN_FLIGHT: usize = 64;
 /// TCP connections open at once.
 const TCP_CONNECTIONS: usize = 256;
+/// Answers kept at once, all identities together.
+const CACHE_ENTRIES: usize = 4096;
+/// (identity, query name, query type).
+type CacheKey = (u32, String, u16);
+
+/// Queries an upstream socket carries before it is replaced by one on a new port.
+const UPSTREAM_SOCKET_USES: u32 = 64;
 /// A TCP client that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 pub struct Resolver {
     settings: Settings,
     policy: RwLock<Arc<DnsPolicy>>,
-    learned: Mutex<(Learned, HashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
-    clients: HashMap<MapData, DnsClientKey, DnsClient>,
+    learned: Mutex<(Learned, BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
+    clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
     metrics: DnsMetrics,
     events: UnboundedSender<JsonEvent>,
     /// For events: owners, SPIFFE ids and the policy hash.
@@ -211,6 +218,12 @@ pub struct Resolver {
     permits: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     in_flight: Mutex<BTreeMap<u32, usize>>,
+    /// Answers kept per identity and question, for their TTL: repeated lookups skip
+    /// the upstream round trip. Per identity, so that no identity learns from timing
+    /// what another one asked.
+    cache: Mutex<HashMap<CacheKey, (Message, Instant, u32)>>,
+    /// Upstream sockets between queries: (upstream, socket, queries it carried).
+    idle_upstream: Mutex<Vec<(SocketAddr, UdpSocket, u32)>>,
 }
 
 /// One query's place in the resolver; given back on drop.
@@ -237,8 +250,8 @@ impl Resolver {
     #[must_use]
     pub fn new(
         settings: Settings,
-        mut allow: HashMap<MapData, DnsAllowKey, DnsAllowValue>,
-        clients: HashMap<MapData, DnsClientKey, DnsClient>,
+        mut allow: BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>,
+        clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
         metrics: DnsMetrics,
         events: UnboundedSender<JsonEvent>,
     ) -> Self {
@@ -262,6 +275,8 @@ impl Resolver {
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
             in_flight: Mutex::new(BTreeMap::new()),
+            idle_upstream: Mutex::new(Vec::new()),
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -322,15 +337,42 @@ impl Resolver {
     }
 
     /// Serve on `listeners` until the runtime stops.
+    ///
+    /// The resolver runs on a thread of its own with a single-threaded runtime: a query
+    /// then never waits for a wake-up on another worker thread, which costs more than the
+    /// query's own work.
     pub fn serve(self: &Arc<Self>, listeners: Listeners) -> io::Result<()> {
-        for (s, family) in listeners.udp {
-            let sock = Arc::new(UdpSocket::from_std(s)?);
-            tokio::spawn(self.clone().serve_udp(sock, family));
-        }
-        for (l, family) in listeners.tcp {
-            let l = TcpListener::from_std(l)?;
-            tokio::spawn(self.clone().serve_tcp(l, family));
-        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (udp, tcp) = {
+            let _in_rt = rt.enter();
+            let udp = listeners
+                .udp
+                .into_iter()
+                .map(|(s, f)| Ok((Arc::new(UdpSocket::from_std(s)?), f)))
+                .collect::<io::Result<Vec<_>>>()?;
+            let tcp = listeners
+                .tcp
+                .into_iter()
+                .map(|(l, f)| Ok((TcpListener::from_std(l)?, f)))
+                .collect::<io::Result<Vec<_>>>()?;
+            (udp, tcp)
+        };
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("zt-dns".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    for (sock, family) in udp {
+                        tokio::spawn(me.clone().serve_udp(sock, family));
+                    }
+                    for (l, family) in tcp {
+                        tokio::spawn(me.clone().serve_tcp(l, family));
+                    }
+                    std::future::pending::<()>().await;
+                });
+            })?;
         Ok(())
     }
 
@@ -529,10 +571,20 @@ impl Resolver {
         let limits = Limits {
             max_ttl: self.settings.max_ttl,
         };
-        let answered = match self.exchange(&fwd, udp).await {
-            Some(bytes) => message::answer(&fwd, &bytes, &asker, limits, max_reply).ok(),
-            None => None,
+        let key = (client.identity, fwd.qname.clone(), u16::from(fwd.qtype));
+        let (bytes, from_cache) = match self.cached(&key, fwd.upstream_id) {
+            Some(b) => (Some(b), true),
+            None => (self.exchange(&fwd, udp).await, false),
         };
+        let answered = bytes
+            .as_deref()
+            .and_then(|b| message::answer(&fwd, b, &asker, limits, max_reply).ok());
+        if !from_cache
+            && answered.is_some()
+            && let Some(b) = &bytes
+        {
+            self.keep(key, b, limits);
+        }
         let Some(ans) = answered else {
             done(Outcome::UpstreamError);
             return Some(message::servfail(&fwd));
@@ -616,12 +668,79 @@ impl Resolver {
         });
     }
 
+    /// One UDP exchange with `up`. Sockets are connected to their upstream (the kernel
+    /// drops datagrams from anywhere else), reused for a few queries and then replaced,
+    /// so source ports keep changing; a reply must carry the query's random id.
+    async fn udp_exchange(&self, up: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
+        let pooled = self.idle_upstream.lock().ok().and_then(|mut v| {
+            v.iter()
+                .position(|(a, _, _)| *a == up)
+                .map(|i| v.swap_remove(i))
+        });
+        let (sock, uses) = match pooled {
+            Some((_, s, u)) => (s, u),
+            None => {
+                let local = match up {
+                    SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                    SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                };
+                let s = UdpSocket::bind(local).await?;
+                s.connect(up).await?;
+                (s, 0)
+            }
+        };
+        sock.send(query).await?;
+        // We ask for answers of at most UDP_PAYLOAD bytes; a longer one is cut, fails
+        // to parse and is treated as a failure.
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            // Anything else is a late answer to a query that timed out on this socket.
+            if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                buf.truncate(n);
+                if uses + 1 < UPSTREAM_SOCKET_USES
+                    && let Ok(mut v) = self.idle_upstream.lock()
+                    && v.len() < IN_FLIGHT
+                {
+                    v.push((up, sock, uses + 1));
+                }
+                return Ok(buf);
+            }
+        }
+    }
+
+    /// A kept answer for this identity's question, aged and addressed to `id`.
+    fn cached(&self, key: &CacheKey, id: u16) -> Option<Vec<u8>> {
+        let mut c = self.cache.lock().ok()?;
+        let (m, stored, ttl) = c.get(key)?;
+        let age = u32::try_from(stored.elapsed().as_secs()).unwrap_or(u32::MAX);
+        if age >= *ttl {
+            c.remove(key);
+            return None;
+        }
+        message::aged(m, id, age)
+    }
+
+    fn keep(&self, key: CacheKey, bytes: &[u8], limits: Limits) {
+        let Some((m, ttl)) = message::cacheable(bytes, limits) else {
+            return;
+        };
+        let Ok(mut c) = self.cache.lock() else { return };
+        if c.len() >= CACHE_ENTRIES {
+            c.retain(|_, (_, stored, ttl)| stored.elapsed().as_secs() < u64::from(*ttl));
+            if c.len() >= CACHE_ENTRIES {
+                c.clear();
+            }
+        }
+        c.insert(key, (m, Instant::now(), ttl));
+    }
+
     /// Ask the upstream resolvers in turn; `None` when none answers in time.
     async fn exchange(&self, fwd: &Forward, udp: bool) -> Option<Vec<u8>> {
         for up in &self.settings.upstreams {
             let got = tokio::time::timeout(self.settings.timeout, async {
                 if udp {
-                    match udp_exchange(*up, &fwd.upstream, fwd.upstream_id).await {
+                    match self.udp_exchange(*up, &fwd.upstream, fwd.upstream_id).await {
                         // Truncated: the whole answer comes over TCP.
                         Ok(r) if r.get(2).is_some_and(|f| f & 0x02 != 0) => {
                             tcp_exchange(*up, &fwd.upstream).await
@@ -646,25 +765,6 @@ impl Resolver {
 /// NOERROR, NXDOMAIN, REFUSED, ...: the names operators know from dig.
 fn rcode_name(code: ResponseCode) -> String {
     format!("{code:?}").to_ascii_uppercase()
-}
-
-async fn udp_exchange(up: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
-    let local = match up {
-        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-    };
-    // A fresh socket per query: a random source port as well as a random id.
-    let sock = UdpSocket::bind(local).await?;
-    sock.connect(up).await?;
-    sock.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let n = sock.recv(&mut buf).await?;
-        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-    }
 }
 
 async fn tcp_exchange(up: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
