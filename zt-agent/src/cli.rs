@@ -104,6 +104,10 @@ pub struct DnsArgs {
     /// first is dropped.
     #[arg(long, default_value_t = 4096)]
     pub dns_max_addresses: usize,
+    /// Answers the resolver keeps (per identity and question, for their TTL) so that
+    /// repeated lookups skip the upstream round trip; 0 sends every query upstream.
+    #[arg(long, default_value_t = 4096)]
+    pub dns_cache_entries: usize,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {

@@ -415,6 +415,7 @@ fn start_resolver(
         max_ttl: args.dns_max_ttl,
         grace: Duration::from_secs(args.dns_grace),
         per_identity: args.dns_max_addresses,
+        cache_entries: args.dns_cache_entries,
         timeout: Duration::from_secs(2),
     };
     maps.set_port(port).map_err(DaemonError::Install)?;

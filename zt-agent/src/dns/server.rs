@@ -37,6 +37,8 @@ pub struct Settings {
     pub max_ttl: u32,
     pub grace: Duration,
     pub per_identity: usize,
+    /// Answers kept at once, all identities together; 0: no cache.
+    pub cache_entries: usize,
     pub timeout: Duration,
 }
 
@@ -196,8 +198,6 @@ const IN_FLIGHT: usize = 512;
 const PER_IDENTITY_IN_FLIGHT: usize = 64;
 /// TCP connections open at once.
 const TCP_CONNECTIONS: usize = 256;
-/// Answers kept at once, all identities together.
-const CACHE_ENTRIES: usize = 4096;
 /// (identity, query name, query type).
 type CacheKey = (u32, String, u16);
 
@@ -725,10 +725,14 @@ impl Resolver {
         let Some((m, ttl)) = message::cacheable(bytes, limits) else {
             return;
         };
+        let entries = self.settings.cache_entries;
+        if entries == 0 {
+            return;
+        }
         let Ok(mut c) = self.cache.lock() else { return };
-        if c.len() >= CACHE_ENTRIES {
+        if c.len() >= entries {
             c.retain(|_, (_, stored, ttl)| stored.elapsed().as_secs() < u64::from(*ttl));
-            if c.len() >= CACHE_ENTRIES {
+            if c.len() >= entries {
                 c.clear();
             }
         }
