@@ -487,7 +487,12 @@ fn loopback_and_metadata_answers_are_never_installed() {
 fn malformed_packets_do_not_crash_the_resolver() {
     let _veth = Veth::new("ztdns6", &["10.231.6.1/24"]);
     let up = Dnsmasq::start("malformed", &[("10.231.6.1", "ok.dns-m.test")], 60);
-    let policy = identity("dns-m", "enforce", "", &names_rule(&["ok.dns-m.test"], 443));
+    let policy = identity(
+        "dns-m",
+        "enforce",
+        "",
+        &names_rule(&["ok.dns-m.test", "late.dns-m.test"], 443),
+    );
     let d = Daemon::start_with(
         "dns-malformed",
         &policy,
@@ -525,6 +530,18 @@ fn malformed_packets_do_not_crash_the_resolver() {
         "{}",
         d.metrics()
     );
+    // The upstream goes away: an allowed name gets SERVFAIL, counted, and the
+    // resolver still answers what it can (the cached name, a refusal).
+    drop(up);
+    let f = dns(&d, "dns-m", "udp", SOME_RESOLVER4, "late.dns-m.test", "A");
+    assert_eq!(f["rcode"], "SERVFAIL", "{f}");
+    assert!(
+        d.metric("zt_agent_dns_queries_total{identity=\"dns-m\",result=\"upstream_error\"}") >= 1.0
+    );
+    let a = dns(&d, "dns-m", "udp", SOME_RESOLVER4, "ok.dns-m.test", "A");
+    assert_eq!(answers(&a), ["10.231.6.1"], "from the cache: {a}");
+    let r = dns(&d, "dns-m", "udp", SOME_RESOLVER4, "other.dns-m.test", "A");
+    assert_eq!(r["rcode"], "REFUSED", "{r}");
 }
 
 #[test]
