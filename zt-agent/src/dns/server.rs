@@ -222,6 +222,8 @@ pub struct Resolver {
     /// the upstream round trip. Per identity, so that no identity learns from timing
     /// what another one asked.
     cache: Mutex<HashMap<CacheKey, (Message, Instant, u32)>>,
+    /// The daemon's runtime, where events are built.
+    main: tokio::runtime::Handle,
     /// Upstream sockets between queries: (upstream, socket, queries it carried).
     idle_upstream: Mutex<Vec<(SocketAddr, UdpSocket, u32)>>,
 }
@@ -276,6 +278,7 @@ impl Resolver {
             connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
             in_flight: Mutex::new(BTreeMap::new()),
             idle_upstream: Mutex::new(Vec::new()),
+            main: tokio::runtime::Handle::current(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -660,8 +663,8 @@ impl Resolver {
         let state = self.state.read().map(|s| s.clone()).unwrap_or_default();
         let events = self.events.clone();
         let identity = identity.to_owned();
-        // Off the query's path: the event reads the task's facts from /proc.
-        tokio::spawn(async move {
+        // Off the resolver's thread: the event reads the task's facts from /proc.
+        self.main.spawn(async move {
             let _ = events.send(JsonEvent::dns(
                 verdict, &identity, reason, tgid, proto, detail, &state,
             ));
