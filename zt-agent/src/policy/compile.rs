@@ -93,7 +93,7 @@ pub enum CompileError {
         capacity: u32,
     },
     #[error(
-        "{at}: spec.egress: identity `{identity}`: the DNS names of this rule need {count} port ranges, more than the {max} a learned address can hold; merge ports into ranges",
+        "{at}: spec.egress: identity `{identity}`: the DNS names of this rule need {count} port ranges (with the other rules that list them), more than the {max} a learned address can hold; merge ports into ranges",
         max = DNS_RANGES
     )]
     TooManyNameRanges {
@@ -298,6 +298,26 @@ fn name_rules(identity: &Identity) -> Result<Vec<NameRule>, CompileError> {
             names: rule.names.clone(),
             ranges,
         });
+    }
+    // An address learned for a name carries the ranges of every rule listing it.
+    let mut per_name: BTreeMap<&DnsName, BTreeSet<(u16, u16, u8)>> = BTreeMap::new();
+    for (rule, compiled) in identity
+        .egress
+        .iter()
+        .filter(|r| !r.names.is_empty())
+        .zip(&out)
+    {
+        for name in &rule.names {
+            let set = per_name.entry(name).or_default();
+            set.extend(compiled.ranges.iter().map(|r| (r.lo, r.hi, r.proto_mask)));
+            if set.len() > DNS_RANGES {
+                return Err(CompileError::TooManyNameRanges {
+                    at: rule.location.to_string(),
+                    identity: identity.name.clone(),
+                    count: set.len(),
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -545,6 +565,34 @@ mod tests {
         );
         // 16 fit.
         let yaml = yaml.replace(", 1032]", "]");
+        let policy = load_str("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+        assert!(compile(&policy, &ids).is_ok());
+    }
+
+    #[test]
+    fn names_needing_too_many_ranges_are_an_error() {
+        let rule = |ports: &str| format!("  - to: [api.example.com]\n    ports: [{ports}]\n");
+        let yaml = doc(
+            "names",
+            &format!(
+                "  egress:\n{}{}",
+                rule("1, 3, 5, 7, 9"),
+                rule("11, 13, 15, 17")
+            ),
+        );
+        let policy = load_str("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+        let ids = assign_ids(&BTreeMap::new(), &policy);
+        let err = compile(&policy, &ids).err();
+        assert!(
+            matches!(
+                &err,
+                Some(CompileError::TooManyNameRanges { at, identity, count: 9 })
+                    if at.starts_with("t.yaml:") && identity == "names"
+            ),
+            "{err:?}"
+        );
+        // 8 fit, across the two rules.
+        let yaml = yaml.replace(", 17]", "]");
         let policy = load_str("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
         assert!(compile(&policy, &ids).is_ok());
     }
