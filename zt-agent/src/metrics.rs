@@ -67,13 +67,16 @@ pub struct DnsMetrics {
     pub latency: HistogramVec,
     /// Learned addresses pushed out by the per-identity cap.
     pub evicted: IntCounter,
+    /// `zt_agent_events_lost_total`: DNS events dropped when the daemon falls behind
+    /// (`dns_backlog`).
+    pub events_lost: IntCounterVec,
 }
 
 #[expect(
     clippy::expect_used,
     reason = "metric definitions are static and valid"
 )]
-fn dns_metrics(r: &Registry) -> DnsMetrics {
+fn dns_metrics(r: &Registry, events_lost: IntCounterVec) -> DnsMetrics {
     let latency = HistogramVec::new(
         HistogramOpts::new(
             "zt_agent_dns_latency_seconds",
@@ -110,6 +113,7 @@ fn dns_metrics(r: &Registry) -> DnsMetrics {
         ),
         latency,
         evicted,
+        events_lost,
     }
 }
 
@@ -127,6 +131,12 @@ impl Metrics {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let events_lost = counter(
+            r,
+            "zt_agent_events_lost_total",
+            "Events that could not be delivered, by reason.",
+            &["reason"],
+        );
         Self {
             verdicts: counter(
                 r,
@@ -134,12 +144,8 @@ impl Metrics {
                 "Egress and socket decisions by the kernel, per identity, verdict and protocol.",
                 &["identity", "verdict", "protocol"],
             ),
-            events_lost: counter(
-                r,
-                "zt_agent_events_lost_total",
-                "Events the kernel could not deliver, by reason.",
-                &["reason"],
-            ),
+            dns: dns_metrics(r, events_lost.clone()),
+            events_lost,
             kernel_errors: counter(
                 r,
                 "zt_agent_kernel_errors_total",
@@ -194,7 +200,6 @@ impl Metrics {
                 "How disallowed execs are stopped: lsm (EPERM) or tp_btf_sigkill; always 1.",
                 &["mechanism"],
             ),
-            dns: dns_metrics(r),
             registry,
             last_verdicts: BTreeMap::new(),
             last_exec: BTreeMap::new(),
@@ -274,6 +279,9 @@ impl Metrics {
             .inc_by(0);
         self.events_lost
             .with_label_values(&["sink_error"])
+            .inc_by(0);
+        self.events_lost
+            .with_label_values(&["dns_backlog"])
             .inc_by(0);
     }
 

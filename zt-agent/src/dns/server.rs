@@ -198,6 +198,8 @@ const IN_FLIGHT: usize = 512;
 const PER_IDENTITY_IN_FLIGHT: usize = 64;
 /// TCP connections open at once.
 const TCP_CONNECTIONS: usize = 256;
+/// DNS events waiting to be written; past this, they are counted lost.
+const EVENT_BACKLOG: usize = 4096;
 /// (identity, query name, query type).
 type CacheKey = (u32, String, u16);
 
@@ -212,9 +214,8 @@ pub struct Resolver {
     learned: Mutex<(Learned, BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
     clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
     metrics: DnsMetrics,
-    events: UnboundedSender<JsonEvent>,
     /// For events: owners, SPIFFE ids and the policy hash.
-    state: RwLock<Arc<State>>,
+    state: Arc<RwLock<Arc<State>>>,
     permits: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     in_flight: Mutex<BTreeMap<u32, usize>>,
@@ -222,10 +223,21 @@ pub struct Resolver {
     /// the upstream round trip. Per identity, so that no identity learns from timing
     /// what another one asked.
     cache: Mutex<HashMap<CacheKey, (Message, Instant, u32)>>,
-    /// The daemon's runtime, where events are built.
-    main: tokio::runtime::Handle,
+    /// Events on their way to the builder on the daemon's runtime, which reads the
+    /// task's facts from /proc off the resolver's thread.
+    pending: tokio::sync::mpsc::Sender<PendingEvent>,
     /// Upstream sockets between queries: (upstream, socket, queries it carried).
     idle_upstream: Mutex<Vec<(SocketAddr, UdpSocket, u32)>>,
+}
+
+/// A DNS event before the task's facts are read.
+struct PendingEvent {
+    verdict: &'static str,
+    identity: String,
+    reason: &'static str,
+    tgid: u32,
+    proto: &'static str,
+    detail: DnsDetail,
 }
 
 /// One query's place in the resolver; given back on drop.
@@ -257,6 +269,26 @@ impl Resolver {
         metrics: DnsMetrics,
         events: UnboundedSender<JsonEvent>,
     ) -> Self {
+        let state = Arc::new(RwLock::new(Arc::new(State::default())));
+        let (pending, mut rx) = tokio::sync::mpsc::channel::<PendingEvent>(EVENT_BACKLOG);
+        let builder_state = state.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let st = builder_state.read().map(|s| s.clone()).unwrap_or_default();
+                let ev = JsonEvent::dns(
+                    p.verdict,
+                    &p.identity,
+                    p.reason,
+                    p.tgid,
+                    p.proto,
+                    p.detail,
+                    &st,
+                );
+                if events.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
         // Nothing says why entries left by an earlier daemon were made, or under which
         // policy: start from none. Tasks resolve again.
         let flushed = Learned::flush(&mut allow);
@@ -272,13 +304,12 @@ impl Resolver {
             policy: RwLock::new(Arc::new(DnsPolicy::default())),
             clients,
             metrics,
-            events,
-            state: RwLock::new(Arc::new(State::default())),
+            state,
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
             in_flight: Mutex::new(BTreeMap::new()),
             idle_upstream: Mutex::new(Vec::new()),
-            main: tokio::runtime::Handle::current(),
+            pending,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -660,15 +691,22 @@ impl Resolver {
         proto: &'static str,
         detail: DnsDetail,
     ) {
-        let state = self.state.read().map(|s| s.clone()).unwrap_or_default();
-        let events = self.events.clone();
-        let identity = identity.to_owned();
-        // Off the resolver's thread: the event reads the task's facts from /proc.
-        self.main.spawn(async move {
-            let _ = events.send(JsonEvent::dns(
-                verdict, &identity, reason, tgid, proto, detail, &state,
-            ));
-        });
+        let pending = PendingEvent {
+            verdict,
+            identity: identity.to_owned(),
+            reason,
+            tgid,
+            proto,
+            detail,
+        };
+        // Bounded: a flood of queries never grows the daemon without limit; what does
+        // not fit is counted.
+        if self.pending.try_send(pending).is_err() {
+            self.metrics
+                .events_lost
+                .with_label_values(&["dns_backlog"])
+                .inc();
+        }
     }
 
     /// One UDP exchange with `up`. Sockets are connected to their upstream (the kernel
