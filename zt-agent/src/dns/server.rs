@@ -199,7 +199,7 @@ const PER_IDENTITY_IN_FLIGHT: usize = 64;
 /// TCP connections open at once.
 const TCP_CONNECTIONS: usize = 256;
 /// DNS events waiting to be written; past this, they are counted lost.
-const EVENT_BACKLOG: usize = 4096;
+const EVENT_BACKLOG: usize = 16_384;
 /// (identity, query name, query type).
 type CacheKey = (u32, String, u16);
 
