@@ -446,6 +446,7 @@ fn worst(a: Judgement, b: Judgement) -> Judgement {
 // ---------------------------------------------------------------------------
 
 /// Where the call is going, as the hook judges it.
+#[derive(Clone, Copy)]
 struct Dest {
     v4: bool,
     addr: [u8; 16],
@@ -565,17 +566,16 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         // SAFETY: non-null pointer to this socket's storage.
         p => unsafe { (*p).identity },
     };
+    // Where the call names (nothing, for a send on a connected socket).
+    let given = read_dest(ctx, is6);
     let dns = dns_port();
-    if dns != 0 {
-        let d = read_dest(ctx, is6);
-        if d.port == dns && is_loopback(&d) {
-            // Nobody addresses the resolver itself, enrolled or not: only the kernel's
-            // redirection reaches it, so the resolver always knows who asks.
-            return CGROUP_REJECT;
-        }
+    if dns != 0 && given.port == dns && is_loopback(&given) {
+        // Nobody addresses the resolver itself, enrolled or not: only the kernel's
+        // redirection reaches it, so the resolver always knows who asks.
+        return CGROUP_REJECT;
     }
     if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {
-        record_shadow(ctx, is6, tgid);
+        record_shadow(ctx, &given, tgid);
         return CGROUP_ALLOW;
     }
     if sock_id == IDENTITY_NONE {
@@ -584,6 +584,11 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         let mut init = SockIdentity::new(task_id);
         let _ = ZT_SOCK_ID.get_or_insert_ptr_mut(ctx, Some(&mut init));
     }
+    let reported = if task_id != IDENTITY_NONE {
+        task_id
+    } else {
+        sock_id
+    };
 
     // SAFETY: the context pointer is valid for the whole program run.
     let sa = unsafe { &*ctx.sock_addr };
@@ -593,7 +598,7 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         // Other protocols match no rule, so they are denied.
         (_, p) => (0, PROTO_OTHER, p as u8),
     };
-    let mut dest = read_dest(ctx, is6);
+    let mut dest = given;
     if matches!(kind, EventKind::Sendmsg) && dest.port == 0 && dest.addr == [0u8; 16] {
         // sendmsg() on a connected socket with ancillary data runs this hook with no
         // address: the datagram goes to the socket's peer, so judge that. (The peer may
@@ -601,54 +606,34 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         dest = read_peer(ctx, is6);
     }
 
-    let mut dns_blocked = false;
-    if proto_mask != 0 && dns != 0 {
-        if dest.port == DNS_PORT {
-            if read_dest(ctx, is6).port == DNS_PORT {
-                // DNS from an enrolled task, to any resolver: the agent's resolver
-                // answers it, by the identity's names.
-                let dns_id = if task_id != IDENTITY_NONE {
-                    task_id
-                } else {
-                    sock_id
-                };
-                redirect_dns(ctx, is6, &dest, dns, dns_id, tgid);
-                count_verdict(dns_id, Verdict::Allow, proto_idx);
-                return CGROUP_ALLOW;
-            }
-            // The peer of a socket connected before: there is no address to rewrite,
-            // and DNS never bypasses the resolver.
-            dns_blocked = true;
-        } else if dest.port == dns && is_loopback(&dest) {
-            // A send on a socket the kernel connected to the resolver (an address given
-            // to the resolver itself was refused above).
-            let id = if task_id != IDENTITY_NONE {
-                task_id
-            } else {
-                sock_id
-            };
-            count_verdict(id, Verdict::Allow, proto_idx);
-            return CGROUP_ALLOW;
-        }
+    // DNS is never judged by the IP rules: it goes to the resolver or nowhere.
+    let dns_path = proto_mask != 0 && dns != 0;
+    if dns_path && given.port == DNS_PORT {
+        // To any resolver: the agent's resolver answers, by the identity's names.
+        redirect_dns(ctx, is6, &given, dns, reported, tgid);
+        count_verdict(reported, Verdict::Allow, proto_idx);
+        return CGROUP_ALLOW;
     }
-
-    let mut j = ALLOW;
-    if task_id != IDENTITY_NONE {
-        j = judge_unspecified_too(task_id, &dest, proto_mask);
+    if dns_path && dest.port == dns && is_loopback(&dest) {
+        // A send on a socket the kernel connected to the resolver.
+        count_verdict(reported, Verdict::Allow, proto_idx);
+        return CGROUP_ALLOW;
     }
-    if sock_id != IDENTITY_NONE && sock_id != task_id {
-        j = worst(j, judge_unspecified_too(sock_id, &dest, proto_mask));
-    }
-    if dns_blocked {
-        j = Judgement {
+    let j = if dns_path && dest.port == DNS_PORT {
+        // The peer of a socket connected before: there is no address to rewrite.
+        Judgement {
             verdict: Verdict::Deny,
             reason: Reason::NoRule,
-        };
-    }
-    let reported = if task_id != IDENTITY_NONE {
-        task_id
+        }
     } else {
-        sock_id
+        let mut j = ALLOW;
+        if task_id != IDENTITY_NONE {
+            j = judge_unspecified_too(task_id, &dest, proto_mask);
+        }
+        if sock_id != IDENTITY_NONE && sock_id != task_id {
+            j = worst(j, judge_unspecified_too(sock_id, &dest, proto_mask));
+        }
+        j
     };
     count_verdict(reported, j.verdict, proto_idx);
     if (j.verdict as u8) != (Verdict::Allow as u8) {
@@ -674,10 +659,9 @@ fn judge_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
 /// Remember where an unenrolled task went: one LRU lookup, and an insert the first
 /// time a (task, destination) pair is seen.
 #[inline(always)]
-fn record_shadow(ctx: &SockAddrContext, is6: bool, tgid: u32) {
+fn record_shadow(ctx: &SockAddrContext, d: &Dest, tgid: u32) {
     // SAFETY: the context pointer is valid for the whole program run.
     let sa = unsafe { &*ctx.sock_addr };
-    let d = read_dest(ctx, is6);
     if d.port == 0 && d.addr == [0u8; 16] {
         return; // sendmsg on a connected socket: seen at connect
     }
@@ -724,7 +708,7 @@ fn dns_port() -> u16 {
 #[inline(always)]
 fn is_loopback(d: &Dest) -> bool {
     if d.v4 {
-        return d.addr[0] == 127 && d.addr[1] == 0 && d.addr[2] == 0 && d.addr[3] == 1;
+        return d.addr[0] == LO4[0] && d.addr[1] == 0 && d.addr[2] == 0 && d.addr[3] == LO4[3];
     }
     let mut lo6 = [0u8; 16];
     lo6[15] = 1;
@@ -855,6 +839,77 @@ fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, saddr: [u8
         protocol,
     };
     let _ = ZT_DNS_CLIENTS.insert(&key, &client, BPF_ANY.into());
+}
+
+/// An IPv4 packet without options: if it goes to the resolver (127.0.0.1 at its port,
+/// TCP or UDP), record who sent it. Other packets pay a few loads.
+#[inline(always)]
+fn note_dns_client_v4(skb: *const __sk_buff, data: usize, end: usize) {
+    if data + 24 > end {
+        return;
+    }
+    // SAFETY: within the bounds just checked (a 20-byte header, then the ports).
+    let b = |i: usize| unsafe { *((data + i) as *const u8) };
+    if b(16) != LO4[0] || b(17) != 0 || b(18) != 0 || b(19) != LO4[3] {
+        return;
+    }
+    let l4 = b(9);
+    if l4 != IPPROTO_TCP as u8 && l4 != IPPROTO_UDP as u8 {
+        return;
+    }
+    let dns = dns_port();
+    if dns == 0 || u16::from_be_bytes([b(22), b(23)]) != dns {
+        return;
+    }
+    let mut saddr = [0u8; 16];
+    saddr[0] = b(12);
+    saddr[1] = b(13);
+    saddr[2] = b(14);
+    saddr[3] = b(15);
+    record_dns_client(
+        skb,
+        AF_INET as u8,
+        l4,
+        saddr,
+        u16::from_be_bytes([b(20), b(21)]),
+    );
+}
+
+/// The same for an IPv6 packet whose next header is `next` (::1 at the resolver's port).
+#[inline(always)]
+fn note_dns_client_v6(skb: *const __sk_buff, data: usize, end: usize, next: u8) {
+    if (next != IPPROTO_TCP as u8 && next != IPPROTO_UDP as u8) || data + 44 > end {
+        return;
+    }
+    // SAFETY: within the bounds just checked (a 40-byte header, then the ports).
+    let b = |i: usize| unsafe { *((data + i) as *const u8) };
+    if b(39) != 1 {
+        return;
+    }
+    let mut i = 24;
+    while i < 39 {
+        if b(i) != 0 {
+            return;
+        }
+        i += 1;
+    }
+    let dns = dns_port();
+    if dns == 0 || u16::from_be_bytes([b(42), b(43)]) != dns {
+        return;
+    }
+    let mut saddr = [0u8; 16];
+    let mut k = 0;
+    while k < 16 {
+        saddr[k] = b(8 + k);
+        k += 1;
+    }
+    record_dns_client(
+        skb,
+        AF_INET6 as u8,
+        next,
+        saddr,
+        u16::from_be_bytes([b(40), b(41)]),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1004,31 +1059,7 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if first & 0x0f > 5 {
             true
         } else {
-            if data + 24 <= end {
-                // SAFETY: within the bounds just checked (a 20-byte header, then ports).
-                let b = |i: usize| unsafe { *((data + i) as *const u8) };
-                if b(16) == LO4[0] && b(17) == 0 && b(18) == 0 && b(19) == LO4[3] {
-                    let l4 = b(9);
-                    if l4 == IPPROTO_TCP as u8 || l4 == IPPROTO_UDP as u8 {
-                        let dport = u16::from_be_bytes([b(22), b(23)]);
-                        let dns = dns_port();
-                        if dns != 0 && dport == dns {
-                            let mut saddr = [0u8; 16];
-                            saddr[0] = b(12);
-                            saddr[1] = b(13);
-                            saddr[2] = b(14);
-                            saddr[3] = b(15);
-                            record_dns_client(
-                                skb,
-                                AF_INET as u8,
-                                l4,
-                                saddr,
-                                u16::from_be_bytes([b(20), b(21)]),
-                            );
-                        }
-                    }
-                }
-            }
+            note_dns_client_v4(skb, data, end);
             false
         }
     } else if proto == ETH_P_IPV6_BE {
@@ -1039,37 +1070,7 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if next == 0 || next == 43 || next == 60 {
             true
         } else {
-            if (next == IPPROTO_TCP as u8 || next == IPPROTO_UDP as u8) && data + 44 <= end {
-                // SAFETY: within the bounds just checked (a 40-byte header, then ports).
-                let b = |i: usize| unsafe { *((data + i) as *const u8) };
-                if b(39) == 1 {
-                    let mut zero = true;
-                    let mut i = 24;
-                    while i < 39 {
-                        if b(i) != 0 {
-                            zero = false;
-                        }
-                        i += 1;
-                    }
-                    let dport = u16::from_be_bytes([b(42), b(43)]);
-                    let dns = dns_port();
-                    if zero && dns != 0 && dport == dns {
-                        let mut saddr = [0u8; 16];
-                        let mut k = 0;
-                        while k < 16 {
-                            saddr[k] = b(8 + k);
-                            k += 1;
-                        }
-                        record_dns_client(
-                            skb,
-                            AF_INET6 as u8,
-                            next,
-                            saddr,
-                            u16::from_be_bytes([b(40), b(41)]),
-                        );
-                    }
-                }
-            }
+            note_dns_client_v6(skb, data, end, next);
             false
         }
     } else {

@@ -111,7 +111,6 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
     if msg.metadata.message_type != MessageType::Query {
         return Decision::Drop;
     }
-    let id = msg.metadata.id;
     let refuse = |code, outcome, why, q: Option<&Query>| Decision::Reply {
         reply: reply_to(&msg, code),
         outcome,
@@ -181,7 +180,6 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
     let Ok(upstream) = up.to_vec() else {
         return refuse(ResponseCode::FormErr, Outcome::Malformed, "encode", Some(q));
     };
-    let _ = id;
     Decision::Forward(Box::new(Forward {
         qtype: q.query_type(),
         client: msg,
@@ -396,10 +394,7 @@ pub fn never_from_dns(addr: IpAddr) -> bool {
                 || a.is_broadcast()
         }
         IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
+            a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local()
         }
     }
 }
