@@ -1,19 +1,25 @@
 //! zt-agent: zero-trust egress and exec enforcement for non-human identities on Linux.
 //!
-//! Folders by job: `policy` (parse, validate, compile), `identity` (files as the kernel
-//! sees them, exec selectors and allowlists, adoption of running tasks), `ebpf` (load,
-//! attach, pin, maps), `dns` (the resolver of enrolled tasks' DNS), `events`, `metrics`, `sys` (mounts, cgroups, users), and one
-//! module per command: `daemon`, `run`, `ps` (with `status`).
+//! Folders by job: `policy` (parse, validate, compile), `plan` (policy + host facts ->
+//! what the kernel gets), `identity` (files as the kernel sees them, exec selectors and
+//! allowlists, adoption of running tasks), `ebpf` (load, attach, pin, maps), `dns` (the
+//! resolver of enrolled tasks' DNS), `bus` and `events` (typed events, their JSON and
+//! sinks), `metrics`, `daemon` (its parts), `launch` (`zt-agent run`), `inventory`
+//! (`ps` and `status`), `sys` (mounts, cgroups, users), and `cmd`, one file per
+//! command.
+pub mod bus;
 pub mod cli;
+pub mod cmd;
 pub mod daemon;
 pub mod dns;
 pub mod ebpf;
 pub mod events;
 pub mod exit;
 pub mod identity;
+pub mod inventory;
+pub mod launch;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
-pub mod ps;
-pub mod run;
 pub mod state;
 pub mod sys;

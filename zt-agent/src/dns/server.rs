@@ -15,15 +15,15 @@ use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc::UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zt_agent_common::{DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey};
 
 use super::learned::{Answered, Learned, Rules, boot_ns};
 use super::message::{self, Asker, Decision, Forward, Limits, Outcome};
-use crate::events::decode::{DnsDetail, JsonEvent};
+use crate::bus::{self, Body, Bus};
+use crate::events::{DnsDetail, DnsEvent, TaskFacts};
 use crate::metrics::DnsMetrics;
 use crate::policy::{Compiled, Mode, NameRule};
-use crate::state::State;
 
 /// Default port of the resolver: privileged, so that only root can listen there
 /// while the daemon is down, and next to 53 so that it is easy to recognise.
@@ -214,8 +214,6 @@ pub struct Resolver {
     learned: Mutex<(Learned, BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
     clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
     metrics: DnsMetrics,
-    /// For events: owners, SPIFFE ids and the policy hash.
-    state: Arc<RwLock<Arc<State>>>,
     permits: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     in_flight: Mutex<BTreeMap<u32, usize>>,
@@ -267,26 +265,25 @@ impl Resolver {
         mut allow: BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>,
         clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
         metrics: DnsMetrics,
-        events: UnboundedSender<JsonEvent>,
+        bus: Bus,
     ) -> Self {
-        let state = Arc::new(RwLock::new(Arc::new(State::default())));
         let (pending, mut rx) = tokio::sync::mpsc::channel::<PendingEvent>(EVENT_BACKLOG);
-        let builder_state = state.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
-                let st = builder_state.read().map(|s| s.clone()).unwrap_or_default();
-                let ev = JsonEvent::dns(
-                    p.verdict,
-                    &p.identity,
-                    p.reason,
-                    p.tgid,
-                    p.proto,
-                    p.detail,
-                    &st,
-                );
-                if events.send(ev).is_err() {
-                    return;
-                }
+                let task = if p.tgid == 0 {
+                    TaskFacts::default()
+                } else {
+                    TaskFacts::read(p.tgid)
+                };
+                bus.publish(bus::Event::now(Body::Dns(Box::new(DnsEvent {
+                    verdict: p.verdict,
+                    identity: p.identity,
+                    reason: p.reason,
+                    tgid: p.tgid,
+                    protocol: p.proto,
+                    detail: p.detail,
+                    task,
+                }))));
             }
         });
         // Nothing says why entries left by an earlier daemon were made, or under which
@@ -304,7 +301,6 @@ impl Resolver {
             policy: RwLock::new(Arc::new(DnsPolicy::default())),
             clients,
             metrics,
-            state,
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
             in_flight: Mutex::new(BTreeMap::new()),
@@ -326,13 +322,10 @@ impl Resolver {
     }
 
     /// Judge by a new policy from now on, and rebuild what earlier answers installed.
-    pub fn set_policy(&self, p: DnsPolicy, state: &State) {
+    pub fn set_policy(&self, p: DnsPolicy) {
         let p = Arc::new(p);
         if let Ok(mut cur) = self.policy.write() {
             *cur = p.clone();
-        }
-        if let Ok(mut s) = self.state.write() {
-            *s = Arc::new(state.clone());
         }
         if let Ok(mut l) = self.learned.lock() {
             let (table, map) = &mut *l;

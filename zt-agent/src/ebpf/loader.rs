@@ -59,6 +59,12 @@ pub enum ExecGuard {
     TracepointKill,
 }
 
+impl serde::Serialize for ExecGuard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl ExecGuard {
     /// The `mechanism` label and the word `zt-agent status` prints.
     #[must_use]
@@ -66,6 +72,17 @@ impl ExecGuard {
         match self {
             Self::Lsm => "lsm",
             Self::TracepointKill => "tp_btf_sigkill",
+        }
+    }
+
+    /// What the mechanism does, for logs and `zt-agent status`.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Lsm => "BPF LSM bprm_check_security: a disallowed exec fails with EPERM",
+            Self::TracepointKill => {
+                "tp_btf sched_process_exec + SIGKILL: a disallowed exec kills the task before the new image runs"
+            }
         }
     }
 

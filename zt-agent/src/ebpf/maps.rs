@@ -14,14 +14,14 @@ use zt_agent_common::{
     TaskIdentity, errors,
 };
 
-use crate::identity::resolve::Resolved;
-use crate::policy::Compiled;
-
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
 type Trie6 = LpmTrie<MapData, KeyV6, PolicyValue>;
 
 /// BPF_F_NO_PREALLOC: required for LPM tries, and must match the inner-map template.
 const NO_PREALLOC: u32 = 1;
+
+/// One policy trie entry: (prefix length including the 32 identity bits, key, value).
+pub type TrieEntry<K> = (u32, K, PolicyValue);
 
 /// The two per-family policy tries, swapped whole on every policy change.
 pub struct PolicyMaps {
@@ -30,15 +30,19 @@ pub struct PolicyMaps {
 }
 
 impl PolicyMaps {
-    /// Build new tries from the compiled policy and swap them in. Each family is one
-    /// atomic pointer swap; a verdict in flight keeps the trie it started with.
-    pub fn install(&mut self, compiled: &Compiled) -> Result<(), MapError> {
+    /// Build new tries from these entries and swap them in. Each family is one atomic
+    /// pointer swap; a verdict in flight keeps the trie it started with.
+    pub fn install(
+        &mut self,
+        v4: &[TrieEntry<KeyV4>],
+        v6: &[TrieEntry<KeyV6>],
+    ) -> Result<(), MapError> {
         let mut t4: Trie4 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
-        for (len, data, value) in &compiled.v4 {
+        for (len, data, value) in v4 {
             t4.insert(&Key::new(*len, *data), value, 0)?;
         }
         let mut t6: Trie6 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
-        for (len, data, value) in &compiled.v6 {
+        for (len, data, value) in v6 {
             t6.insert(&Key::new(*len, *data), value, 0)?;
         }
         let old_v4 = self.v4.get(&0, 0).ok();
@@ -146,6 +150,16 @@ impl Cgroups {
     }
 }
 
+/// What the exec maps hold: each identity's settings (by id), the exe and uid/gid
+/// selectors, and the exec allowlists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecEntries {
+    pub configs: BTreeMap<u32, IdentityConfig>,
+    pub exe: BTreeMap<FileKey, ExeSelector>,
+    pub principals: BTreeMap<PrincipalKey, Principal>,
+    pub allow: BTreeMap<ExecAllowKey, FileStamp>,
+}
+
 /// The exec side: identity settings, exe and uid/gid selectors, exec allowlists.
 pub struct ExecMaps {
     pub identities: Array<MapData, IdentityConfig>,
@@ -179,7 +193,7 @@ impl ExecMaps {
     /// Install the exec side of a policy. Allowlist entries go in before an identity
     /// becomes restricted, and leave only after it no longer is, so no allowed exec
     /// fails during a change. Identities not in `r.configs` become deny-all.
-    pub fn sync(&mut self, r: &Resolved) -> Result<(), MapError> {
+    pub fn sync(&mut self, r: &ExecEntries) -> Result<(), MapError> {
         // Add first (a newly restricted identity finds its entries), then switch the
         // identities, then prune.
         for (k, v) in &r.allow {

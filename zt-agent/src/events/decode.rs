@@ -1,170 +1,23 @@
-//! Kernel event record -> the JSON event of DESIGN.md.
+//! Kernel event records: the wire format, the names of its codes, and the facts of
+//! the task read when a record arrives.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
-use zt_agent_common::{
-    ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, Event, EventKind, Reason, Verdict,
-};
+use zt_agent_common::{Event, EventKind, Reason, Verdict};
 
-use super::provenance::{self, Ancestor, Digests};
+use super::provenance::{self, Digests};
+use super::{ExecFacts, KernelEvent};
 use crate::identity::files::FileId;
 use crate::state::State;
 
-/// One event line. Field names are a contract (DESIGN.md, Events).
-#[derive(Clone, Debug, Serialize)]
-pub struct JsonEvent {
-    pub time: String,
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<&'static str>,
-    pub identity: String,
-    pub spiffe_id: Option<String>,
-    pub owner: Option<String>,
-    pub pid: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ppid: Option<u32>,
-    pub tid: u32,
-    pub uid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub cgroup: Option<String>,
-    pub cgroup_id: u64,
-    pub policy_sha256: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'static str>,
-    pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_identity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Exec events: the parent chain, parent first, up to 4.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ancestors: Option<Vec<Ancestor>>,
-    /// Exec events: the path passed to execve (`exe` is the file that runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Exec events: sha256 of the binary that runs (the interpreter, for a script).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Exec events: the binary as "major:minor:inode" in the kernel's numbering.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// Exec events: the selector kind that gave the task its identity by this exec
-    /// (`exe`, `uid_gid` or `quarantine`); absent when it had one before.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enrolled_by: Option<&'static str>,
-    /// DNS events: the query and what the resolver did with it.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsDetail>,
-}
-
-/// The fields of a `dns` event.
-#[derive(Clone, Debug, Serialize)]
-pub struct DnsDetail {
-    /// The queried name, lowercase, without the trailing dot.
-    pub query: Option<String>,
-    pub qtype: Option<String>,
-    /// DNS response code sent to the task (NOERROR, NXDOMAIN, REFUSED, ...).
-    pub rcode: String,
-    /// Addresses installed for the identity, with their TTL in seconds.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub installed: Vec<String>,
-    /// Addresses on the answer that DNS may never open (loopback, link-local, ...).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub withheld: Vec<String>,
-}
-
-impl JsonEvent {
-    /// An event the daemon itself reports (policy and file checks).
-    #[must_use]
-    pub fn daemon(
-        kind: &'static str,
-        identity: &str,
-        reason: &'static str,
-        detail: String,
-        state: &State,
-    ) -> Self {
-        let ident = state.identity(identity);
-        Self {
-            time: now_rfc3339(),
-            kind,
-            verdict: None,
-            identity: identity.to_owned(),
-            spiffe_id: ident.map(|i| i.spiffe_id.clone()),
-            owner: ident.map(|i| i.owner.clone()),
-            pid: std::process::id(),
-            ppid: None,
-            tid: std::process::id(),
-            uid: 0,
-            comm: "zt-agent".to_owned(),
-            exe: None,
-            cgroup: None,
-            cgroup_id: 0,
-            policy_sha256: state.policy_sha256.clone(),
-            dst: None,
-            protocol: None,
-            reason,
-            socket_identity: None,
-            detail: Some(detail),
-            ancestors: None,
-            path: None,
-            sha256: None,
-            file: None,
-            enrolled_by: None,
-            dns: None,
-        }
-    }
-
-    /// A query the resolver answered or refused, on behalf of task `tgid`.
-    #[must_use]
-    pub fn dns(
-        verdict: &'static str,
-        identity: &str,
-        reason: &'static str,
-        tgid: u32,
-        protocol: &'static str,
-        detail: DnsDetail,
-        state: &State,
-    ) -> Self {
-        let mut ev = Self::daemon("dns", identity, reason, String::new(), state);
-        ev.verdict = Some(verdict);
-        ev.detail = None;
-        ev.protocol = Some(protocol);
-        ev.pid = tgid;
-        ev.tid = tgid;
-        if tgid != 0 {
-            let (exe, cgroup) = proc_facts(tgid);
-            ev.exe = exe;
-            ev.cgroup = cgroup;
-            ev.comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                .map(|c| c.trim_end().to_owned())
-                .unwrap_or_default();
-            ev.uid = proc_uid(tgid).unwrap_or(0);
-        } else {
-            ev.comm = String::new();
-        }
-        ev.dns = Some(detail);
-        ev
-    }
-}
-
-fn proc_uid(tgid: u32) -> Option<u32> {
+/// A task's real uid, from /proc/PID/status.
+pub fn proc_uid(tgid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|u| u.parse().ok())
-}
-
-#[must_use]
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Parse a raw ring-buffer record; `None` if it is not a whole event.
@@ -178,7 +31,8 @@ pub fn parse(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-fn kind_name(k: u8) -> &'static str {
+#[must_use]
+pub fn kind_name(k: u8) -> &'static str {
     match k {
         x if x == EventKind::Connect as u8 => "connect",
         x if x == EventKind::Sendmsg as u8 => "sendmsg",
@@ -199,7 +53,8 @@ pub fn verdict_name(v: u8) -> &'static str {
     }
 }
 
-fn reason_name(r: u8) -> &'static str {
+#[must_use]
+pub fn reason_name(r: u8) -> &'static str {
     match r {
         x if x == Reason::RuleMatched as u8 => "rule_matched",
         x if x == Reason::NoRule as u8 => "no_rule",
@@ -215,7 +70,8 @@ fn reason_name(r: u8) -> &'static str {
     }
 }
 
-fn protocol_name(p: u8) -> &'static str {
+#[must_use]
+pub fn protocol_name(p: u8) -> &'static str {
     match p {
         6 => "tcp",
         17 => "udp",
@@ -223,13 +79,14 @@ fn protocol_name(p: u8) -> &'static str {
     }
 }
 
-fn comm(c: &[u8; 16]) -> String {
+#[must_use]
+pub fn comm(c: &[u8; 16]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 /// The task's exe and cgroup, read from /proc while the task may still be alive.
-fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
+pub fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
     let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
         .ok()
         .map(|p| p.display().to_string());
@@ -257,96 +114,50 @@ pub fn dst(ev: &Event) -> Option<String> {
     }
 }
 
-fn c_str(b: &[u8]) -> String {
+#[must_use]
+pub fn c_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// Enrich a kernel event with what the policy and /proc know.
+/// What /proc and the file system tell about a kernel event's task, read as soon as
+/// the event arrives (the task may exit any moment, or be killed by this very exec).
 #[must_use]
-pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
-    let ident = state.by_id(ev.identity);
-    let name = ident.map_or_else(|| state.label_of(ev.identity), |i| i.name.clone());
-    let (mut exe, cgroup) = proc_facts(ev.tgid);
-    let is_exec = ev.kind == EventKind::Exec as u8;
-    let (mut ancestors, mut path, mut sha256, mut file, mut enrolled_by) =
-        (None, None, None, None, None);
-    if is_exec {
-        let file_key = ev.file;
+pub fn enrich(raw: &Event, state: &State, digests: &mut Digests) -> KernelEvent {
+    let (mut exe, cgroup) = proc_facts(raw.tgid);
+    let exec = (raw.kind == EventKind::Exec as u8).then(|| {
+        let file_key = raw.file;
         let file_id = FileId {
-            key: ev.file,
-            stamp: ev.file_stamp,
+            key: raw.file,
+            stamp: raw.file_stamp,
         };
-        let ancestor_pids = ev.ancestors;
-        let exec_path = c_str(&ev.path);
-        // The task may be gone (killed by this very exec): name the file from the
-        // policy, else from what was exec'd, once a path is seen to lead to the very
-        // file the kernel reported (device, inode and change time).
+        let exec_path = c_str(&raw.path);
+        // Name the file from the task, else from the policy, else from what was
+        // exec'd, once a path is seen to lead to the very file the kernel reported
+        // (device, inode and change time).
         let known = state.paths.get(&FileId::describe(&file_key)).cloned();
-        let mut candidates = vec![format!("/proc/{}/exe", ev.tgid)];
+        let mut candidates = vec![format!("/proc/{}/exe", raw.tgid)];
         candidates.extend(known);
         if exec_path.starts_with('/') {
-            candidates.push(exec_path.clone());
+            candidates.push(exec_path);
         }
+        let mut facts = ExecFacts {
+            ancestors: provenance::ancestors(&raw.ancestors),
+            sha256: None,
+        };
         if let Some((via, digest)) = digests.of(&file_id, &candidates) {
-            sha256 = Some(digest);
+            facts.sha256 = Some(digest);
             if exe.is_none() && !via.starts_with("/proc/") {
                 exe = Some(via);
             }
         }
-        ancestors = Some(provenance::ancestors(&ancestor_pids));
-        file = Some(FileId::describe(&file_key));
-        path = Some(exec_path);
-        enrolled_by = match ev.detail {
-            ENROLL_EXE => Some("exe"),
-            ENROLL_PRINCIPAL => Some("uid_gid"),
-            ENROLL_QUARANTINE => Some("quarantine"),
-            _ => None,
-        };
-    }
-    let is_addr = ev.kind == EventKind::Connect as u8 || ev.kind == EventKind::Sendmsg as u8;
-    let detail = match ev.kind {
-        x if x == EventKind::SockCreate as u8 => Some(format!(
-            "family={} type={} protocol={}",
-            ev.family, ev.detail, ev.protocol
-        )),
-        x if x == EventKind::Setsockopt as u8 => {
-            Some(format!("level={} optname={}", ev.protocol, ev.detail))
-        }
-        _ => None,
-    };
-    JsonEvent {
-        time: now_rfc3339(),
-        kind: kind_name(ev.kind),
-        verdict: Some(verdict_name(ev.verdict)),
-        identity: name,
-        spiffe_id: ident.map(|i| i.spiffe_id.clone()),
-        owner: ident.map(|i| i.owner.clone()),
-        pid: ev.tgid,
-        ppid: is_exec.then_some(ev.ancestors[0]),
-        tid: ev.pid,
-        uid: ev.uid,
-        comm: comm(&ev.comm),
+        facts
+    });
+    KernelEvent {
+        raw: *raw,
         exe,
         cgroup,
-        cgroup_id: ev.cgroup_id,
-        policy_sha256: state.policy_sha256.clone(),
-        dst: if is_addr { dst(ev) } else { None },
-        protocol: if is_addr {
-            Some(protocol_name(ev.protocol))
-        } else {
-            None
-        },
-        reason: reason_name(ev.reason),
-        socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity)
-            .then(|| state.label_of(ev.sock_identity)),
-        detail,
-        ancestors,
-        path,
-        sha256,
-        file,
-        enrolled_by,
-        dns: None,
+        exec,
     }
 }
 
@@ -402,12 +213,17 @@ mod tests {
             mode: "enforce".into(),
             cgroup_globs: vec![],
         });
-        let j = enrich(&back, &state, &mut Digests::default());
+        let k = enrich(&back, &state, &mut Digests::default());
+        let j = super::super::json::JsonEvent::of(
+            &crate::bus::Event::now(crate::bus::Body::Kernel(Box::new(k))),
+            &state,
+        );
         assert_eq!(j.identity, "coder");
         assert_eq!(j.dst.as_deref(), Some("10.1.2.3:443"));
         assert_eq!(j.verdict, Some("deny"));
         assert_eq!(j.protocol, Some("tcp"));
         assert_eq!(j.comm, "curl");
+        assert_eq!(j.owner.as_deref(), Some("alice@example.com"));
         assert!(parse(&bytes[..10]).is_none());
     }
 

@@ -47,7 +47,7 @@ fn exe_of(tgid: u32, tables: &mut HashMap<String, Option<MountDevs>>) -> Option<
 /// Every live thread group that a selector of `resolved` matches, except `skip`.
 #[must_use]
 pub fn scan(resolved: &Resolved, skip: &[u32]) -> Vec<Match> {
-    if resolved.exe.is_empty() && resolved.principals.is_empty() {
+    if resolved.entries.exe.is_empty() && resolved.entries.principals.is_empty() {
         return Vec::new();
     }
     let mut tables = HashMap::new();
@@ -65,7 +65,7 @@ pub fn scan(resolved: &Resolved, skip: &[u32]) -> Vec<Match> {
         let Some((uid, gid)) = ids_of(tgid) else {
             continue;
         };
-        let exe = if resolved.exe.is_empty() {
+        let exe = if resolved.entries.exe.is_empty() {
             None
         } else {
             exe_of(tgid, &mut tables)

@@ -11,13 +11,14 @@ use std::path::Path;
 
 use zt_agent_common::{
     ANY_ID, ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE,
-    EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY, ExeSelector, ExecAllowKey, FileKey, FileStamp,
+    EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY, ExeSelector, ExecAllowKey, FileKey,
     IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED, IDENTITY_FLAG_IN_POLICY,
     IDENTITY_QUARANTINE, IdentityConfig, PRINCIPAL_GID, PRINCIPAL_UID, PRINCIPALS_CAPACITY,
     Principal, PrincipalKey,
 };
 
 use super::files::{self, FileId, MountDevs};
+use crate::ebpf::maps::ExecEntries;
 use crate::policy::{Location, Mode, Policy};
 
 /// Looks files up. The daemon's is [`HostFiles`]; unit tests give synthetic files.
@@ -147,11 +148,8 @@ pub struct SameFile {
 /// Map entries for the exec side of a policy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
-    pub exe: BTreeMap<FileKey, ExeSelector>,
-    pub principals: BTreeMap<PrincipalKey, Principal>,
-    pub allow: BTreeMap<ExecAllowKey, FileStamp>,
-    /// Every identity of the policy, by id.
-    pub configs: BTreeMap<u32, IdentityConfig>,
+    /// Every identity of the policy has its settings in `entries.configs`.
+    pub entries: ExecEntries,
     /// A name for each file the policy names (for events and `zt-agent ps`).
     pub paths: BTreeMap<FileKey, String>,
     pub notes: Vec<Note>,
@@ -209,7 +207,7 @@ pub fn resolve(
                 }
                 match looked {
                     Ok(f) => {
-                        r.allow.insert(
+                        r.entries.allow.insert(
                             ExecAllowKey {
                                 identity: id,
                                 dev: f.key.dev,
@@ -229,7 +227,7 @@ pub fn resolve(
                 }
             }
         }
-        r.configs.insert(id, IdentityConfig { flags });
+        r.entries.configs.insert(id, IdentityConfig { flags });
 
         for s in &identity.exe_selectors {
             let looked = match &s.sha256 {
@@ -295,7 +293,7 @@ pub fn resolve(
                 (identity.name.clone(), s.path.clone(), s.location.clone()),
             );
             r.paths.insert(f.key, s.path.clone());
-            r.exe.insert(
+            r.entries.exe.insert(
                 f.key,
                 ExeSelector {
                     stamp: f.stamp,
@@ -329,13 +327,17 @@ pub fn resolve(
                     },
                 ),
             };
-            r.principals.insert(key, value);
+            r.entries.principals.insert(key, value);
         }
     }
     for (what, need, capacity) in [
-        ("exe selector", r.exe.len(), EXE_SELECTORS_CAPACITY),
-        ("uid/gid selector", r.principals.len(), PRINCIPALS_CAPACITY),
-        ("exec allowlist", r.allow.len(), EXEC_ALLOW_CAPACITY),
+        ("exe selector", r.entries.exe.len(), EXE_SELECTORS_CAPACITY),
+        (
+            "uid/gid selector",
+            r.entries.principals.len(),
+            PRINCIPALS_CAPACITY,
+        ),
+        ("exec allowlist", r.entries.allow.len(), EXEC_ALLOW_CAPACITY),
     ] {
         if need > capacity as usize {
             errors.push(ResolveError::Capacity {
@@ -368,16 +370,17 @@ pub fn keep_unresolved(old: &Resolved, new: &mut Resolved) {
             continue;
         }
         new.paths.insert(*key, path.clone());
-        if let Some(sel) = old.exe.get(key) {
-            new.exe.entry(*key).or_insert(*sel);
+        if let Some(sel) = old.entries.exe.get(key) {
+            new.entries.exe.entry(*key).or_insert(*sel);
         }
         for (k, v) in old
+            .entries
             .allow
             .iter()
             .filter(|(k, _)| k.dev == key.dev && k.ino == key.ino)
         {
-            if new.configs.contains_key(&k.identity) {
-                new.allow.entry(*k).or_insert(*v);
+            if new.entries.configs.contains_key(&k.identity) {
+                new.entries.allow.entry(*k).or_insert(*v);
             }
         }
     }
@@ -389,12 +392,13 @@ impl Resolved {
     #[must_use]
     pub fn select(&self, file: Option<&FileId>, uid: u32, gid: u32) -> Option<(u32, u32)> {
         if let Some(f) = file
-            && let Some(sel) = self.exe.get(&f.key)
+            && let Some(sel) = self.entries.exe.get(&f.key)
             && (sel.uid == ANY_ID || sel.uid == uid)
             && (sel.gid == ANY_ID || sel.gid == gid)
         {
             let digest_unverified = sel.stamp != f.stamp && sel.flags & EXE_FLAG_DIGEST != 0;
             let audit = self
+                .entries
                 .configs
                 .get(&sel.identity)
                 .is_some_and(|c| c.flags & IDENTITY_FLAG_AUDIT != 0);
@@ -407,7 +411,7 @@ impl Resolved {
             kind: PRINCIPAL_UID,
             id: uid,
         };
-        if let Some(p) = self.principals.get(&by_uid)
+        if let Some(p) = self.entries.principals.get(&by_uid)
             && (p.gid == ANY_ID || p.gid == gid)
         {
             return Some((p.identity, ENROLL_PRINCIPAL));
@@ -416,7 +420,8 @@ impl Resolved {
             kind: PRINCIPAL_GID,
             id: gid,
         };
-        self.principals
+        self.entries
+            .principals
             .get(&by_gid)
             .map(|p| (p.identity, ENROLL_PRINCIPAL))
     }
@@ -424,6 +429,8 @@ impl Resolved {
 
 #[cfg(test)]
 mod tests {
+    use zt_agent_common::FileStamp;
+
     use super::*;
     use crate::policy::load_str;
 
@@ -584,10 +591,10 @@ mod tests {
         fs.0.remove("/usr/bin/agentd");
         fs.0.remove("/usr/bin/git");
         let mut now = resolve(&p, &ids(&["agent"]), &mut fs).expect("resolves");
-        assert!(now.exe.is_empty() && now.allow.is_empty());
+        assert!(now.entries.exe.is_empty() && now.entries.allow.is_empty());
         keep_unresolved(&before, &mut now);
-        assert_eq!(now.exe, before.exe);
-        assert_eq!(now.allow, before.allow);
+        assert_eq!(now.entries.exe, before.entries.exe);
+        assert_eq!(now.entries.allow, before.entries.allow);
     }
 
     #[test]
@@ -600,7 +607,11 @@ mod tests {
         );
         let p = load_str("p.yaml", &text).expect("valid");
         let r = resolve(&p, &ids(&["agent"]), &mut files()).expect("resolves");
-        assert_eq!(r.allow.len(), 1, "only the file whose digest matches");
+        assert_eq!(
+            r.entries.allow.len(),
+            1,
+            "only the file whose digest matches"
+        );
         assert!(
             r.notes
                 .iter()
@@ -630,17 +641,17 @@ mod tests {
             + &doc("free", "  egress: []\n");
         let p = load_str("p.yaml", &text).expect("valid");
         let r = resolve(&p, &ids(&["agent", "free"]), &mut files()).expect("resolves");
-        assert_eq!(r.allow.len(), 2);
-        assert!(r.allow.contains_key(&ExecAllowKey {
+        assert_eq!(r.entries.allow.len(), 2);
+        assert!(r.entries.allow.contains_key(&ExecAllowKey {
             identity: 1,
             dev: 8,
             ino: 11
         }));
         assert_eq!(
-            r.configs[&1].flags,
+            r.entries.configs[&1].flags,
             IDENTITY_FLAG_IN_POLICY | IDENTITY_FLAG_AUDIT | IDENTITY_FLAG_EXEC_RESTRICTED
         );
-        assert_eq!(r.configs[&2].flags, IDENTITY_FLAG_IN_POLICY);
+        assert_eq!(r.entries.configs[&2].flags, IDENTITY_FLAG_IN_POLICY);
         assert_eq!(r.notes.len(), 1, "the missing file is reported");
         assert_eq!(r.notes[0].path, "/nonexistent");
     }

@@ -1,4 +1,5 @@
-//! `zt-agent ps` and `zt-agent status`: read the pinned maps and the state file.
+//! What `zt-agent ps` and `zt-agent status` show, read from the pinned maps and the
+//! state file.
 //!
 //! `ps` lists every enrolled thread group with its identity and how it got it, and
 //! the shadow workloads: unenrolled tasks that made egress connections since the
@@ -14,10 +15,9 @@ use zt_agent_common::{
     ENROLL_SCAN, ShadowKey, map_names,
 };
 
-use crate::cli::{Dirs, PsArgs};
+use crate::cli::Dirs;
 use crate::ebpf::loader::{self, ExecGuard, PinDir};
 use crate::ebpf::maps::{Shadow, Tasks};
-use crate::exit;
 use crate::state::State;
 
 #[derive(Debug, Serialize)]
@@ -168,67 +168,6 @@ pub fn inventory(dirs: &Dirs) -> Result<Inventory, PsError> {
     Ok(Inventory { enrolled, shadow })
 }
 
-pub fn main(args: &PsArgs) -> u8 {
-    let inv = match inventory(&args.dirs) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("zt-agent ps: {}", exit::chain(&e));
-            return exit::UNAVAILABLE;
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&inv).unwrap_or_default());
-        return exit::OK;
-    }
-    println!("ENROLLED");
-    println!(
-        "{:>8}  {:<20} {:<10} {:>6}  {:<16} EXE",
-        "PID", "IDENTITY", "HOW", "UID", "COMM"
-    );
-    for t in &inv.enrolled {
-        println!(
-            "{:>8}  {:<20} {:<10} {:>6}  {:<16} {}",
-            t.pid,
-            t.identity,
-            t.how,
-            t.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
-            t.comm.as_deref().unwrap_or("(exited)"),
-            t.exe.as_deref().unwrap_or("-"),
-        );
-    }
-    println!();
-    println!("SHADOW (not enrolled, made egress connections since the agent started)");
-    println!(
-        "{:>8}  {:>6}  {:<16} {:<32} DESTINATIONS",
-        "PID", "UID", "COMM", "EXE"
-    );
-    for t in &inv.shadow {
-        let dests: Vec<String> = t
-            .destinations
-            .iter()
-            .take(8)
-            .map(|d| format!("{}/{} x{}", d.dst, d.protocol, d.count))
-            .collect();
-        let more = t.destinations.len().saturating_sub(8);
-        println!(
-            "{:>8}  {:>6}  {:<16} {:<32} {}{}",
-            t.pid,
-            t.uid,
-            t.comm,
-            t.exe
-                .as_deref()
-                .unwrap_or(if t.alive { "-" } else { "(exited)" }),
-            dests.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        );
-    }
-    exit::OK
-}
-
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub pin_dir: String,
@@ -238,31 +177,25 @@ pub struct Status {
     pub policy_sha256: String,
     pub identities: Vec<String>,
     /// `lsm` or `tp_btf_sigkill`.
-    pub exec_guard: &'static str,
+    pub exec_guard: ExecGuard,
     pub metrics_addr: Option<String>,
     /// Port of the resolver enrolled tasks' DNS is sent to, on 127.0.0.1 and ::1.
     pub dns_port: Option<u16>,
     pub enrolled_tasks: usize,
 }
 
-pub fn status(dirs: &Dirs, json: bool) -> u8 {
+/// The enforcement's status, from the pins and the state file.
+///
+/// # Errors
+/// Nothing is pinned at the pin directory, or the state file cannot be read.
+pub fn status(dirs: &Dirs) -> Result<Status, PsError> {
     let pins = PinDir::new(&dirs.pin_dir);
     if !pins.is_complete() {
-        eprintln!(
-            "zt-agent status: {}",
-            PsError::NotRunning(pins.root.display().to_string())
-        );
-        return exit::UNAVAILABLE;
+        return Err(PsError::NotRunning(pins.root.display().to_string()));
     }
-    let state = match State::read(&dirs.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("zt-agent status: {}", exit::chain(&e));
-            return exit::UNAVAILABLE;
-        }
-    };
+    let state = State::read(&dirs.state_dir)?;
     let tasks = loader::open_pinned_map(&pins, map_names::TASKS).map(Tasks);
-    let st = Status {
+    Ok(Status {
         pin_dir: pins.root.display().to_string(),
         enforcing: true,
         daemon_pid: state.daemon_pid,
@@ -271,47 +204,9 @@ pub fn status(dirs: &Dirs, json: bool) -> u8 {
             .is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
         policy_sha256: state.policy_sha256.clone(),
         identities: state.identities.iter().map(|i| i.name.clone()).collect(),
-        exec_guard: ExecGuard::of_pins(&pins).as_str(),
+        exec_guard: ExecGuard::of_pins(&pins),
         metrics_addr: state.metrics_addr.clone(),
         dns_port: state.dns_port,
         enrolled_tasks: tasks.map(|t| t.all().len()).unwrap_or(0),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-        return exit::OK;
-    }
-    println!("enforcing:      yes (pinned at {})", st.pin_dir);
-    println!(
-        "daemon:         {}",
-        match (st.daemon_pid, st.daemon_running) {
-            (Some(p), true) => format!("running (pid {p})"),
-            (Some(p), false) => format!("not running (last pid {p}); the kernel keeps enforcing"),
-            _ => "unknown".to_owned(),
-        }
-    );
-    println!("policy sha256:  {}", st.policy_sha256);
-    println!("identities:     {}", st.identities.join(", "));
-    println!(
-        "exec guard:     {}",
-        match st.exec_guard {
-            "lsm" => "lsm (BPF LSM bprm_check_security: a disallowed exec fails with EPERM)",
-            _ =>
-                "tp_btf_sigkill (sched_process_exec + SIGKILL: a disallowed exec kills the task before the new image runs)",
-        }
-    );
-    println!(
-        "metrics:        {}",
-        st.metrics_addr.as_deref().unwrap_or("-")
-    );
-    println!(
-        "dns resolver:   {}",
-        st.dns_port.map_or_else(
-            || "-".to_owned(),
-            |p| format!(
-                "127.0.0.1:{p} and [::1]:{p} (enrolled tasks' DNS, UDP and TCP port 53, goes here)"
-            )
-        )
-    );
-    println!("enrolled tasks: {}", st.enrolled_tasks);
-    exit::OK
+    })
 }

@@ -1,4 +1,4 @@
-//! `zt-agent run --identity NAME -- CMD`: launch a workload under an identity.
+//! Launching a workload under an identity (`zt-agent run --identity NAME -- CMD`).
 //!
 //! CMD starts in a fresh cgroup `<cgroup2>/zt/NAME/<run id>`, is enrolled in the kernel
 //! before it executes its first instruction, and runs without capabilities, with
@@ -56,7 +56,8 @@ pub enum RunError {
 }
 
 impl RunError {
-    fn exit_code(&self) -> u8 {
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::State(_) | Self::Map { .. } | Self::Pinned(_) => exit::UNAVAILABLE,
@@ -72,16 +73,6 @@ impl RunError {
                     126
                 }
             }
-        }
-    }
-}
-
-pub fn main(args: &RunArgs) -> u8 {
-    match launch(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("zt-agent run: {}", exit::chain(&e));
-            e.exit_code()
         }
     }
 }
@@ -103,9 +94,13 @@ fn target_account(args: &RunArgs) -> Result<user::Account, RunError> {
     Ok(acct)
 }
 
-fn launch(args: &RunArgs) -> Result<u8, RunError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+/// Run CMD under the identity and return the exit status to pass on (its own, or
+/// 128+N when a signal N ended it).
+///
+/// # Errors
+/// Anything that keeps CMD from starting enrolled and confined.
+pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
+    if !user::is_root() {
         return Err(RunError::NotRoot);
     }
     if !in_host_pid_namespace() {

@@ -1,0 +1,143 @@
+//! The in-process event bus: kernel, DNS and file events (next: grants, anomalies) as
+//! one typed enum, from their producers to every subscriber. Events become JSON only at
+//! the sink.
+//!
+//! Each subscriber has a bounded queue of its own. Publishing never waits: an event a
+//! subscriber has no room for is dropped for that subscriber alone and counted in
+//! `zt_agent_events_lost_total{reason="<subscriber>_backlog"}`, so a slow consumer
+//! never holds up enforcement, the producers or the other consumers.
+
+use std::sync::Arc;
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+
+use crate::events::{DnsEvent, FileEvent, KernelEvent};
+use crate::metrics::EventMetrics;
+
+/// One event, stamped when it was produced.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// A decision the kernel reported through the ring buffer, with what /proc told
+    /// about the task when it arrived.
+    Kernel(Box<KernelEvent>),
+    /// A query the resolver answered or refused.
+    Dns(Box<DnsEvent>),
+    /// The daemon found a file the policy names missing, or failing its digest.
+    File(FileEvent),
+}
+
+impl Event {
+    #[must_use]
+    pub fn now(body: Body) -> Self {
+        Self {
+            time: now_rfc3339(),
+            body,
+        }
+    }
+}
+
+#[must_use]
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Arc<Event>>,
+    lost: IntCounter,
+}
+
+/// The publishing end; cheap to clone, one per producer.
+#[derive(Clone)]
+pub struct Bus {
+    subscribers: Arc<[Subscriber]>,
+}
+
+impl Bus {
+    /// Hand `event` to every subscriber that has room for it.
+    pub fn publish(&self, event: Event) {
+        let event = Arc::new(event);
+        for s in self.subscribers.iter() {
+            if s.tx.try_send(event.clone()).is_err() {
+                s.lost.inc();
+            }
+        }
+    }
+}
+
+/// Subscribers are known before the bus starts: every part of the daemon that listens
+/// subscribes while the daemon is put together.
+pub struct Builder {
+    subscribers: Vec<Subscriber>,
+    metrics: EventMetrics,
+}
+
+impl Builder {
+    #[must_use]
+    pub fn new(metrics: &EventMetrics) -> Self {
+        Self {
+            subscribers: Vec::new(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// A queue of `capacity` events for the subscriber `name` (a metric label).
+    pub fn subscribe(&mut self, name: &str, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let lost = self
+            .metrics
+            .lost
+            .with_label_values(&[&format!("{name}_backlog")]);
+        lost.inc_by(0);
+        self.subscribers.push(Subscriber { tx, lost });
+        rx
+    }
+
+    #[must_use]
+    pub fn build(self) -> Bus {
+        Bus {
+            subscribers: self.subscribers.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn file_event(n: usize) -> Event {
+        Event::now(Body::File(FileEvent {
+            identity: format!("i{n}"),
+            reason: "file_unresolved",
+            detail: String::new(),
+        }))
+    }
+
+    #[test]
+    fn slow_subscriber_loses_alone_and_counts() {
+        let m = Metrics::new();
+        let mut b = Builder::new(&m.events);
+        let mut fast = b.subscribe("fast", 8);
+        let slow = b.subscribe("slow", 2);
+        let bus = b.build();
+        for n in 0..5 {
+            bus.publish(file_event(n));
+            // The fast one keeps up.
+            assert!(fast.try_recv().is_ok());
+        }
+        assert_eq!(slow.len(), 2);
+        let lost = |r: &str| m.events.lost.with_label_values(&[r]).get();
+        assert_eq!(lost("slow_backlog"), 3);
+        assert_eq!(lost("fast_backlog"), 0);
+    }
+}

@@ -1,0 +1,44 @@
+//! The event pump: kernel records from the ring buffer, decoded and enriched with what
+//! /proc shows of their task while it may still be there, onto the bus.
+
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use crate::bus::{self, Body, Bus};
+use crate::events::decode;
+use crate::events::provenance::Digests;
+use crate::state::State;
+
+/// Drain the ring buffer until it fails.
+pub async fn run(
+    events: RingBuf<MapData>,
+    state: watch::Receiver<Arc<State>>,
+    bus: Bus,
+) -> std::io::Result<()> {
+    // SAFETY: the ring buffer owns its descriptor and outlives the registration: both
+    // live in this task.
+    let mut ring = unsafe { AsyncFd::register(events) }?;
+    let mut digests = Digests::default();
+    loop {
+        let mut guard = ring.readable_mut().await?;
+        let rb = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = rb.next() {
+            if let Some(ev) = decode::parse(&item) {
+                batch.push(ev);
+            }
+        }
+        guard.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
+        let st = state.borrow().clone();
+        for raw in batch {
+            let k = decode::enrich(&raw, &st, &mut digests);
+            bus.publish(bus::Event::now(Body::Kernel(Box::new(k))));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The metrics part: serves the registry, and before each scrape folds in the kernel's
+//! counters and what the enforcer's maps hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use tokio::sync::watch;
+use zt_agent_common::{
+    CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY,
+    IDENTITY_QUARANTINE, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, TASKS_CAPACITY, Verdict,
+    exec_verdict_index,
+};
+
+use super::enforcer::Enforcer;
+use crate::dns::server::Resolver;
+use crate::ebpf::maps::Counters;
+use crate::metrics::KernelMetrics;
+use crate::metrics::server::{self, Refresh};
+use crate::policy;
+use crate::state::State;
+
+/// What a scrape reads besides the registry.
+pub struct Sources {
+    pub kernel: KernelMetrics,
+    pub counters: Counters,
+    pub enforcer: Enforcer,
+    pub resolver: Arc<Resolver>,
+    pub state: watch::Receiver<Arc<State>>,
+}
+
+/// Serve metrics on `listener` until it fails.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    sources: Sources,
+) -> std::io::Result<()> {
+    let sources = Arc::new(tokio::sync::Mutex::new(sources));
+    let refresh: Refresh = Arc::new(move || {
+        let sources = sources.clone();
+        Box::pin(async move { sources.lock().await.refresh().await })
+    });
+    server::serve(listener, registry, refresh).await
+}
+
+impl Sources {
+    async fn refresh(&mut self) {
+        self.resolver.update_gauges();
+        let state = self.state.borrow().clone();
+        let names: BTreeMap<u32, String> = state.ids.iter().map(|(n, i)| (*i, n.clone())).collect();
+        let counters = &self.counters;
+        self.kernel.update_verdicts(&names, |idx| {
+            counters
+                .verdicts
+                .get(&idx, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        });
+        self.kernel.update_errors(&counters.errors());
+        let mut exec_names = names;
+        exec_names.insert(IDENTITY_QUARANTINE, policy::QUARANTINE_NAME.to_owned());
+        self.kernel.update_exec(&exec_names, |id, v: Verdict| {
+            counters
+                .exec_verdicts
+                .get(&exec_verdict_index(id, v as u8), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        });
+        let Ok(stats) = self.enforcer.stats().await else {
+            return;
+        };
+        let k = &self.kernel;
+        k.identity_tasks.reset();
+        for (_, t) in &stats.tasks {
+            let name = state.label_of(t.identity);
+            k.identity_tasks.with_label_values(&[name.as_str()]).inc();
+        }
+        for (map, n, cap) in [
+            ("tasks", stats.tasks.len(), TASKS_CAPACITY),
+            ("cgroups", stats.cgroups, CGROUPS_CAPACITY),
+            ("policy_v4", stats.policy_v4, POLICY_TRIE_CAPACITY),
+            ("policy_v6", stats.policy_v6, POLICY_TRIE_CAPACITY),
+            ("exe_selectors", stats.exe_selectors, EXE_SELECTORS_CAPACITY),
+            ("principals", stats.principals, PRINCIPALS_CAPACITY),
+            ("exec_allow", stats.exec_allow, EXEC_ALLOW_CAPACITY),
+            ("dns_allow", self.resolver.installed(), DNS_ALLOW_CAPACITY),
+        ] {
+            k.set_map(map, n, cap);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `zt-agent daemon`: the kernel side loaded or adopted, then a few parts that each
+//! own one job: the enforcer (the one writer of the policy maps), the reconciler with
+//! its ticker (policy, files, cgroups), the event pump and the sink around the bus, the
+//! resolver, and metrics.
+//!
+//! The daemon is never in the verdict path. Killing it leaves the pinned programs
+//! enforcing the last policy; a new daemon adopts them without detaching anything.
+
+mod boot;
+mod enforcer;
+mod event_pump;
+mod metrics;
+mod parts;
+mod reconciler;
+mod resolver;
+mod start;
+mod ticker;
+
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::DaemonArgs;
+use crate::ebpf::loader::{LoadError, PinDir};
+use crate::exit;
+use crate::metrics::Metrics;
+use crate::state::State;
+use crate::sys::mounts;
+use parts::Parts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("zt-agent daemon must run as root (it loads eBPF programs and writes cgroups)")]
+    NotRoot,
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("policy {dir}:\n{errors}")]
+    Policy { dir: String, errors: String },
+    #[error("installing the policy into the kernel: {0}")]
+    Install(#[source] aya::maps::MapError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("event sink {spec}: {source}")]
+    Sink {
+        spec: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "{pin_dir} holds attached programs but not the complete set this version pins; enforcement is left as it is. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
+    )]
+    Incomplete { pin_dir: String },
+    #[error(
+        "pinned enforcement at {pin_dir} cannot be adopted: {source}. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
+    )]
+    AdoptWithoutState {
+        pin_dir: String,
+        #[source]
+        source: crate::state::StateError,
+    },
+    #[error(transparent)]
+    EnforcerStopped(#[from] enforcer::Stopped),
+    #[error("{part} stopped: {why}; enforcement stays in place")]
+    PartStopped { part: &'static str, why: String },
+}
+
+impl DaemonError {
+    #[must_use]
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotRoot => exit::NOPERM,
+            Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
+            Self::Mount(_)
+            | Self::Load(_)
+            | Self::Incomplete { .. }
+            | Self::AdoptWithoutState { .. } => exit::UNAVAILABLE,
+            Self::PartStopped { .. } | Self::EnforcerStopped(_) => exit::SOFTWARE,
+            _ => exit::OSERR,
+        }
+    }
+}
+
+/// Detach and remove everything pinned, and the state file.
+pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
+    if !crate::sys::user::is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let pins = PinDir::new(&args.dirs.pin_dir);
+    pins.remove_all()?;
+    State::remove(&args.dirs.state_dir);
+    tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
+    Ok(())
+}
+
+/// How long the sink may take to write what is queued when the daemon stops.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Start, serve until SIGTERM or SIGINT (or until a part stops), drain the events,
+/// and leave enforcement in place.
+pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
+    if !crate::sys::user::is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let metrics = Metrics::new();
+    let booted = boot::boot(&args, &metrics.policy)?;
+    let started = start::start(&args, booted, metrics).await?;
+    let mut parts = Parts::spawn(started)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tracing::info!("zt-agent daemon running");
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+        (part, why) = parts.stopped() => Err(DaemonError::PartStopped { part, why }),
+    };
+    parts.drain(DRAIN).await;
+    // Enforcement stays pinned: stopping the daemon never opens the gates.
+    tracing::info!(
+        "zt-agent daemon stopped; enforcement stays in place (use --teardown to remove it)"
+    );
+    outcome
+}

@@ -1,0 +1,329 @@
+//! The reconciler keeps the kernel on the policy in force: it loads the policy
+//! directory, builds plans from it and the host's facts, hands them to the enforcer,
+//! follows the files and cgroups the policy names, and publishes the resulting state
+//! (to `state.json`, for `zt-agent run` and a successor daemon, and to the other
+//! parts).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use zt_agent_common::ENROLL_SCAN;
+
+use super::DaemonError;
+use super::enforcer::{Enforcer, Stopped};
+use crate::bus::{self, Body, Bus};
+use crate::dns::server::Resolver;
+use crate::events::FileEvent;
+use crate::identity::adopt;
+use crate::identity::files::FileId;
+use crate::identity::resolve::{self, HostFiles, Note, Resolved};
+use crate::metrics::PolicyMetrics;
+use crate::plan::{self, Plan};
+use crate::policy::{self, Mode, Policy, PolicyErrors};
+use crate::state::{IdentityState, State};
+use crate::sys::cgroup;
+
+pub struct Reconciler {
+    policy_dir: PathBuf,
+    state_dir: PathBuf,
+    state: State,
+    published: watch::Sender<Arc<State>>,
+    /// The policy and plan in force; `None` until one was installed by this daemon.
+    current: Option<(Policy, Plan)>,
+    files: HostFiles,
+    /// Notes already reported, so each is reported once while it holds.
+    notes_seen: BTreeSet<Note>,
+    /// Policy source hash last seen on disk, applied or not.
+    seen_sha: Option<String>,
+    enforcer: Enforcer,
+    resolver: Arc<Resolver>,
+    bus: Bus,
+    metrics: PolicyMetrics,
+}
+
+/// The parts a reconciler works with.
+pub struct Parts {
+    pub enforcer: Enforcer,
+    pub resolver: Arc<Resolver>,
+    pub bus: Bus,
+    pub metrics: PolicyMetrics,
+}
+
+impl Reconciler {
+    #[must_use]
+    pub fn new(
+        policy_dir: PathBuf,
+        state_dir: PathBuf,
+        state: State,
+        parts: Parts,
+    ) -> (Self, watch::Receiver<Arc<State>>) {
+        let (published, rx) = watch::channel(Arc::new(state.clone()));
+        let me = Self {
+            policy_dir,
+            state_dir,
+            state,
+            published,
+            current: None,
+            files: HostFiles::default(),
+            notes_seen: BTreeSet::new(),
+            seen_sha: None,
+            enforcer: parts.enforcer,
+            resolver: parts.resolver,
+            bus: parts.bus,
+            metrics: parts.metrics,
+        };
+        (me, rx)
+    }
+
+    /// The state the daemon records; boot adds where it serves and how execs are
+    /// guarded, then calls [`Self::publish`].
+    pub const fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// Put the first policy in force. A fresh start needs it to install; an adopted
+    /// enforcement keeps its pinned policy when this one is refused.
+    pub async fn start(
+        &mut self,
+        initial: Result<Policy, PolicyErrors>,
+        adopted: bool,
+    ) -> Result<(), DaemonError> {
+        match initial {
+            Ok(p) => match self.apply(p).await {
+                Ok(sha) => {
+                    let identities = self.state.identities.len();
+                    tracing::info!(sha256 = %sha, identities, adopted, "policy in force");
+                }
+                Err(e) => {
+                    self.metrics.rejected();
+                    if !adopted {
+                        return Err(e);
+                    }
+                    tracing::error!(error = %e, "policy rejected; the pinned policy stays in force");
+                }
+            },
+            Err(errs) => {
+                // Only reachable when adopting: keep what the kernel enforces now.
+                self.metrics.rejected();
+                tracing::error!("policy rejected; the pinned policy stays in force:\n{errs}");
+                self.metrics.set_policy(&self.state.policy_sha256);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reload if the policy files changed (or always, when `forced`: SIGHUP).
+    pub async fn reload(&mut self, forced: bool) {
+        // Polling hashes the raw files; only a change (or SIGHUP) parses them.
+        let digest = policy::source_digest(&self.policy_dir);
+        if !forced && self.seen_sha.as_deref() == Some(digest.as_str()) {
+            return;
+        }
+        self.seen_sha = Some(digest.clone());
+        if !forced && digest == self.state.policy_sha256 {
+            return;
+        }
+        let result = match policy::load_dir(&self.policy_dir) {
+            Ok(p) => self.apply(p).await.map_err(|e| e.to_string()),
+            Err(errs) => Err(errs.to_string()),
+        };
+        match result {
+            Ok(sha) => tracing::info!(sha256 = %sha, "policy reloaded"),
+            Err(e) => {
+                self.metrics.rejected();
+                tracing::error!("policy reload rejected; the running policy stays in force:\n{e}");
+            }
+        }
+    }
+
+    /// Plan and install a policy: all or nothing. On any error the running policy and
+    /// the state stay as they were. Returns the policy's sha256.
+    async fn apply(&mut self, p: Policy) -> Result<String, DaemonError> {
+        if let Err(e) = self.files.refresh_mounts() {
+            tracing::warn!(error = %e, "reading the mount table");
+        }
+        let next =
+            plan::build(&p, &self.state.ids, &mut self.files).map_err(|e| DaemonError::Policy {
+                dir: self.policy_dir.display().to_string(),
+                errors: e.to_string(),
+            })?;
+        if let Some((_, old)) = &self.current {
+            tracing::info!(change = %plan::diff(old, &next), "installing policy");
+        }
+        self.enforcer
+            .install(
+                next.compiled.v4.clone(),
+                next.compiled.v6.clone(),
+                next.exec.entries.clone(),
+            )
+            .await?
+            .map_err(DaemonError::Install)?;
+        let sha = next.sha256().to_owned();
+        self.state.ids.clone_from(&next.ids);
+        self.state.identities = next
+            .compiled
+            .identities
+            .iter()
+            .map(|i| IdentityState {
+                name: i.name.clone(),
+                id: i.id,
+                owner: i.owner.clone(),
+                spiffe_id: i.spiffe_id.clone(),
+                mode: match i.mode {
+                    Mode::Audit => "audit".into(),
+                    Mode::Enforce => "enforce".into(),
+                },
+                cgroup_globs: i.cgroup_globs.clone(),
+            })
+            .collect();
+        self.state.policy_sha256.clone_from(&sha);
+        self.seen_sha = Some(sha.clone());
+        self.resolver.set_policy(next.dns.clone());
+        self.note_files(&next.exec);
+        self.current = Some((p, next));
+        self.metrics.loaded(&sha);
+        self.sync_cgroups(true).await;
+        // After the cgroups: a task both places select takes its cgroup's identity.
+        self.adopt().await;
+        self.publish();
+        Ok(sha)
+    }
+
+    /// Record the files of a resolution: their paths (for events and `ps`), and their
+    /// notes as events, each once while it holds.
+    fn note_files(&mut self, r: &Resolved) {
+        self.state.paths = r
+            .paths
+            .iter()
+            .map(|(k, p)| (FileId::describe(k), p.clone()))
+            .collect();
+        let now: BTreeSet<Note> = r.notes.iter().cloned().collect();
+        for n in now.difference(&self.notes_seen) {
+            let reason = if n.message.starts_with("digest mismatch") {
+                "digest_mismatch"
+            } else {
+                "file_unresolved"
+            };
+            tracing::warn!(identity = %n.identity, path = %n.path, "{}: {}: {}", n.location, n.field, n.message);
+            self.bus.publish(bus::Event::now(Body::File(FileEvent {
+                identity: n.identity.clone(),
+                reason,
+                detail: format!("{}: {} `{}`: {}", n.location, n.field, n.path, n.message),
+            })));
+        }
+        self.notes_seen = now;
+    }
+
+    /// Follow the files the policy names: a replaced or rewritten binary gets new
+    /// entries (and a digest check) within a second.
+    pub async fn refresh_files(&mut self) {
+        let Some((p, plan)) = &self.current else {
+            return;
+        };
+        if let Err(e) = self.files.refresh_mounts() {
+            tracing::warn!(error = %e, "reading the mount table");
+            return;
+        }
+        let mut r = match resolve::resolve(p, &self.state.ids, &mut self.files) {
+            Ok(r) => r,
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!("{e}; the previous file entries stay in force");
+                }
+                return;
+            }
+        };
+        resolve::keep_unresolved(&plan.exec, &mut r);
+        if r == plan.exec {
+            return;
+        }
+        match self.enforcer.sync_exec(r.entries.clone()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "updating exec selectors and allowlists");
+                // Make the next tick try again from scratch.
+                if let Some((_, plan)) = &mut self.current {
+                    plan.exec = Resolved::default();
+                }
+                return;
+            }
+            Err(Stopped) => return,
+        }
+        tracing::info!("policy files changed on disk; exec selectors and allowlists updated");
+        self.note_files(&r);
+        if let Some((_, plan)) = &mut self.current {
+            plan.exec = r;
+        }
+        // A replaced binary may already run in tasks that exec'd it before this tick.
+        self.adopt().await;
+        self.publish();
+    }
+
+    /// Tag running tasks that an exe or uid/gid selector matches (tasks that were
+    /// there before the daemon or before the selector). Never the daemon itself.
+    pub async fn adopt(&mut self) {
+        let Some((_, plan)) = &self.current else {
+            return;
+        };
+        let matches = adopt::scan(&plan.exec, &[std::process::id()]);
+        let tasks: Vec<_> = matches
+            .iter()
+            .map(|m| (m.tgid, m.identity, ENROLL_SCAN))
+            .collect();
+        let Ok(results) = self.enforcer.enroll(tasks).await else {
+            return;
+        };
+        for (m, r) in matches.iter().zip(results) {
+            match r {
+                Ok(true) => {
+                    tracing::info!(tgid = m.tgid, identity = %self.state.label_of(m.identity), "adopted a running task");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(tgid = m.tgid, error = %e, "adopting a running task"),
+            }
+        }
+    }
+
+    /// Enroll every cgroup that matches a selector, and the tasks already in them.
+    /// `prune` (on policy changes) also drops cgroups no identity selects any more.
+    pub async fn sync_cgroups(&mut self, prune: bool) {
+        let tree = cgroup::walk(&self.state.cgroup_root);
+        let mut want = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (dir, id) in plan::cgroups(&self.state.identities, &tree) {
+            let Ok(cgid) = cgroup::cgroup_id(dir) else {
+                continue;
+            };
+            want.insert(cgid, id);
+            tasks.extend(cgroup::procs(dir).into_iter().map(|t| (t, id, ENROLL_SCAN)));
+        }
+        let Ok(results) = self.enforcer.enroll(tasks.clone()).await else {
+            return;
+        };
+        for ((tgid, _, _), r) in tasks.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(tgid, error = %e, "enrolling a task found in an enrolled cgroup");
+            }
+        }
+        if let Ok(Err(e)) = self.enforcer.sync_cgroups(want, prune).await {
+            tracing::warn!(error = %e, "syncing enrolled cgroups");
+        }
+    }
+
+    /// Tell the other parts, and write `state.json`.
+    pub fn publish(&self) {
+        self.published.send_replace(Arc::new(self.state.clone()));
+        if let Err(e) = self.state.write(&self.state_dir) {
+            tracing::error!(error = %e, "writing state");
+        }
+    }
+
+    /// Write `state.json` now; the first write must succeed.
+    pub fn write_state(&self) -> Result<(), DaemonError> {
+        self.published.send_replace(Arc::new(self.state.clone()));
+        self.state.write(&self.state_dir)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Putting the daemon together: the bus and its subscribers, the resolver, the
+//! enforcer, the first policy, the programs attached (on a fresh start), the metrics
+//! address and the state file. What comes out is ready to be spawned as parts.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::DaemonError;
+use super::boot::Booted;
+use super::enforcer::{self, Enforcer};
+use super::reconciler::{self, Reconciler};
+use crate::bus::{self, Bus};
+use crate::cli::DaemonArgs;
+use crate::dns::server::Resolver;
+use crate::ebpf::loader::{ExecGuard, KernelMaps};
+use crate::ebpf::maps::Counters;
+use crate::events::sink::Sink;
+use crate::metrics::Metrics;
+use crate::state::State;
+
+/// Events a bus subscriber may have waiting before it starts losing them.
+const SINK_BACKLOG: usize = 16_384;
+
+/// Everything the parts run on.
+pub struct Started {
+    pub metrics: Metrics,
+    pub bus: Bus,
+    pub sink: Sink,
+    pub sink_events: mpsc::Receiver<Arc<bus::Event>>,
+    pub state: watch::Receiver<Arc<State>>,
+    pub events: aya::maps::RingBuf<aya::maps::MapData>,
+    pub counters: Counters,
+    pub enforcer: Enforcer,
+    pub enforcer_ended: oneshot::Receiver<()>,
+    pub resolver: Arc<Resolver>,
+    pub reconciler: Reconciler,
+    pub listener: TcpListener,
+}
+
+pub async fn start(
+    args: &DaemonArgs,
+    booted: Booted,
+    metrics: Metrics,
+) -> Result<Started, DaemonError> {
+    let adopted = booted.adopted();
+    let KernelMaps {
+        tasks,
+        cgroups,
+        policy,
+        exec,
+        counters,
+        shadow: _,
+        dns,
+        events,
+    } = booted.maps;
+    let mut bus = bus::Builder::new(&metrics.events);
+    let sink_events = bus.subscribe("sink", SINK_BACKLOG);
+    let bus = bus.build();
+    let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
+    let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
+        tasks,
+        cgroups,
+        policy,
+        exec,
+    })?;
+    let (mut reconciler, state) = Reconciler::new(
+        args.policy.clone(),
+        args.dirs.state_dir.clone(),
+        booted.state,
+        reconciler::Parts {
+            enforcer: enforcer.clone(),
+            resolver: resolver.clone(),
+            bus: bus.clone(),
+            metrics: metrics.policy.clone(),
+        },
+    );
+    reconciler.start(booted.policy, adopted).await?;
+    if let Some(loaded) = booted.loaded {
+        // Attach only once the policy is installed, so enrolled tasks see it from
+        // their first call.
+        loaded.attach(&booted.cgroup_root)?;
+        // Tasks that entered a selected cgroup before cgroup_attach_task was hooked,
+        // then tasks selected by binary or user that were running first.
+        reconciler.sync_cgroups(false).await;
+        reconciler.adopt().await;
+    }
+    let exec_guard = ExecGuard::of_pins(&booted.pins);
+    tracing::info!(
+        mechanism = exec_guard.as_str(),
+        "exec guard: {}",
+        exec_guard.describe()
+    );
+    metrics
+        .policy
+        .exec_guard
+        .with_label_values(&[exec_guard.as_str()])
+        .set(1);
+    let listener = TcpListener::bind(args.metrics_addr).await.map_err(|e| {
+        DaemonError::Io(std::io::Error::new(
+            e.kind(),
+            format!("metrics address {}: {e}", args.metrics_addr),
+        ))
+    })?;
+    let st = reconciler.state_mut();
+    st.exec_guard = Some(exec_guard.as_str().to_owned());
+    st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
+    st.daemon_pid = Some(std::process::id());
+    st.dns_port = Some(resolver.port());
+    reconciler.write_state()?;
+    let sink = Sink::open(&args.events).map_err(|source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    })?;
+    Ok(Started {
+        metrics,
+        bus,
+        sink,
+        sink_events,
+        state,
+        events,
+        counters,
+        enforcer,
+        enforcer_ended,
+        resolver,
+        reconciler,
+        listener,
+    })
+}

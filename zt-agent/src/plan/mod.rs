@@ -1,0 +1,39 @@
+//! The plan: everything the kernel gets, computed from the policy, the identity ids and
+//! the host's facts (the files the policy names, its cgroup tree), without touching the
+//! kernel. `policy check` builds one to report what a policy would do on this host; the
+//! daemon builds one at every reload and hands it to the enforcer, which alone writes
+//! the maps. Two plans can be compared with [`diff`].
+
+mod build;
+mod diff;
+
+use std::collections::BTreeMap;
+
+pub use build::{PlanError, build, cgroups};
+pub use diff::{EntryDiff, PlanDiff, diff};
+
+use crate::dns::server::DnsPolicy;
+use crate::identity::resolve::Resolved;
+use crate::policy::Compiled;
+
+/// Everything one policy puts into the kernel on this host.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Every name ever given an id by this enforcement, the policy's own included.
+    pub ids: BTreeMap<String, u32>,
+    /// The egress tries and what the daemon reports about each identity.
+    pub compiled: Compiled,
+    /// The exec side: selectors and allowlists resolved to files, identity settings,
+    /// and what an operator should know about the files.
+    pub exec: Resolved,
+    /// The names each identity may resolve, for the resolver.
+    pub dns: DnsPolicy,
+}
+
+impl Plan {
+    /// Hex sha256 of the policy source.
+    #[must_use]
+    pub fn sha256(&self) -> &str {
+        &self.compiled.sha256
+    }
+}
