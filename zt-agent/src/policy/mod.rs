@@ -4,10 +4,12 @@
 //! problem listed before anything touches the running one.
 
 mod compile;
+mod decode;
 mod dns_name;
 mod model;
-mod parse;
 mod validate;
+mod values;
+mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -184,8 +186,8 @@ struct Source {
 fn load_sources(sources: &[Source], mut errors: Vec<PolicyError>) -> Result<Policy, PolicyErrors> {
     let mut identities = Vec::new();
     for source in sources {
-        let docs = parse::parse_documents(&source.display, &source.text, &mut errors);
-        let mut decoder = parse::Decoder {
+        let docs = yaml::parse_documents(&source.display, &source.text, &mut errors);
+        let mut decoder = decode::Decoder {
             file: &source.display,
             errors: &mut errors,
         };
@@ -261,8 +263,10 @@ mod tests {
 
     use super::*;
 
-    /// The DESIGN.md example, without what this version does not support yet.
-    const DESIGN_EXAMPLE: &str = r#"
+    /// A complete identity: metadata with owner and description, a SPIFFE id, enforce mode,
+    /// a cgroup selector, and egress to IPv4 and IPv6 networks and a single address, with a
+    /// port, a port range and a protocol.
+    const FULL_EXAMPLE: &str = r#"
 apiVersion: zt-agent/v1
 kind: Identity
 metadata:
@@ -299,7 +303,7 @@ spec:
 
     #[test]
     fn parses_the_design_example() {
-        let p = ok(DESIGN_EXAMPLE);
+        let p = ok(FULL_EXAMPLE);
         assert_eq!(p.identities.len(), 1);
         let id = &p.identities[0];
         assert_eq!(id.name, "coder");

@@ -1,0 +1,195 @@
+//! The policy's own value syntax: ports and port ranges, addresses and networks, egress
+//! targets, cgroup globs. Each parser returns the message of its problem; the decoder adds
+//! the position and field.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::model::{DnsName, Target};
+
+pub(super) fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim_start_matches('+').parse::<u16>() {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => Err(format!("invalid port `{s}`: must be an integer 1-65535")),
+    }
+}
+
+pub(super) fn parse_port_str(s: &str) -> Result<(u16, u16), String> {
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    match s.split_once('-') {
+        Some((lo, hi)) if digits(lo) && digits(hi) => {
+            let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
+            if lo > hi {
+                return Err(format!(
+                    "inverted port range `{s}`: {lo} is greater than {hi}"
+                ));
+            }
+            Ok((lo, hi))
+        }
+        None if digits(s) => parse_port(s).map(|p| (p, p)),
+        _ => Err(format!(
+            "invalid port `{s}`: expected a port 1-65535 or a range \"LO-HI\""
+        )),
+    }
+}
+
+/// An `egress.to` entry: a CIDR or a single address, normalised, or a DNS name.
+pub(super) fn parse_target(s: &str) -> Result<Target, String> {
+    let looks_numeric =
+        s.contains(':') || s.contains('/') || s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if looks_numeric {
+        parse_net(s).map(Target::Net)
+    } else {
+        DnsName::parse(s).map(Target::Name)
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let net = if s.contains('/') {
+        let net: IpNet = s.parse().map_err(|_| bad_target(s))?;
+        if net.network() != net.addr() {
+            let suggestion = normalise(net.trunc());
+            return Err(format!("{s} has host bits set; did you mean {suggestion}?"));
+        }
+        net
+    } else {
+        let addr: IpAddr = s.parse().map_err(|_| bad_target(s))?;
+        IpNet::from(addr)
+    };
+    Ok(normalise(net))
+}
+
+fn bad_target(s: &str) -> String {
+    format!("invalid address or CIDR `{s}`")
+}
+
+/// IPv4-mapped IPv6 networks become IPv4: the kernel judges v4-mapped destinations as IPv4.
+fn normalise(net: IpNet) -> IpNet {
+    if let IpNet::V6(n) = net
+        && n.prefix_len() >= 96
+        && let Some(v4) = to_mapped_v4(n.network())
+        && let Ok(v4net) = Ipv4Net::new(v4, n.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net);
+    }
+    net
+}
+
+fn to_mapped_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    (s[..5] == [0; 5] && s[5] == 0xffff)
+        .then(|| a.to_ipv4_mapped())
+        .flatten()
+}
+
+/// Checks the glob syntax; overlaps between identities are checked in `validate`.
+pub(super) fn check_cgroup_glob(glob: &str) -> Result<(), String> {
+    if !glob.starts_with('/') {
+        return Err("must be an absolute path below the cgroup2 mount, starting with `/`".into());
+    }
+    if glob.len() > 1 && glob.ends_with('/') {
+        return Err("must not end with `/`".into());
+    }
+    let comps: Vec<&str> = glob[1..].split('/').collect();
+    if comps.iter().all(|c| c.is_empty() || *c == "**") {
+        return Err("must name at least one cgroup below the root".into());
+    }
+    // `/*`, `/*/**` and the like claim every top-level cgroup: init.scope (PID 1),
+    // system.slice, user.slice. Name the top-level cgroup.
+    if comps.first().is_some_and(|c| c.chars().all(|ch| ch == '*')) {
+        return Err("the first component must name a cgroup, not only wildcards (it would claim the whole host)".into());
+    }
+    for c in &comps {
+        if c.is_empty() {
+            return Err("empty path component (`//`)".into());
+        }
+        if *c == "." || *c == ".." {
+            return Err("`.` and `..` components are not allowed".into());
+        }
+        if c.contains("**") && *c != "**" {
+            return Err("`**` must be a whole path component".into());
+        }
+        if c.contains(['?', '[', ']', '{', '}', '\\']) {
+            return Err("only the wildcards `*` and `**` are supported".into());
+        }
+        if c.chars().any(char::is_control) {
+            return Err("control characters are not allowed".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_net("10.0.0.0/8"),
+            Ok("10.0.0.0/8".parse().expect("net"))
+        );
+        assert_eq!(
+            parse_net("127.0.0.1"),
+            Ok("127.0.0.1/32".parse().expect("net"))
+        );
+        assert_eq!(parse_net("::1"), Ok("::1/128".parse().expect("net")));
+        assert_eq!(
+            parse_net("::ffff:10.0.0.0/104"),
+            Ok("10.0.0.0/8".parse().expect("net"))
+        );
+        assert_eq!(
+            parse_net("::ffff:192.168.1.10"),
+            Ok("192.168.1.10/32".parse().expect("net"))
+        );
+        assert_eq!(
+            parse_net("::ffff:0:0/96"),
+            Ok("0.0.0.0/0".parse().expect("net"))
+        );
+        // Below /96 the network is wider than the mapped range: stays IPv6.
+        assert_eq!(parse_net("::/0"), Ok("::/0".parse().expect("net")));
+        assert_eq!(
+            parse_net("10.0.0.1/8"),
+            Err("10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?".into())
+        );
+        assert_eq!(
+            parse_target("API.openai.com"),
+            Ok(Target::Name(
+                DnsName::parse("api.openai.com").expect("name")
+            ))
+        );
+        assert!(parse_target("*.githubusercontent.com").is_ok());
+        assert!(parse_target("a.*.com").is_err_and(|e| e.contains("first label")));
+        assert!(parse_net("10.0.0.0/33").is_err_and(|e| e.contains("invalid address")));
+        assert!(parse_net("300.1.1.1").is_err_and(|e| e.contains("invalid address")));
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port_str("8000-8100"), Ok((8000, 8100)));
+        assert_eq!(parse_port_str("443"), Ok((443, 443)));
+        assert!(parse_port_str("9-1").is_err_and(|e| e.contains("inverted")));
+        assert!(parse_port_str("0-10").is_err_and(|e| e.contains("1-65535")));
+        assert!(parse_port_str("1-70000").is_err_and(|e| e.contains("1-65535")));
+        assert!(parse_port_str("http").is_err());
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("65536").is_err());
+        assert!(parse_port("-5").is_err());
+    }
+
+    #[test]
+    fn cgroup_globs() {
+        assert!(check_cgroup_glob("/zt/coder/**").is_ok());
+        assert!(check_cgroup_glob("/system.slice/telemetry.service").is_ok());
+        assert!(check_cgroup_glob("/system.slice/tele*.service").is_ok());
+        assert!(check_cgroup_glob("zt/coder").is_err());
+        assert!(check_cgroup_glob("/zt//coder").is_err());
+        assert!(check_cgroup_glob("/zt/../x").is_err());
+        assert!(check_cgroup_glob("/zt/a**").is_err());
+        assert!(check_cgroup_glob("/**").is_err());
+        assert!(check_cgroup_glob("/").is_err());
+        assert!(check_cgroup_glob("/zt/").is_err());
+        assert!(check_cgroup_glob("/zt/a?").is_err());
+    }
+}
