@@ -45,7 +45,8 @@ else
     done
 fi
 
-# bpf-linker against Debian's LLVM 22 (TOOLCHAIN.md).
+# bpf-linker built against Debian's LLVM 22, the LLVM of the pinned Rust 1.98: a
+# toolchain whose LLVM is newer than bpf-linker's fails at link time.
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     say "building bpf-linker $BPF_LINKER_VERSION (about 2 minutes)"
     LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 LLVM_PREFIX=/usr/lib/llvm-22 \

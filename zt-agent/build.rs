@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     // The eBPF target needs `-Z build-std=core`, which the pinned stable toolchain
-    // allows only with RUSTC_BOOTSTRAP (TOOLCHAIN.md). Scoped to the nested build.
+    // allows only with RUSTC_BOOTSTRAP. Scoped to the nested build.
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     aya_build::build_ebpf([ebpf_package], Toolchain::Custom("1.98.0"))

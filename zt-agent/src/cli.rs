@@ -1,4 +1,5 @@
-//! Command line (a contract: see DESIGN.md and the README).
+//! Command line. Its commands and flags are a contract users and scripts rely on
+//! (documented in the README): extend it compatibly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
