@@ -129,13 +129,8 @@ struct Control {
     resolver: Arc<Resolver>,
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
-    if !is_root() {
+    if !zt_agent_host::is_root() {
         return Err(DaemonError::NotRoot);
     }
     let pins = PinDir::new(&args.dirs.pin_dir);

@@ -67,9 +67,9 @@ impl RunError {
             Self::PidNamespace => exit::USAGE,
             Self::Spawn { source, .. } => {
                 if source.kind() == std::io::ErrorKind::NotFound {
-                    127
+                    exit::NOT_FOUND
                 } else {
-                    126
+                    exit::CANNOT_EXEC
                 }
             }
         }
@@ -104,8 +104,7 @@ fn target_account(args: &RunArgs) -> Result<user::Account, RunError> {
 }
 
 fn launch(args: &RunArgs) -> Result<u8, RunError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !zt_agent_host::is_root() {
         return Err(RunError::NotRoot);
     }
     if !in_host_pid_namespace() {
@@ -230,7 +229,7 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 Ok(s) => Ok(s
                     .code()
                     .map(|c| u8::try_from(c).unwrap_or(1))
-                    .or_else(|| s.signal().map(|sig| (128 + sig) as u8))
+                    .or_else(|| s.signal().map(exit::signalled))
                     .unwrap_or(1)),
                 Err(source) => Err(RunError::Spawn {
                     cmd: args.cmd[0].clone(),
@@ -253,14 +252,8 @@ fn launch(args: &RunArgs) -> Result<u8, RunError> {
 
 /// One pid level in NSpid: this process sees itself as the kernel does.
 fn in_host_pid_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("NSpid:")
-                    .map(|v| v.split_whitespace().count())
-            })
-        })
+    zt_agent_host::proc::Status::of_self()
+        .and_then(|s| s.field("NSpid").map(|v| v.split_whitespace().count()))
         .is_some_and(|levels| levels == 1)
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use zt_agent_common::{
     ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, Event, EventKind, Reason, Verdict,
 };
+use zt_agent_host::proc;
 
 use super::provenance::{self, Ancestor, Digests};
 use crate::identity::files::FileId;
@@ -139,25 +140,14 @@ impl JsonEvent {
             let (exe, cgroup) = proc_facts(tgid);
             ev.exe = exe;
             ev.cgroup = cgroup;
-            ev.comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                .map(|c| c.trim_end().to_owned())
-                .unwrap_or_default();
-            ev.uid = proc_uid(tgid).unwrap_or(0);
+            ev.comm = proc::comm(tgid).unwrap_or_default();
+            ev.uid = proc::uid(tgid).unwrap_or(0);
         } else {
             ev.comm = String::new();
         }
         ev.dns = Some(detail);
         ev
     }
-}
-
-fn proc_uid(tgid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
 }
 
 #[must_use]
@@ -230,9 +220,7 @@ fn comm(c: &[u8; 16]) -> String {
 
 /// The task's exe and cgroup, read from /proc while the task may still be alive.
 fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
-    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string());
+    let exe = proc::exe(tgid);
     let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         .ok()
         .and_then(|s| {
