@@ -79,7 +79,10 @@ impl Agent {
             .context("starting the daemon")?;
         let mut a = Self { child };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(METRICS).is_err() {
+        // The daemon binds its metrics port just before it writes its state file, which
+        // `zt-agent run` reads; the teardown above removed the previous one.
+        let state = Path::new(STATE_DIR).join("state.json");
+        while std::net::TcpStream::connect(METRICS).is_err() || !state.exists() {
             if let Ok(Some(s)) = a.child.try_wait() {
                 bail!("daemon exited during start-up: {s}");
             }
