@@ -6,20 +6,12 @@
 use std::time::Duration;
 
 use zt_agent_tests::{
-    DENIED, Daemon, Dnsmasq, OK, TcpServer, Veth, identity, run_probe_unenrolled,
+    DENIED, Daemon, Dnsmasq, Identity, OK, Rule, TcpServer, Veth, run_probe_unenrolled,
 };
 
 /// Any resolver address: the kernel sends the query to the agent's resolver anyway.
 const SOME_RESOLVER4: &str = "192.0.2.53";
 const SOME_RESOLVER6: &str = "2001:db8::53";
-
-fn names_rule(names: &[&str], port: u16) -> String {
-    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(
-        "    - to: [{}]\n      ports: [{port}]\n      protocol: tcp\n",
-        list.join(", ")
-    )
-}
 
 /// `zt-probe dns` under an identity: its JSON answer.
 fn dns(
@@ -70,12 +62,9 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
     let srv6 = TcpServer::new("fd00:231:1::1");
     let port4 = srv4.port;
     // One rule per family's server port, for the same name.
-    let policy = identity(
-        "dns-a",
-        "enforce",
-        "",
-        &(names_rule(&["api.dns-a.test"], port4) + &names_rule(&["api.dns-a.test"], srv6.port)),
-    );
+    let policy = Identity::new("dns-a")
+        .egress(Rule::to(["api.dns-a.test"]).ports([port4]).tcp())
+        .egress(Rule::to(["api.dns-a.test"]).ports([srv6.port]).tcp());
     let d = Daemon::start_with("dns-allowed", &policy, &["--dns-upstream", &up.upstream()]);
 
     // Nothing is open before the name is resolved.
@@ -163,18 +152,12 @@ fn refused_names_exfiltration_and_other_identities() {
     );
     let srv = TcpServer::new("10.231.2.1");
     let srv6 = TcpServer::new("fd00:231:2::1");
-    let policy = identity(
-        "dns-r1",
-        "enforce",
-        "",
-        &(names_rule(&["shared.dns-r.test"], srv.port)
-            + &names_rule(&["shared.dns-r.test"], srv6.port)),
-    ) + "---\n"
-        + &identity(
-            "dns-r2",
-            "enforce",
-            "",
-            &names_rule(&["nothing.dns-r.test"], srv.port),
+    let policy = Identity::new("dns-r1")
+        .egress(Rule::to(["shared.dns-r.test"]).ports([srv.port]).tcp())
+        .egress(Rule::to(["shared.dns-r.test"]).ports([srv6.port]).tcp())
+        .and(
+            Identity::new("dns-r2")
+                .egress(Rule::to(["nothing.dns-r.test"]).ports([srv.port]).tcp()),
         );
     let d = Daemon::start_with("dns-refused", &policy, &["--dns-upstream", &up.upstream()]);
 
@@ -287,13 +270,9 @@ fn allowances_lapse_after_the_ttl_also_without_the_daemon() {
     );
     let srv4 = TcpServer::new("10.231.3.1");
     let srv6 = TcpServer::new("fd00:231:3::1");
-    let policy = identity(
-        "dns-t",
-        "enforce",
-        "",
-        &(names_rule(&["short.dns-t.test"], srv4.port)
-            + &names_rule(&["short.dns-t.test"], srv6.port)),
-    );
+    let policy = Identity::new("dns-t")
+        .egress(Rule::to(["short.dns-t.test"]).ports([srv4.port]).tcp())
+        .egress(Rule::to(["short.dns-t.test"]).ports([srv6.port]).tcp());
     let mut d = Daemon::start_with(
         "dns-ttl",
         &policy,
@@ -334,12 +313,8 @@ fn ttls_are_clamped_to_the_maximum() {
     let _veth = Veth::new("ztdns4", &["10.231.4.1/24"]);
     let up = Dnsmasq::start("clamp", &[("10.231.4.1", "long.dns-c.test")], 86400);
     let srv = TcpServer::new("10.231.4.1");
-    let policy = identity(
-        "dns-c",
-        "enforce",
-        "",
-        &names_rule(&["long.dns-c.test"], srv.port),
-    );
+    let policy =
+        Identity::new("dns-c").egress(Rule::to(["long.dns-c.test"]).ports([srv.port]).tcp());
     let d = Daemon::start_with(
         "dns-clamp",
         &policy,
@@ -375,12 +350,8 @@ fn wildcards_match_subdomains_and_not_the_parent() {
         60,
     );
     let srv = TcpServer::new("10.231.5.1");
-    let policy = identity(
-        "dns-w",
-        "enforce",
-        "",
-        &names_rule(&["*.cdn.dns-w.test"], srv.port),
-    );
+    let policy =
+        Identity::new("dns-w").egress(Rule::to(["*.cdn.dns-w.test"]).ports([srv.port]).tcp());
     let d = Daemon::start_with("dns-wild", &policy, &["--dns-upstream", &up.upstream()]);
     for name in ["a.cdn.dns-w.test", "X.Y.CDN.dns-w.test"] {
         let a = dns(&d, "dns-w", "udp", SOME_RESOLVER4, name, "A");
@@ -419,13 +390,13 @@ fn loopback_and_metadata_answers_are_never_installed() {
     );
     let lo = TcpServer::new("127.0.0.1");
     let lo6 = TcpServer::new("::1");
-    let policy = identity(
-        "dns-l",
-        "enforce",
-        "",
-        &(names_rule(&["rebind.dns-l.test", "meta.dns-l.test"], lo.port)
-            + &names_rule(&["rebind.dns-l.test"], lo6.port)),
-    );
+    let policy = Identity::new("dns-l")
+        .egress(
+            Rule::to(["rebind.dns-l.test", "meta.dns-l.test"])
+                .ports([lo.port])
+                .tcp(),
+        )
+        .egress(Rule::to(["rebind.dns-l.test"]).ports([lo6.port]).tcp());
     let d = Daemon::start_with("dns-rebind", &policy, &["--dns-upstream", &up.upstream()]);
     for (name, t) in [
         ("rebind.dns-l.test", "A"),
@@ -446,19 +417,12 @@ fn loopback_and_metadata_answers_are_never_installed() {
     // An identity whose literal rule allows 127.0.0.1 on one port sees the address in
     // its answer, but the name's rule opens no other port on it.
     let literal = TcpServer::new("127.0.0.1");
-    let literal_rule = format!(
-        "    - to: [127.0.0.1]\n      ports: [{}]\n      protocol: tcp\n",
-        literal.port
-    );
     d.reload(
-        &(policy.clone()
-            + "---\n"
-            + &identity(
-                "dns-l2",
-                "enforce",
-                "",
-                &(literal_rule + &names_rule(&["rebind.dns-l.test"], lo.port)),
-            )),
+        policy.clone().and(
+            Identity::new("dns-l2")
+                .egress(Rule::to(["127.0.0.1"]).ports([literal.port]).tcp())
+                .egress(Rule::to(["rebind.dns-l.test"]).ports([lo.port]).tcp()),
+        ),
     );
     let a = dns(
         &d,
@@ -487,11 +451,10 @@ fn loopback_and_metadata_answers_are_never_installed() {
 fn malformed_packets_do_not_crash_the_resolver() {
     let _veth = Veth::new("ztdns6", &["10.231.6.1/24"]);
     let up = Dnsmasq::start("malformed", &[("10.231.6.1", "ok.dns-m.test")], 60);
-    let policy = identity(
-        "dns-m",
-        "enforce",
-        "",
-        &names_rule(&["ok.dns-m.test", "late.dns-m.test"], 443),
+    let policy = Identity::new("dns-m").egress(
+        Rule::to(["ok.dns-m.test", "late.dns-m.test"])
+            .ports([443])
+            .tcp(),
     );
     let d = Daemon::start_with(
         "dns-malformed",
@@ -558,13 +521,9 @@ fn a_reload_revokes_what_a_removed_name_installed() {
     let _veth2 = Veth::new("ztdns8", &["10.231.7.2/32"]);
     let keep = TcpServer::new("10.231.7.1");
     let dropped = TcpServer::new("10.231.7.2");
-    let with_both = identity(
-        "dns-x",
-        "enforce",
-        "",
-        &(names_rule(&["keep.dns-x.test"], keep.port)
-            + &names_rule(&["drop.dns-x.test"], dropped.port)),
-    );
+    let with_both = Identity::new("dns-x")
+        .egress(Rule::to(["keep.dns-x.test"]).ports([keep.port]).tcp())
+        .egress(Rule::to(["drop.dns-x.test"]).ports([dropped.port]).tcp());
     let d = Daemon::start_with(
         "dns-reload",
         &with_both,
@@ -574,12 +533,7 @@ fn a_reload_revokes_what_a_removed_name_installed() {
     dns(&d, "dns-x", "udp", SOME_RESOLVER4, "drop.dns-x.test", "A");
     assert_eq!(tcp(&d, "dns-x", "10.231.7.1", keep.port), OK);
     assert_eq!(tcp(&d, "dns-x", "10.231.7.2", dropped.port), OK);
-    d.reload(&identity(
-        "dns-x",
-        "enforce",
-        "",
-        &names_rule(&["keep.dns-x.test"], keep.port),
-    ));
+    d.reload(Identity::new("dns-x").egress(Rule::to(["keep.dns-x.test"]).ports([keep.port]).tcp()));
     assert_eq!(
         tcp(&d, "dns-x", "10.231.7.1", keep.port),
         OK,
@@ -598,12 +552,9 @@ fn a_reload_revokes_what_a_removed_name_installed() {
 fn audit_mode_answers_and_reports_but_installs_nothing_new() {
     let _veth = Veth::new("ztdns9", &["10.231.9.1/24"]);
     let up = Dnsmasq::start("audit", &[("10.231.9.1", "any.dns-u.test")], 60);
-    let policy = identity(
-        "dns-u",
-        "audit",
-        "",
-        &names_rule(&["listed.dns-u.test"], 443),
-    );
+    let policy = Identity::new("dns-u")
+        .audit()
+        .egress(Rule::to(["listed.dns-u.test"]).ports([443]).tcp());
     let d = Daemon::start_with("dns-audit", &policy, &["--dns-upstream", &up.upstream()]);
     let a = dns(&d, "dns-u", "udp", SOME_RESOLVER4, "any.dns-u.test", "A");
     assert_eq!(answers(&a), ["10.231.9.1"], "audit mode never blocks: {a}");

@@ -1,11 +1,9 @@
 //! Egress enforcement against real listeners on loopback: TCP and UDP, IPv4, IPv6 and
 //! IPv4-mapped, ports, ranges and CIDRs, identities side by side, children, audit mode.
 
-use zt_agent_tests::{DENIED, Daemon, OK, TcpServer, UdpServer, identity, run_probe_unenrolled};
-
-fn rule(to: &str, ports: &str, proto: &str) -> String {
-    format!("    - to: [{to}]\n      ports: [{ports}]\n      protocol: {proto}\n")
-}
+use zt_agent_tests::{
+    DENIED, Daemon, Identity, OK, Rule, TcpServer, UdpServer, run_probe_unenrolled,
+};
 
 #[test]
 fn tcp_v4_v6_and_v4_mapped() {
@@ -13,13 +11,9 @@ fn tcp_v4_v6_and_v4_mapped() {
     let other4 = TcpServer::new("127.0.0.1");
     let allowed6 = TcpServer::new("::1");
     let other6 = TcpServer::new("::1");
-    let policy = identity(
-        "eg-tcp",
-        "enforce",
-        "",
-        &(rule("127.0.0.1", &allowed4.port.to_string(), "tcp")
-            + &rule("\"::1\"", &allowed6.port.to_string(), "tcp")),
-    );
+    let policy = Identity::new("eg-tcp")
+        .egress(Rule::to(["127.0.0.1"]).ports([allowed4.port]).tcp())
+        .egress(Rule::to(["::1"]).ports([allowed6.port]).tcp());
     let d = Daemon::start("tcp", &policy);
     let p = |port: u16| port.to_string();
 
@@ -85,13 +79,9 @@ fn udp_sendto_and_connected_v4_v6() {
     let no4 = UdpServer::new("127.0.0.1");
     let ok6 = UdpServer::new("::1");
     let no6 = UdpServer::new("::1");
-    let policy = identity(
-        "eg-udp",
-        "enforce",
-        "",
-        &(rule("127.0.0.1", &ok4.port.to_string(), "udp")
-            + &rule("\"::1\"", &ok6.port.to_string(), "udp")),
-    );
+    let policy = Identity::new("eg-udp")
+        .egress(Rule::to(["127.0.0.1"]).ports([ok4.port]).udp())
+        .egress(Rule::to(["::1"]).ports([ok6.port]).udp());
     let d = Daemon::start("udp", &policy);
     for (host, ok, no) in [("127.0.0.1", &ok4, &no4), ("::1", &ok6, &no6)] {
         for mode in ["udp-sendto", "udp-connect"] {
@@ -126,12 +116,7 @@ fn udp_sendto_and_connected_v4_v6() {
     assert_eq!(ok4.received(), 1);
     // TCP to the UDP-only rule's port is denied: the protocol is part of the rule.
     let tcp = TcpServer::new("127.0.0.1");
-    let policy = identity(
-        "eg-udp",
-        "enforce",
-        "",
-        &rule("127.0.0.1", &tcp.port.to_string(), "udp"),
-    );
+    let policy = Identity::new("eg-udp").egress(Rule::to(["127.0.0.1"]).ports([tcp.port]).udp());
     d.reload(&policy);
     assert_eq!(
         d.run("eg-udp", &["tcp", "127.0.0.1", &tcp.port.to_string()])
@@ -156,13 +141,9 @@ fn port_range_and_cidr() {
             break s;
         }
     };
-    let policy = identity(
-        "eg-range",
-        "enforce",
-        "",
-        &(rule("127.0.0.1", &format!("\"{lo}-{hi}\""), "tcp")
-            + &rule("127.0.0.0/30", &outside.port.to_string(), "any")),
-    );
+    let policy = Identity::new("eg-range")
+        .egress(Rule::to(["127.0.0.1"]).port_range(lo, hi).tcp())
+        .egress(Rule::to(["127.0.0.0/30"]).ports([outside.port]).any());
     let d = Daemon::start("range", &policy);
     assert_eq!(
         d.run("eg-range", &["tcp", "127.0.0.1", &lo.to_string()]).0,
@@ -189,18 +170,9 @@ fn port_range_and_cidr() {
 fn two_identities_side_by_side_and_children() {
     let s1 = TcpServer::new("127.0.0.1");
     let s2 = TcpServer::new("127.0.0.1");
-    let policy = identity(
-        "eg-one",
-        "enforce",
-        "",
-        &rule("127.0.0.1", &s1.port.to_string(), "tcp"),
-    ) + "---\n"
-        + &identity(
-            "eg-two",
-            "enforce",
-            "",
-            &rule("127.0.0.1", &s2.port.to_string(), "tcp"),
-        );
+    let policy = Identity::new("eg-one")
+        .egress(Rule::to(["127.0.0.1"]).ports([s1.port]).tcp())
+        .and(Identity::new("eg-two").egress(Rule::to(["127.0.0.1"]).ports([s2.port]).tcp()));
     let d = Daemon::start("pair", &policy);
     let (p1, p2) = (s1.port.to_string(), s2.port.to_string());
     // Run both at once so their tasks are enrolled side by side.
@@ -233,7 +205,9 @@ fn two_identities_side_by_side_and_children() {
 fn audit_mode_allows_and_reports() {
     let s = TcpServer::new("127.0.0.1");
     let u = UdpServer::new("127.0.0.1");
-    let policy = identity("eg-audit", "audit", "", &rule("192.0.2.1", "443", "tcp"));
+    let policy = Identity::new("eg-audit")
+        .audit()
+        .egress(Rule::to(["192.0.2.1"]).ports([443]).tcp());
     let d = Daemon::start("audit", &policy);
     assert_eq!(
         d.run("eg-audit", &["tcp", "127.0.0.1", &s.port.to_string()])

@@ -2,23 +2,16 @@
 //! cgroup moves, raw sockets and source routing. Each must stay inside the policy.
 
 use zt_agent_tests::{
-    Cgroup, DENIED, Daemon, OK, TcpServer, cgroup2_root, identity, probe_bin, run_probe_unenrolled,
+    Cgroup, DENIED, Daemon, Identity, OK, Rule, Selector, TcpServer, cgroup2_root, probe_bin,
+    run_probe_unenrolled,
 };
-
-fn rule(to: &str, ports: &str) -> String {
-    format!("    - to: [{to}]\n      ports: [{ports}]\n")
-}
 
 #[test]
 fn socket_passed_in_or_out_with_scm_rights() {
     let allowed = TcpServer::new("127.0.0.1");
     let denied = TcpServer::new("127.0.0.1");
-    let policy = identity(
-        "esc-fd",
-        "enforce",
-        "",
-        &rule("127.0.0.1", &allowed.port.to_string()),
-    );
+    // No protocol: any.
+    let policy = Identity::new("esc-fd").egress(Rule::to(["127.0.0.1"]).ports([allowed.port]));
     let d = Daemon::start("fdpass", &policy);
     let dir = d.work.join("sock");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -66,12 +59,9 @@ fn cgroup_selector_enrolls_and_moves_do_not_escape() {
     let allowed = TcpServer::new("127.0.0.1");
     let denied = TcpServer::new("127.0.0.1");
     let cg = Cgroup::new("esc-move");
-    let policy = identity(
-        "esc-move",
-        "enforce",
-        &format!("  selectors:\n    - cgroup: {}/**\n", cg.rel),
-        &rule("127.0.0.1", &allowed.port.to_string()),
-    );
+    let policy = Identity::new("esc-move")
+        .selector(Selector::cgroup(format!("{}/**", cg.rel)))
+        .egress(Rule::to(["127.0.0.1"]).ports([allowed.port]));
     let d = Daemon::start("move", &policy);
     let (a, n) = (allowed.port.to_string(), denied.port.to_string());
 
@@ -128,12 +118,11 @@ fn cgroup_selector_enrolls_and_moves_do_not_escape() {
 #[test]
 fn raw_sockets_and_source_routing_are_refused() {
     let cg = Cgroup::new("esc-raw");
-    let policy = identity(
-        "esc-raw",
-        "enforce",
-        &format!("  selectors:\n    - cgroup: {}\n", cg.rel),
-        &rule("127.0.0.1", "1-65535"),
-    );
+    // Every port and protocol of 127.0.0.1: what is refused below is refused for
+    // what it is, not where it goes.
+    let policy = Identity::new("esc-raw")
+        .selector(Selector::cgroup(&cg.rel))
+        .egress(Rule::to(["127.0.0.1"]).port_range(1, 65535));
     let d = Daemon::start("raw", &policy);
     // Root with CAP_NET_RAW outside: all three work, so a refusal below is ours.
     assert_eq!(run_probe_unenrolled(&["raw4"]).0, OK);
@@ -202,12 +191,7 @@ fn raw_sockets_and_source_routing_are_refused() {
 fn run_workload_cannot_ptrace_an_unenrolled_process_of_its_user() {
     let d = Daemon::start(
         "escape-ptrace",
-        &identity(
-            "esc-ptrace",
-            "enforce",
-            "",
-            "    - to: [127.0.0.1]\n      ports: [9]\n",
-        ),
+        Identity::new("esc-ptrace").egress(Rule::to(["127.0.0.1"]).ports([9])),
     );
     // An unenrolled process running as nobody, like the workload.
     let mut victim = std::process::Command::new(probe_bin())

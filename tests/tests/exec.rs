@@ -6,21 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zt_agent_tests::{
-    DENIED, Daemon, KILLED, OK, TcpServer, TestDir, identity, probe_bin, run_file,
+    DENIED, Daemon, Identity, KILLED, OK, Rule, Selector, TcpServer, TestDir, probe_bin, run_file,
     run_probe_unenrolled, sha256_of,
 };
-
-fn rule(to: &str, port: u16) -> String {
-    format!("    - to: [{to}]\n      ports: [{port}]\n      protocol: tcp\n")
-}
-
-fn selectors(lines: &[String]) -> String {
-    let mut s = "  selectors:\n".to_owned();
-    for l in lines {
-        s.push_str(l);
-    }
-    s
-}
 
 /// Retry `f` until it returns true or 10 s pass (the daemon re-checks files every second).
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -41,17 +29,14 @@ fn exe_selector_enrolls_on_exec_and_children_inherit() {
     let broader = dir.copy(&probe_bin(), "broader");
     let (a, b) = (TcpServer::new("127.0.0.1"), TcpServer::new("127.0.0.1"));
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
-    let policy = identity(
-        "ex-exe",
-        "enforce",
-        &selectors(&[format!("    - exe: {agent}\n")]),
-        &rule("127.0.0.1", a.port),
-    ) + "---\n"
-        + &identity(
-            "ex-exe-broader",
-            "enforce",
-            &selectors(&[format!("    - exe: {broader}\n")]),
-            &(rule("127.0.0.1", a.port) + &rule("127.0.0.1", b.port)),
+    let policy = Identity::new("ex-exe")
+        .selector(Selector::exe(&agent))
+        .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp())
+        .and(
+            Identity::new("ex-exe-broader")
+                .selector(Selector::exe(&broader))
+                .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp())
+                .egress(Rule::to(["127.0.0.1"]).ports([b.port]).tcp()),
         );
     let d = Daemon::start("exec-exe", &policy);
     fn tcp(port: &str) -> [&str; 3] {
@@ -113,18 +98,14 @@ fn exe_selector_enrolls_on_exec_and_children_inherit() {
 fn uid_selector_enrolls_tasks_that_exec_with_that_uid() {
     let (a, b) = (TcpServer::new("127.0.0.1"), TcpServer::new("127.0.0.1"));
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
-    let policy = identity(
-        "ex-uid",
-        "enforce",
-        &selectors(&["    - uid: 4242\n".to_owned()]),
-        &rule("127.0.0.1", a.port),
-    ) + "---\n"
-        + &identity(
-            "ex-uid-restricted",
-            "enforce",
-            &(selectors(&["    - uid: 4244\n".to_owned()])
-                + "  exec:\n    allow: [/usr/bin/true]\n"),
-            &rule("127.0.0.1", a.port),
+    let policy = Identity::new("ex-uid")
+        .selector(Selector::uid(4242))
+        .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp())
+        .and(
+            Identity::new("ex-uid-restricted")
+                .selector(Selector::uid(4244))
+                .exec_allow(["/usr/bin/true"])
+                .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
         );
     let d = Daemon::start("exec-uid", &policy);
     let (code, out) = run_probe_unenrolled(&["as-uid", "4242", "tcp", "127.0.0.1", &pb]);
@@ -154,12 +135,9 @@ fn a_changed_or_replaced_binary_lands_in_quarantine() {
     let pa = a.port.to_string();
     let d = Daemon::start(
         "exec-digest",
-        &identity(
-            "ex-digest",
-            "enforce",
-            &selectors(&[format!("    - exe: {agent}\n      sha256: {pinned}\n")]),
-            &rule("127.0.0.1", a.port),
-        ),
+        Identity::new("ex-digest")
+            .selector(Selector::exe(&agent).sha256(&pinned))
+            .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     let tcp = ["tcp", "127.0.0.1", pa.as_str()];
     assert_eq!(
@@ -212,17 +190,14 @@ fn a_digest_that_does_not_match_at_load_quarantines() {
     let pa = a.port.to_string();
     let wrong = "ab".repeat(32);
     let audited = dir.copy(&probe_bin(), "audited");
-    let policy = identity(
-        "ex-baddigest",
-        "enforce",
-        &selectors(&[format!("    - exe: {agent}\n      sha256: {wrong}\n")]),
-        &rule("127.0.0.1", a.port),
-    ) + "---\n"
-        + &identity(
-            "ex-baddigest-audit",
-            "audit",
-            &selectors(&[format!("    - exe: {audited}\n      sha256: {wrong}\n")]),
-            &rule("127.0.0.1", a.port),
+    let policy = Identity::new("ex-baddigest")
+        .selector(Selector::exe(&agent).sha256(&wrong))
+        .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp())
+        .and(
+            Identity::new("ex-baddigest-audit")
+                .audit()
+                .selector(Selector::exe(&audited).sha256(&wrong))
+                .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
         );
     let d = Daemon::start("exec-baddigest", &policy);
     d.wait_event("digest mismatch report", |e| {
@@ -263,12 +238,14 @@ fn exec_allowlist_judges_files_not_paths() {
     let ok_script = dir.script("ok.sh", &format!("#!{tool}\n"));
     let sh_script = dir.script("sh.sh", "#!/bin/sh\nexit 0\n");
     let probe = probe_bin().display().to_string();
-    let allow = format!(
-        "  exec:\n    allow:\n      - {probe}\n      - {tool}\n      - {{path: {pinned_ok}, sha256: {good}}}\n      - {{path: {pinned_bad}, sha256: {wrong}}}\n"
-    );
-    let policy = identity("ex-allow", "enforce", &allow, &rule("127.0.0.1", 9))
-        + "---\n"
-        + &identity("ex-allow-audit", "audit", &allow, &rule("127.0.0.1", 9));
+    let allowing = |name: &str| {
+        Identity::new(name)
+            .exec_allow([&probe, &tool])
+            .exec_allow_pinned(&pinned_ok, &good)
+            .exec_allow_pinned(&pinned_bad, &wrong)
+            .egress(Rule::to(["127.0.0.1"]).ports([9]).tcp())
+    };
+    let policy = allowing("ex-allow").and(allowing("ex-allow-audit").audit());
     let d = Daemon::start("exec-allow", &policy);
 
     let spawn = |identity: &str, args: &[&str]| {
@@ -376,17 +353,13 @@ fn running_processes_are_adopted_at_start() {
         &["as-uid", "4343", "wait-stdin", "tcp", "127.0.0.1", &pb],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let policy = identity(
-        "ex-adopt",
-        "enforce",
-        &selectors(&[format!("    - exe: {agent}\n")]),
-        &rule("127.0.0.1", a.port),
-    ) + "---\n"
-        + &identity(
-            "ex-adopt-uid",
-            "enforce",
-            &selectors(&["    - uid: 4343\n".to_owned()]),
-            &rule("127.0.0.1", a.port),
+    let policy = Identity::new("ex-adopt")
+        .selector(Selector::exe(&agent))
+        .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp())
+        .and(
+            Identity::new("ex-adopt-uid")
+                .selector(Selector::uid(4343))
+                .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
         );
     let d = Daemon::start("exec-adopt", &policy);
     let ps = d.ps();
@@ -424,7 +397,7 @@ fn ps_lists_enrolled_and_shadow_workloads() {
     let pa = a.port.to_string();
     let d = Daemon::start(
         "exec-ps",
-        &identity("ex-ps", "enforce", "", &rule("127.0.0.1", a.port)),
+        Identity::new("ex-ps").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     let enrolled = d.spawn_run("ex-ps", &["loop-tcp", "127.0.0.1", &pa, "3000"]);
     let shadow = Command::new(probe_bin())
@@ -558,12 +531,9 @@ fn exe_selector_on_overlayfs_matches_the_kernels_view() {
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
     let _d = Daemon::start(
         "exec-overlay",
-        &identity(
-            "ex-overlay",
-            "enforce",
-            &selectors(&[format!("    - exe: {agent}\n")]),
-            &rule("127.0.0.1", a.port),
-        ),
+        Identity::new("ex-overlay")
+            .selector(Selector::exe(&agent))
+            .egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     assert_eq!(run_file(&agent, &["tcp", "127.0.0.1", &pa]).0, OK);
     let (code, out) = run_file(&agent, &["tcp", "127.0.0.1", &pb]);

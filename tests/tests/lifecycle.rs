@@ -4,11 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use zt_agent_tests::{DENIED, Daemon, OK, TcpServer, agent_bin, identity, probe_bin, require_root};
-
-fn rule(to: &str, ports: &str) -> String {
-    format!("    - to: [{to}]\n      ports: [{ports}]\n      protocol: tcp\n")
-}
+use zt_agent_host::exit;
+use zt_agent_tests::{
+    DENIED, Daemon, Identity, OK, Rule, TcpServer, agent_bin, probe_bin, require_root,
+};
 
 fn loop_counts(out: &str) -> (u64, u64) {
     let field = |k: &str| {
@@ -32,28 +31,18 @@ fn reload_swaps_policy_under_live_traffic() {
     );
     let d = Daemon::start(
         "reload",
-        &identity("lc-reload", "enforce", "", &rule("127.0.0.1", &pa)),
+        Identity::new("lc-reload").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     // Clients hammer a port no policy version allows, and the port that changes.
     let never_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pn, "8000"]);
     let a_client = d.spawn_run("lc-reload", &["loop-tcp", "127.0.0.1", &pa, "8000"]);
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..4 {
-        let ports = if i % 2 == 0 { &pb } else { &pa };
-        d.reload(&identity(
-            "lc-reload",
-            "enforce",
-            "",
-            &rule("127.0.0.1", ports),
-        ));
+        let port = if i % 2 == 0 { b.port } else { a.port };
+        d.reload(Identity::new("lc-reload").egress(Rule::to(["127.0.0.1"]).ports([port]).tcp()));
         std::thread::sleep(Duration::from_millis(200));
     }
-    d.reload(&identity(
-        "lc-reload",
-        "enforce",
-        "",
-        &rule("127.0.0.1", &pb),
-    ));
+    d.reload(Identity::new("lc-reload").egress(Rule::to(["127.0.0.1"]).ports([b.port]).tcp()));
     let out =
         String::from_utf8_lossy(&never_client.wait_with_output().expect("wait").stdout).to_string();
     let (ok, denied) = loop_counts(&out);
@@ -81,16 +70,11 @@ fn reload_on_file_change_without_signal() {
     let pa = a.port.to_string();
     let d = Daemon::start(
         "watch",
-        &identity("lc-watch", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-watch").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     assert_eq!(d.run("lc-watch", &["tcp", "127.0.0.1", &pa]).0, DENIED);
     let before = d.policy_sha();
-    d.write_policy(&identity(
-        "lc-watch",
-        "enforce",
-        "",
-        &rule("127.0.0.1", &pa),
-    ));
+    d.write_policy(Identity::new("lc-watch").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while d.policy_sha() == before {
         assert!(
@@ -106,7 +90,7 @@ fn reload_on_file_change_without_signal() {
 fn malformed_policies_never_replace_the_running_one() {
     let a = TcpServer::new("127.0.0.1");
     let pa = a.port.to_string();
-    let good = identity("lc-bad", "enforce", "", &rule("127.0.0.1", &pa));
+    let good = Identity::new("lc-bad").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp());
     let d = Daemon::start("badpolicy", &good);
     let sha = d.policy_sha();
     let corpus = concat!(
@@ -164,7 +148,7 @@ fn enforcement_survives_sigkill_and_restart_adopts_without_a_gap() {
     let (pa, pn) = (a.port.to_string(), n.port.to_string());
     let mut d = Daemon::start(
         "restart",
-        &identity("lc-restart", "enforce", "", &rule("127.0.0.1", &pa)),
+        Identity::new("lc-restart").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     // A client keeps trying a denied port across the kill and the restart.
     let mut client = d.spawn_run("lc-restart", &["loop-tcp", "127.0.0.1", &pn, "10000"]);
@@ -201,7 +185,7 @@ fn enforcement_survives_sigkill_and_restart_adopts_without_a_gap() {
 fn teardown_removes_everything() {
     let d = Daemon::start(
         "teardown",
-        &identity("lc-down", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-down").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     assert!(d.pin_dir.join("links").exists());
     let mut d = d;
@@ -214,7 +198,7 @@ fn teardown_removes_everything() {
     );
     // Nothing is enforced any more; `run` says the daemon is gone.
     let out = d.run_cmd("lc-down", &["--user", "nobody"], &["tcp", "127.0.0.1", "1"]);
-    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::UNAVAILABLE.into()), "{out:?}");
 }
 
 #[test]
@@ -223,7 +207,7 @@ fn metrics_pass_promtool_and_count_verdicts() {
     let pa = a.port.to_string();
     let d = Daemon::start(
         "metrics",
-        &identity("lc-metrics", "enforce", "", &rule("127.0.0.1", &pa)),
+        Identity::new("lc-metrics").egress(Rule::to(["127.0.0.1"]).ports([a.port]).tcp()),
     );
     assert_eq!(d.run("lc-metrics", &["tcp", "127.0.0.1", &pa]).0, OK);
     assert_eq!(d.run("lc-metrics", &["tcp", "127.0.0.1", "1"]).0, DENIED);
@@ -277,7 +261,7 @@ fn cli_errors_and_exit_codes() {
     require_root();
     let d = Daemon::start(
         "cli",
-        &identity("lc-cli", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-cli").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     // Unknown identity: a configuration error that names what exists.
     let out = d.run_cmd(
@@ -285,7 +269,7 @@ fn cli_errors_and_exit_codes() {
         &["--user", "nobody"],
         &["tcp", "127.0.0.1", "1"],
     );
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("unknown identity") && err.contains("lc-cli"),
@@ -297,10 +281,10 @@ fn cli_errors_and_exit_codes() {
         .run_command("lc-cli", &[], &[&probe])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::USAGE.into()), "{out:?}");
     // Unknown user.
     let out = d.run_cmd("lc-cli", &["--user", "no-such-user-zt"], &["raw4"]);
-    assert_eq!(out.status.code(), Some(67), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::NOUSER.into()), "{out:?}");
     // The workload's own exit status passes through, and so does a missing command.
     let out = d
         .run_command("lc-cli", &["--user", "nobody"], &["sh", "-c", "exit 7"])
@@ -311,7 +295,7 @@ fn cli_errors_and_exit_codes() {
         .run_command("lc-cli", &["--user", "nobody"], &["/nonexistent/cmd"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::NOT_FOUND.into()), "{out:?}");
     // The workload runs unprivileged: no capabilities, no_new_privs, not root.
     let out = d
         .run_command(
@@ -352,7 +336,7 @@ fn cli_errors_and_exit_codes() {
         .arg(&bad)
         .output()
         .expect("check");
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("p.yaml:4:"), "{err}");
     assert!(err.contains("metadata.name"), "{err}");
@@ -361,7 +345,7 @@ fn cli_errors_and_exit_codes() {
         .args(["policy", "check", examples])
         .output()
         .expect("check");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::OK.into()), "{out:?}");
     // A daemon started on a bad policy refuses to start, and says why.
     let out = Command::new(agent_bin())
         .args(["daemon", "--policy"])
@@ -374,7 +358,7 @@ fn cli_errors_and_exit_codes() {
         ])
         .output()
         .expect("daemon");
-    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::CONFIG.into()), "{out:?}");
     assert!(!std::path::Path::new("/sys/fs/bpf/zt-test-cli-bad/links").exists());
 }
 
@@ -384,14 +368,14 @@ fn refuses_to_guess_when_pinned_state_is_incomplete_or_unknown() {
     let pn = n.port.to_string();
     let mut d = Daemon::start(
         "partial",
-        &identity("lc-partial", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-partial").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     d.kill9();
     // The state file is gone (say /run was cleared): ids cannot be matched to names.
     let state = std::fs::read(d.state_dir.join("state.json")).expect("state");
     std::fs::remove_file(d.state_dir.join("state.json")).expect("rm state");
     let out = daemon_cmd(&d).output().expect("daemon");
-    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::UNAVAILABLE.into()), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot be adopted"),
         "{out:?}"
@@ -400,7 +384,7 @@ fn refuses_to_guess_when_pinned_state_is_incomplete_or_unknown() {
     // One link of the set is missing: the daemon leaves the rest attached and says so.
     std::fs::remove_file(d.pin_dir.join("links/zt_exit")).expect("rm link");
     let out = daemon_cmd(&d).output().expect("daemon");
-    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::UNAVAILABLE.into()), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--teardown"),
         "{out:?}"
@@ -432,7 +416,7 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
     use std::os::unix::process::CommandExt as _;
     let d = Daemon::start(
         "runiso",
-        &identity("lc-iso", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-iso").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     // A descriptor the launcher inherits without close-on-exec must not reach CMD.
     let file = std::fs::File::open("/etc/hostname").expect("open");
@@ -486,7 +470,11 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert_eq!(
+        status.code(),
+        Some(exit::signalled(libc::SIGTERM).into()),
+        "{status:?}"
+    );
     assert_eq!(runs(), 0, "run cgroup left behind after SIGTERM");
 }
 
@@ -494,7 +482,7 @@ fn run_forwards_signals_cleans_up_and_isolates_the_workload() {
 fn execs_of_enrolled_tasks_are_reported() {
     let d = Daemon::start(
         "exec",
-        &identity("lc-exec", "enforce", "", &rule("192.0.2.1", "443")),
+        Identity::new("lc-exec").egress(Rule::to(["192.0.2.1"]).ports([443]).tcp()),
     );
     let out = d.run_cmd("lc-exec", &["--user", "nobody"], &["child", "raw4"]);
     assert!(out.status.code().is_some(), "{out:?}");

@@ -1,124 +1,131 @@
 //! Tasks cargo alone cannot do. Run through `./x`, which installs prerequisites first.
 //!
-//!   cargo xtask daemon [ARGS]  build and run the agent with the policies in policies/
-//!   cargo xtask test           build and run every test, privileged eBPF tests included,
-//!                              then the benchmark in quick mode as a smoke test
+//!   cargo xtask daemon [ARGS]   build and run the agent with the policies in policies/
+//!   cargo xtask test [ARGS]     build and run every test, privileged eBPF tests included,
+//!                               then the benchmark in quick mode as a smoke test
 //!   cargo xtask bench [--quick] zt-agent against no hook and against nftables/iptables
+//!
+//! One module per task (`daemon`, `test`, `bench`); `cmd` runs cargo and the rest.
 
 mod bench;
+mod cmd;
+mod daemon;
+mod test;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use clap::{Args, Parser, Subcommand};
 
-use anyhow::{Context as _, bail};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Tasks cargo alone cannot do; run them through ./x",
+    override_usage = "cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick]"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
 }
 
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
-    c
+#[derive(Subcommand)]
+enum Task {
+    /// Build the agent and run its daemon with the policies in policies/; ARGS go to
+    /// `zt-agent daemon`
+    #[command(disable_help_flag = true)]
+    Daemon(PassOn),
+    /// Build and run every test, privileged eBPF tests included, then (after a full
+    /// green run) the benchmark in quick mode; ARGS go to `cargo test`
+    #[command(disable_help_flag = true)]
+    Test(PassOn),
+    /// zt-agent against no hook and against nftables, iptables and OpenSnitch
+    Bench {
+        /// Small counts, results printed only (what CI runs)
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
-fn run(mut c: Command) -> anyhow::Result<()> {
-    let status = c.status().with_context(|| format!("running {c:?}"))?;
-    if !status.success() {
-        bail!("{c:?} failed: {status}");
-    }
-    Ok(())
+/// Arguments handed on untouched, `--` and all (`./x test -- --nocapture`).
+#[derive(Args)]
+struct PassOn {
+    #[arg(allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+    /// What follows a leading `--`, which clap would otherwise drop.
+    #[arg(last = true, hide = true)]
+    after_dashes: Vec<String>,
 }
 
-/// Run `cargo test`, passing its output through, and add up its result lines.
-fn run_counting(mut c: Command) -> anyhow::Result<(u64, u64, bool)> {
-    use std::io::BufRead as _;
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {c:?}"))?;
-    let (mut passed, mut failed) = (0, 0);
-    let stdout = child.stdout.take().context("stdout")?;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| -> u64 {
-                rest.split(';')
-                    .find_map(|part| part.trim().strip_suffix(word))
-                    .and_then(|n| n.trim().rsplit(' ').next().and_then(|v| v.parse().ok()))
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
+impl PassOn {
+    fn args(self) -> Vec<String> {
+        let mut v = self.args;
+        if !self.after_dashes.is_empty() {
+            v.push("--".into());
+            v.extend(self.after_dashes);
         }
+        v
     }
-    let status = child.wait()?;
-    Ok((passed, failed, status.success()))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("daemon") => {
-            let mut b = cargo();
-            b.args(["build", "--release", "-p", "zt-agent"]);
-            run(b)?;
-            let bin = root().join("target/release/zt-agent");
-            let mut d = Command::new(bin);
-            d.current_dir(root())
-                .args(["daemon", "--policy", "policies"])
-                .args(&args[1..]);
-            // Hand the terminal to the daemon; its exit code is ours.
-            let status = d.status().context("starting zt-agent daemon")?;
-            std::process::exit(status.code().unwrap_or(1));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help goes to stdout with status 0; a usage error is EX_USAGE, as before clap.
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(zt_agent_host::exit::USAGE.into());
         }
-        Some("test") => {
-            if !is_root() {
-                bail!("the test suite loads eBPF programs and needs root: sudo ./x test");
-            }
-            // The integration tests run the real binaries.
-            let mut b = cargo();
-            b.args(["build", "-p", "zt-agent", "-p", "zt-agent-tests", "--bins"]);
-            run(b)?;
-            let mut t = cargo();
-            t.args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "zt-agent-ebpf",
-                "--no-fail-fast",
-            ])
-            .args(&args[1..]);
-            let (passed, failed, ok) = run_counting(t)?;
-            // The benchmark harness in quick mode, so that it cannot rot.
-            let bench = if ok && args.len() == 1 {
-                bench::main(&["--quick".to_owned()])
-            } else {
-                Ok(())
-            };
-            // One closing line for the whole suite (cargo's last line is a doc-test run).
-            println!("tests: {passed} passed, {failed} failed");
-            if !ok {
-                bail!("tests failed");
-            }
-            bench.context("the benchmark smoke test failed")
+        Err(e) => e.exit(),
+    };
+    match cli.task {
+        Task::Daemon(a) => daemon::run(&a.args()),
+        Task::Test(a) => test::run(&a.args()),
+        Task::Bench { quick } => bench::run(quick),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Task};
+
+    fn passed_on(argv: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from(std::iter::once("xtask").chain(argv.iter().copied()))
+            .expect("parses");
+        match cli.task {
+            Task::Test(a) | Task::Daemon(a) => a.args(),
+            Task::Bench { .. } => panic!("not a pass-on task"),
         }
-        Some("bench") => bench::main(&args[1..]),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick]"
-            );
-            std::process::exit(64);
-        }
+    }
+
+    #[test]
+    fn test_and_daemon_arguments_pass_on_untouched() {
+        assert!(passed_on(&["test"]).is_empty());
+        assert_eq!(passed_on(&["test", "-p", "zt-agent"]), ["-p", "zt-agent"]);
+        assert_eq!(
+            passed_on(&["test", "--", "--nocapture"]),
+            ["--", "--nocapture"]
+        );
+        assert_eq!(
+            passed_on(&["test", "--test", "egress", "--", "tcp"]),
+            ["--test", "egress", "--", "tcp"]
+        );
+        assert_eq!(passed_on(&["test", "--help"]), ["--help"]);
+        assert_eq!(passed_on(&["daemon", "--help"]), ["--help"]);
+        assert_eq!(
+            passed_on(&["daemon", "--log-format", "json"]),
+            ["--log-format", "json"]
+        );
+    }
+
+    #[test]
+    fn bench_takes_quick_only() {
+        let quick = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.task) {
+            Ok(Task::Bench { quick }) => Some(quick),
+            _ => None,
+        };
+        assert_eq!(quick(&["xtask", "bench"]), Some(false));
+        assert_eq!(quick(&["xtask", "bench", "--quick"]), Some(true));
+        assert_eq!(quick(&["xtask", "bench", "--bogus"]), None);
+        assert!(Cli::try_parse_from(["xtask"]).is_err());
     }
 }

@@ -14,6 +14,7 @@ use zt_agent_common::{
     ENROLL_CGROUP, ENROLL_EXE, ENROLL_INHERIT, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, ENROLL_RUN,
     ENROLL_SCAN, ShadowKey, map_names,
 };
+use zt_agent_host::proc;
 
 use crate::cli::Dirs;
 use crate::ebpf::loader::{self, ExecGuard, PinDir};
@@ -67,26 +68,6 @@ const fn how_name(how: u32) -> &'static str {
     }
 }
 
-fn proc_exe(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string())
-}
-
-fn proc_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_owned())
-}
-
-fn proc_uid(pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn dst(k: &ShadowKey) -> String {
     let ip = if k.family == libc::AF_INET as u8 {
         IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]))
@@ -129,9 +110,9 @@ pub fn inventory(dirs: &Dirs) -> Result<Inventory, PsError> {
             pid,
             identity: state.label_of(t.identity),
             how: how_name(t.how),
-            uid: proc_uid(pid),
-            comm: proc_comm(pid),
-            exe: proc_exe(pid),
+            uid: proc::uid(pid),
+            comm: proc::comm(pid),
+            exe: proc::exe(pid),
         })
         .collect();
     enrolled.sort_by_key(|t| t.pid);
@@ -147,7 +128,7 @@ pub fn inventory(dirs: &Dirs) -> Result<Inventory, PsError> {
             alive,
             uid: v.uid,
             comm: c_str(&v.comm),
-            exe: if alive { proc_exe(k.tgid) } else { None },
+            exe: if alive { proc::exe(k.tgid) } else { None },
             destinations: Vec::new(),
         });
         t.destinations.push(Destination {

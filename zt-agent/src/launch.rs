@@ -68,9 +68,9 @@ impl RunError {
             Self::PidNamespace => exit::USAGE,
             Self::Spawn { source, .. } => {
                 if source.kind() == std::io::ErrorKind::NotFound {
-                    127
+                    exit::NOT_FOUND
                 } else {
-                    126
+                    exit::CANNOT_EXEC
                 }
             }
         }
@@ -100,7 +100,7 @@ fn target_account(args: &RunArgs) -> Result<user::Account, RunError> {
 /// # Errors
 /// Anything that keeps CMD from starting enrolled and confined.
 pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
-    if !user::is_root() {
+    if !zt_agent_host::is_root() {
         return Err(RunError::NotRoot);
     }
     if !in_host_pid_namespace() {
@@ -225,7 +225,7 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 Ok(s) => Ok(s
                     .code()
                     .map(|c| u8::try_from(c).unwrap_or(1))
-                    .or_else(|| s.signal().map(|sig| (128 + sig) as u8))
+                    .or_else(|| s.signal().map(exit::signalled))
                     .unwrap_or(1)),
                 Err(source) => Err(RunError::Spawn {
                     cmd: args.cmd[0].clone(),
@@ -248,14 +248,8 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
 
 /// One pid level in NSpid: this process sees itself as the kernel does.
 fn in_host_pid_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("NSpid:")
-                    .map(|v| v.split_whitespace().count())
-            })
-        })
+    zt_agent_host::proc::Status::of_self()
+        .and_then(|s| s.field("NSpid").map(|v| v.split_whitespace().count()))
         .is_some_and(|levels| levels == 1)
 }
 

@@ -1,8 +1,8 @@
 //! A workload for the integration tests: opens real sockets the way an attacker or an
 //! ordinary client would, and reports the outcome as its exit code.
 //!
-//! Exit codes: 0 success, 10 EPERM/EACCES (denied), 11 another error, 12 a spawned
-//! program was killed by SIGKILL, 2 bad usage.
+//! Exit codes (`zt_agent_tests::probe::code`): 0 success, 10 EPERM/EACCES (denied),
+//! 11 another error, 12 a spawned program was killed by SIGKILL, 2 bad usage.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -16,9 +16,7 @@ use nix::sys::socket::{
     sendmsg, socket,
 };
 
-const DENIED: u8 = 10;
-const OTHER: u8 = 11;
-const KILLED: u8 = 12;
+use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
 
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
@@ -51,7 +49,7 @@ fn usage() -> ! {
          wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
          dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME"
     );
-    std::process::exit(2)
+    std::process::exit(USAGE.into())
 }
 
 fn tcp(a: SocketAddr) -> std::io::Result<()> {

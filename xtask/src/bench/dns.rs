@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{Agent, Bins, args, client, enrolled_as, field, output, stats, teardown};
+use super::Bins;
+use super::agent::{Agent, identity, teardown};
+use super::client::{args, client, enrolled_as, field, output};
+use super::report::stats;
 
 const DNSMASQ: &str = "127.0.0.1:47053";
 const NAME: &str = "bench.dns.test";
@@ -18,8 +21,9 @@ const IDENTITY: &str = "bench-dns";
 const SOME_RESOLVER: &str = "192.0.2.53:53";
 
 fn policy() -> String {
-    format!(
-        "apiVersion: zt-agent/v1\nkind: Identity\nmetadata:\n  name: {IDENTITY}\n  owner: bench@example.com\nspec:\n  egress:\n    - to: [{NAME}]\n      ports: [443]\n      protocol: tcp\n"
+    identity(
+        IDENTITY,
+        &format!("  egress:\n    - to: [{NAME}]\n      ports: [443]\n      protocol: tcp\n"),
     )
 }
 

@@ -86,7 +86,7 @@ impl DaemonError {
 
 /// Detach and remove everything pinned, and the state file.
 pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
-    if !crate::sys::user::is_root() {
+    if !zt_agent_host::is_root() {
         return Err(DaemonError::NotRoot);
     }
     let pins = PinDir::new(&args.dirs.pin_dir);
@@ -102,7 +102,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Start, serve until SIGTERM or SIGINT (or until a part stops), drain the events,
 /// and leave enforcement in place.
 pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
-    if !crate::sys::user::is_root() {
+    if !zt_agent_host::is_root() {
         return Err(DaemonError::NotRoot);
     }
     let metrics = Metrics::new();

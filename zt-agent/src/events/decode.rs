@@ -4,21 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use zt_agent_common::{Event, EventKind, Reason, Verdict};
+use zt_agent_host::proc;
 
 use super::provenance::{self, Digests};
 use super::{ExecFacts, KernelEvent};
 use crate::identity::files::FileId;
 use crate::state::State;
-
-/// A task's real uid, from /proc/PID/status.
-pub fn proc_uid(tgid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-}
 
 /// Parse a raw ring-buffer record; `None` if it is not a whole event.
 #[must_use]
@@ -87,9 +78,7 @@ pub fn comm(c: &[u8; 16]) -> String {
 
 /// The task's exe and cgroup, read from /proc while the task may still be alive.
 pub fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
-    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string());
+    let exe = proc::exe(tgid);
     let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         .ok()
         .and_then(|s| {

@@ -46,12 +46,10 @@ impl TaskFacts {
     pub fn read(tgid: u32) -> Self {
         let (exe, cgroup) = decode::proc_facts(tgid);
         Self {
-            comm: std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                .map(|c| c.trim_end().to_owned())
-                .unwrap_or_default(),
+            comm: zt_agent_host::proc::comm(tgid).unwrap_or_default(),
             exe,
             cgroup,
-            uid: decode::proc_uid(tgid).unwrap_or(0),
+            uid: zt_agent_host::proc::uid(tgid).unwrap_or(0),
         }
     }
 }

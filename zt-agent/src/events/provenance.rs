@@ -91,9 +91,7 @@ pub fn ancestors(pids: &[u32]) -> Vec<Ancestor> {
         .take_while(|&&p| p != 0)
         .map(|&pid| Ancestor {
             pid,
-            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .map(|p| p.display().to_string()),
+            exe: zt_agent_host::proc::exe(pid),
         })
         .collect()
 }

@@ -18,15 +18,8 @@ pub struct Match {
 
 /// Real uid and gid from /proc/PID/status.
 fn ids_of(tgid: u32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{tgid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse::<u32>().ok())
-    };
-    Some((field("Uid:")?, field("Gid:")?))
+    let status = zt_agent_host::proc::Status::of(tgid)?;
+    Some((status.first("Uid")?, status.first("Gid")?))
 }
 
 /// The binary a task runs, as the kernel sees it, read through its own mount table.

@@ -1,52 +1,16 @@
-//! cgroup v2: ids, the tree, launch cgroups and their clean-up. Selector globs are
+//! cgroup v2: ids, the tree, launch cgroups and their clean-up (walking and removing a
+//! tree are shared with the tests, in `zt_agent_host::cgroup`). Selector globs are
 //! matched by `policy::cgroup_glob_matches`.
 
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    #[error("cgroup {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+pub use zt_agent_host::cgroup::{CgroupError, kill_and_remove, walk};
 
 /// The kernel's cgroup id is the inode number of the cgroup directory.
 pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
-    Ok(std::fs::metadata(dir).map_err(io(dir))?.ino())
-}
-
-/// Every cgroup directory below `root` (the cgroup2 mount), as (relative path, dir).
-#[must_use]
-pub fn walk(root: &Path) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let rel = dir
-            .strip_prefix(root)
-            .map_or_else(|_| String::from("/"), |r| format!("/{}", r.display()));
-        out.push((rel, dir.clone()));
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
-    out
+    Ok(std::fs::metadata(dir).map_err(CgroupError::io(dir))?.ino())
 }
 
 /// Thread-group ids of the tasks in one cgroup (not its descendants).
@@ -61,7 +25,7 @@ pub fn procs(dir: &Path) -> Vec<u32> {
 
 /// Create a cgroup (and its parents).
 pub fn create(dir: &Path) -> Result<(), CgroupError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))
+    std::fs::create_dir_all(dir).map_err(CgroupError::io(dir))
 }
 
 /// Move the calling process into `dir`.
@@ -71,34 +35,5 @@ pub fn enter(dir: &Path) -> Result<(), CgroupError> {
         .write(true)
         .open(&f)
         .and_then(|mut fh| fh.write_all(b"0"))
-        .map_err(io(&f))
-}
-
-fn populated(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.events"))
-        .map(|s| s.lines().any(|l| l.trim() == "populated 1"))
-        .unwrap_or(false)
-}
-
-/// Kill everything left in `dir` and its descendants, wait for it to empty, and remove
-/// the directories bottom-up.
-pub fn kill_and_remove(dir: &Path) -> Result<(), CgroupError> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    let kill = dir.join("cgroup.kill");
-    if populated(dir) {
-        std::fs::write(&kill, b"1").map_err(io(&kill))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while populated(dir) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let mut dirs = walk(dir);
-    // Deepest first.
-    dirs.sort_by_key(|(_, d)| std::cmp::Reverse(d.components().count()));
-    for (_, d) in dirs {
-        std::fs::remove_dir(&d).map_err(io(&d))?;
-    }
-    Ok(())
+        .map_err(CgroupError::io(&f))
 }

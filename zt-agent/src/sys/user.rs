@@ -16,13 +16,6 @@ pub struct Account {
     pub home: Option<String>,
 }
 
-/// Whether this process runs with root's effective uid.
-#[must_use]
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Look a user up by name or numeric uid.
 pub fn lookup(user: &str) -> Result<Account, UserError> {
     let mut buf = vec![0u8; 16 * 1024];

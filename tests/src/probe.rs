@@ -1,0 +1,84 @@
+//! The binaries under test (zt-agent, zt-probe), zt-probe's exit codes, and running a
+//! program outside any identity.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// zt-probe's exit codes: src/bin/zt-probe.rs returns them.
+pub mod code {
+    pub const OK: u8 = 0;
+    /// Bad usage.
+    pub const USAGE: u8 = 2;
+    /// EPERM or EACCES: the operation was denied.
+    pub const DENIED: u8 = 10;
+    /// Any other error.
+    pub const OTHER: u8 = 11;
+    /// A program it spawned was killed by SIGKILL.
+    pub const KILLED: u8 = 12;
+}
+
+/// zt-probe's exit codes as `ExitStatus::code` reports them, for the tests to compare.
+pub const OK: i32 = code::OK as i32;
+pub const DENIED: i32 = code::DENIED as i32;
+/// zt-probe: a program it spawned was killed by SIGKILL.
+pub const KILLED: i32 = code::KILLED as i32;
+
+fn target_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The zt-agent binary under test (`./x test` builds it first).
+#[must_use]
+pub fn agent_bin() -> PathBuf {
+    let p = std::env::var_os("ZT_AGENT_BIN")
+        .map_or_else(|| target_dir().join("zt-agent"), PathBuf::from);
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`./x test` does: cargo build -p zt-agent)",
+        p.display()
+    );
+    p
+}
+
+#[must_use]
+pub fn probe_bin() -> PathBuf {
+    let p = target_dir().join("zt-probe");
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+/// A finished program's exit code (-1 when a signal ended it) and its stdout and stderr.
+#[must_use]
+pub fn code_and_output(out: &Output) -> (i32, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Run `zt-probe ARGS` unenrolled, as root, in the test's own cgroup.
+#[must_use]
+pub fn run_probe_unenrolled(args: &[&str]) -> (i32, String) {
+    let out = Command::new(probe_bin())
+        .args(args)
+        .output()
+        .expect("probe");
+    code_and_output(&out)
+}
+
+/// Run a program directly (as root, unenrolled unless its binary selects an identity),
+/// returning (exit code, output).
+#[must_use]
+pub fn run_file(path: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(path).args(args).output().expect("run file");
+    code_and_output(&out)
+}

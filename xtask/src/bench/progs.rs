@@ -1,0 +1,69 @@
+//! Each program's own run time per call, from the kernel's bpf_stats.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::agent::{Agent, policy};
+use super::client::{args, client, enrolled, measure};
+use super::{Bins, PORT, Plan};
+
+/// Programs on the benchmark's path, for their own run time.
+const PROGS: [&str; 3] = ["zt_connect4", "zt_sock_create", "zt_skb_egress"];
+
+/// run_time_ns and run_cnt of one program, from bpftool (bpf_stats on).
+fn prog_stats(name: &str) -> Option<(u64, u64)> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "name", name])
+        .output()
+        .ok()?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // bpftool leaves the counters out while they are zero.
+    let num = |k: &str| {
+        text.split_whitespace()
+            .skip_while(|w| *w != k)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((num("run_time_ns"), num("run_cnt")))
+}
+
+/// (program and caller, ns per call) of every program that ran.
+pub fn costs(plan: &Plan, bins: &Bins, policy_dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+    let n = plan.n.to_string();
+    let port = PORT.to_string();
+    // Each program's own cost; bpf_stats cost two clock reads per run, so they are
+    // on only for this pass.
+    let mut prog_costs: Vec<(String, f64)> = Vec::new();
+    let rules = *plan.agent_rules.last().unwrap_or(&10);
+    std::fs::write(policy_dir.join("bench.yaml"), policy(rules, None))?;
+    let agent = Agent::start(bins, policy_dir)?;
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let res = (|| -> anyhow::Result<()> {
+        for (who, cmd) in [
+            ("unenrolled", client(bins, &args(&["connect", &port, &n]))),
+            ("enrolled", enrolled(bins, &args(&["connect", &port, &n]))),
+        ] {
+            let before: Vec<_> = PROGS.iter().map(|p| prog_stats(p)).collect();
+            measure(cmd)?;
+            for (p, b) in PROGS.iter().zip(before) {
+                if let (Some((t0, c0)), Some((t1, c1))) = (b, prog_stats(p))
+                    && c1 > c0
+                {
+                    prog_costs.push((
+                        format!("{p}, {who} task ({rules} rules)"),
+                        (t1 - t0) as f64 / (c1 - c0) as f64,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    agent.stop(bins);
+    res?;
+    Ok(prog_costs)
+}
