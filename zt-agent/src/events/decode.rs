@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 use zt_agent_common::{
     ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, Event, EventKind, Reason, Verdict,
+    ip_protocol_name,
 };
 
 use super::provenance::{self, Ancestor, Digests};
@@ -178,49 +179,10 @@ pub fn parse(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-fn kind_name(k: u8) -> &'static str {
-    match k {
-        x if x == EventKind::Connect as u8 => "connect",
-        x if x == EventKind::Sendmsg as u8 => "sendmsg",
-        x if x == EventKind::SockCreate as u8 => "socket",
-        x if x == EventKind::Setsockopt as u8 => "setsockopt",
-        x if x == EventKind::Packet as u8 => "packet",
-        x if x == EventKind::Exec as u8 => "exec",
-        _ => "unknown",
-    }
-}
-
+/// The name of a raw verdict; anything but allow and deny reads as audit.
 #[must_use]
 pub fn verdict_name(v: u8) -> &'static str {
-    match v {
-        x if x == Verdict::Allow as u8 => "allow",
-        x if x == Verdict::Deny as u8 => "deny",
-        _ => "audit",
-    }
-}
-
-fn reason_name(r: u8) -> &'static str {
-    match r {
-        x if x == Reason::RuleMatched as u8 => "rule_matched",
-        x if x == Reason::NoRule as u8 => "no_rule",
-        x if x == Reason::IdentityRemoved as u8 => "identity_removed",
-        x if x == Reason::SocketType as u8 => "socket_type",
-        x if x == Reason::SocketOption as u8 => "socket_option",
-        x if x == Reason::ExecUnrestricted as u8 => "exec_not_restricted",
-        x if x == Reason::ExecNotAllowed as u8 => "exec_not_allowed",
-        x if x == Reason::FileChanged as u8 => "file_changed",
-        x if x == Reason::Quarantined as u8 => "quarantined",
-        x if x == Reason::DnsLearned as u8 => "dns_learned",
-        _ => "unknown",
-    }
-}
-
-fn protocol_name(p: u8) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        _ => "other",
-    }
+    Verdict::try_from(v).map_or(Verdict::Audit.as_str(), Verdict::as_str)
 }
 
 fn comm(c: &[u8; 16]) -> String {
@@ -317,7 +279,7 @@ pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
     };
     JsonEvent {
         time: now_rfc3339(),
-        kind: kind_name(ev.kind),
+        kind: EventKind::try_from(ev.kind).map_or("unknown", EventKind::as_str),
         verdict: Some(verdict_name(ev.verdict)),
         identity: name,
         spiffe_id: ident.map(|i| i.spiffe_id.clone()),
@@ -333,11 +295,11 @@ pub fn enrich(ev: &Event, state: &State, digests: &mut Digests) -> JsonEvent {
         policy_sha256: state.policy_sha256.clone(),
         dst: if is_addr { dst(ev) } else { None },
         protocol: if is_addr {
-            Some(protocol_name(ev.protocol))
+            Some(ip_protocol_name(ev.protocol))
         } else {
             None
         },
-        reason: reason_name(ev.reason),
+        reason: Reason::try_from(ev.reason).map_or("unknown", Reason::as_str),
         socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity)
             .then(|| state.label_of(ev.sock_identity)),
         detail,
