@@ -95,18 +95,6 @@ impl ProgramKind {
         }
     }
 
-    /// Attached at the cgroup2 root.
-    #[must_use]
-    pub const fn is_cgroup(self) -> bool {
-        matches!(
-            self,
-            Self::CgroupSockAddr(_)
-                | Self::CgroupSock
-                | Self::CgroupSockopt
-                | Self::CgroupSkbEgress
-        )
-    }
-
     /// Enforcement is complete without it (the BPF LSM exec guard: many kernels refuse
     /// BPF LSM, and the tp_btf exec hook judges every exec anyway).
     #[must_use]

@@ -302,7 +302,10 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
                     .map_err(prog_err(name))?;
                 prog.load(tp, &kernel_btf).map_err(prog_err(name))?;
             }
-            _ => {
+            ProgramKind::CgroupSockAddr(_)
+            | ProgramKind::CgroupSock
+            | ProgramKind::CgroupSockopt
+            | ProgramKind::CgroupSkbEgress => {
                 let prog = ebpf
                     .program_mut(name)
                     .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
@@ -468,7 +471,10 @@ impl Loaded {
                     }
                 }
                 ProgramKind::TpBtf(_) => self.attach_tracing(p.name)?,
-                _ => self.attach_cgroup(p.name, &root)?,
+                ProgramKind::CgroupSockAddr(_)
+                | ProgramKind::CgroupSock
+                | ProgramKind::CgroupSockopt
+                | ProgramKind::CgroupSkbEgress => self.attach_cgroup(p.name, &root)?,
             }
         }
         Ok(())
