@@ -4,7 +4,8 @@
 //!
 //! Every type is `#[repr(C)]` with fixed-width fields and explicit padding, and
 //! carries a size assertion so that both sides agree byte for byte. One module per
-//! feature; everything is re-exported here, so `zt_agent_common::X` names any of it.
+//! feature, re-exported here (`zt_agent_common::X`), except the offset table, which
+//! only the loader reads (`offsets::OFFSETS`).
 #![no_std]
 
 /// A fieldless enum that travels as a number in a boundary record or counter index:
