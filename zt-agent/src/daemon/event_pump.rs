@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::bus::{self, Body, Bus};
 use crate::events::decode;
 use crate::events::provenance::Digests;
+use crate::metrics::EventMetrics;
 use crate::state::State;
 
 /// Drain the ring buffer until it fails.
@@ -17,7 +18,9 @@ pub async fn run(
     events: RingBuf<MapData>,
     state: watch::Receiver<Arc<State>>,
     bus: Bus,
+    metrics: EventMetrics,
 ) -> std::io::Result<()> {
+    let malformed = metrics.lost.with_label_values(&["malformed"]);
     // SAFETY: the ring buffer owns its descriptor and outlives the registration: both
     // live in this task.
     let mut ring = unsafe { AsyncFd::register(events) }?;
@@ -27,8 +30,9 @@ pub async fn run(
         let rb = guard.get_inner_mut();
         let mut batch = Vec::new();
         while let Some(item) = rb.next() {
-            if let Some(ev) = decode::parse(&item) {
-                batch.push(ev);
+            match decode::parse(&item) {
+                Some(ev) => batch.push(ev),
+                None => malformed.inc(),
             }
         }
         guard.clear_ready();
@@ -37,8 +41,10 @@ pub async fn run(
         }
         let st = state.borrow().clone();
         for raw in batch {
-            let k = decode::enrich(&raw, &st, &mut digests);
-            bus.publish(bus::Event::now(Body::Kernel(Box::new(k))));
+            match decode::enrich(&raw, &st, &mut digests) {
+                Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
+                None => malformed.inc(),
+            }
         }
     }
 }

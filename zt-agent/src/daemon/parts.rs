@@ -28,9 +28,14 @@ fn why(r: std::io::Result<()>) -> String {
 impl Parts {
     pub fn spawn(s: Started) -> Result<Self, DaemonError> {
         let mut set = JoinSet::new();
-        let (state, bus) = (s.state.clone(), s.bus.clone());
+        let (state, bus, m) = (s.state.clone(), s.bus.clone(), s.metrics.events.clone());
         let events = s.events;
-        set.spawn(async move { ("event pump", why(event_pump::run(events, state, bus).await)) });
+        set.spawn(async move {
+            (
+                "event pump",
+                why(event_pump::run(events, state, bus, m).await),
+            )
+        });
 
         let (stop_sink, stopped) = oneshot::channel();
         let sink = tokio::spawn(s.sink.run(

@@ -17,7 +17,8 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use zt_agent_common::{map_names, program_names};
+use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
+use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::btf;
 use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
@@ -25,29 +26,6 @@ use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Task
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/zt-agent"));
-
-const CGROUP_PROGRAMS: [&str; 11] = [
-    program_names::SKB_EGRESS,
-    // Reply rewriting before redirection, so no redirected query's answer is seen
-    // with the resolver's address.
-    program_names::RECVMSG4,
-    program_names::RECVMSG6,
-    program_names::GETPEERNAME4,
-    program_names::GETPEERNAME6,
-    program_names::CONNECT4,
-    program_names::CONNECT6,
-    program_names::SENDMSG4,
-    program_names::SENDMSG6,
-    program_names::SOCK_CREATE,
-    program_names::SETSOCKOPT,
-];
-/// tp_btf programs and the tracepoint each attaches to.
-const TRACING_PROGRAMS: [(&str, &str); 4] = [
-    (program_names::EXEC, "sched_process_exec"),
-    (program_names::FORK, "sched_process_fork"),
-    (program_names::EXIT, "sched_process_exit"),
-    (program_names::CGROUP_ATTACH, "cgroup_attach_task"),
-];
 
 /// How an exec outside an identity's allowlist is stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,28 +74,6 @@ impl ExecGuard {
         }
     }
 }
-
-/// Kernel struct members the programs read, and the global each offset goes to.
-const OFFSETS: [(&str, &str, &str); 14] = [
-    ("BPRM_FILE_OFFSET", "linux_binprm", "file"),
-    ("BPRM_FILENAME_OFFSET", "linux_binprm", "filename"),
-    ("FILE_INODE_OFFSET", "file", "f_inode"),
-    ("INODE_SB_OFFSET", "inode", "i_sb"),
-    ("INODE_INO_OFFSET", "inode", "i_ino"),
-    ("SB_DEV_OFFSET", "super_block", "s_dev"),
-    ("TASK_REAL_PARENT_OFFSET", "task_struct", "real_parent"),
-    ("TASK_CGROUPS_OFFSET", "task_struct", "cgroups"),
-    ("CSS_SET_DFL_CGRP_OFFSET", "css_set", "dfl_cgrp"),
-    ("TASK_TGID_OFFSET", "task_struct", "tgid"),
-    ("CGROUP_KN_OFFSET", "cgroup", "kn"),
-    ("CGROUP_ROOT_OFFSET", "cgroup", "root"),
-    ("KERNFS_NODE_ID_OFFSET", "kernfs_node", "id"),
-    (
-        "CGROUP_ROOT_HIERARCHY_ID_OFFSET",
-        "cgroup_root",
-        "hierarchy_id",
-    ),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -192,10 +148,10 @@ impl PinDir {
     #[must_use]
     pub fn is_complete(&self) -> bool {
         map_names::ALL.iter().all(|m| self.map(m).exists())
-            && CGROUP_PROGRAMS
+            && PROGRAMS
                 .iter()
-                .chain(TRACING_PROGRAMS.iter().map(|(p, _)| p))
-                .all(|p| self.link(p).exists())
+                .filter(|p| !p.kind.is_optional())
+                .all(|p| self.link(p.name).exists())
     }
     #[must_use]
     pub fn exists(&self) -> bool {
@@ -236,6 +192,13 @@ pub struct KernelMaps {
     pub shadow: Shadow,
     pub dns: DnsMaps,
     pub events: RingBuf<MapData>,
+}
+
+fn prog_err(name: &str) -> impl FnOnce(ProgramError) -> LoadError + '_ {
+    move |source| LoadError::Program {
+        name: name.to_owned(),
+        source,
+    }
 }
 
 fn map_err(name: &str) -> impl FnOnce(MapError) -> LoadError + '_ {
@@ -318,12 +281,23 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
         source,
     })?;
     let mut offsets = Vec::new();
-    for (global, strukt, member) in OFFSETS {
-        offsets.push((global, btf::member_offset_in(&vmlinux, strukt, member)?));
+    let mut ctime = None;
+    for o in OFFSETS {
+        let off = match o.locate {
+            Locate::Member { strukt, member } => btf::member_offset_in(&vmlinux, strukt, member)?,
+            Locate::InodeCtime(part) => {
+                let (sec, nsec) = match ctime {
+                    Some(c) => c,
+                    None => *ctime.insert(ctime_offsets(&vmlinux)?),
+                };
+                match part {
+                    CtimePart::Sec => sec,
+                    CtimePart::Nsec => nsec,
+                }
+            }
+        };
+        offsets.push((o.global, off));
     }
-    let (ctime_sec, ctime_nsec) = ctime_offsets(&vmlinux)?;
-    offsets.push(("INODE_CTIME_SEC_OFFSET", ctime_sec));
-    offsets.push(("INODE_CTIME_NSEC_OFFSET", ctime_nsec));
     let mut loader = EbpfLoader::new();
     for (global, off) in &offsets {
         loader.override_global(global, off, true);
@@ -331,39 +305,42 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     let kernel_btf = Btf::from_sys_fs().map_err(LoadError::KernelBtf)?;
 
-    for name in CGROUP_PROGRAMS {
-        let prog = ebpf
-            .program_mut(name)
-            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
-        let res = match prog {
-            aya::programs::Program::CgroupSockAddr(p) => p.load(),
-            aya::programs::Program::CgroupSock(p) => p.load(),
-            aya::programs::Program::CgroupSockopt(p) => p.load(),
-            aya::programs::Program::CgroupSkb(p) => p.load(),
-            _ => return Err(LoadError::MissingProgram { name: name.into() }),
-        };
-        res.map_err(|source| LoadError::Program {
-            name: name.into(),
-            source,
-        })?;
-    }
-    for (name, tp) in TRACING_PROGRAMS {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                name: name.into(),
-                source,
-            })?;
-        prog.load(tp, &kernel_btf)
-            .map_err(|source| LoadError::Program {
-                name: name.into(),
-                source,
-            })?;
+    // The BPF LSM exec guard is optional: probed once the others have loaded.
+    let mut lsm = None;
+    for p in PROGRAMS {
+        let name = p.name;
+        match p.kind {
+            ProgramKind::Lsm(hook) => lsm = Some((name, hook)),
+            ProgramKind::TpBtf(tp) => {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                prog.load(tp, &kernel_btf).map_err(prog_err(name))?;
+            }
+            ProgramKind::CgroupSockAddr(_)
+            | ProgramKind::CgroupSock
+            | ProgramKind::CgroupSockopt
+            | ProgramKind::CgroupSkbEgress => {
+                let prog = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
+                let res = match prog {
+                    aya::programs::Program::CgroupSockAddr(p) => p.load(),
+                    aya::programs::Program::CgroupSock(p) => p.load(),
+                    aya::programs::Program::CgroupSockopt(p) => p.load(),
+                    aya::programs::Program::CgroupSkb(p) => p.load(),
+                    _ => return Err(LoadError::MissingProgram { name: name.into() }),
+                };
+                res.map_err(prog_err(name))?;
+            }
+        }
     }
 
-    let exec_guard = probe_lsm(&mut ebpf, &kernel_btf);
+    let exec_guard = lsm.map_or(ExecGuard::TracepointKill, |(name, hook)| {
+        probe_lsm(&mut ebpf, &kernel_btf, name, hook)
+    });
 
     create_private_dir(&pins.root)?;
     for sub in ["maps", "links"] {
@@ -403,7 +380,7 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
 /// Load the BPF LSM exec guard where the kernel allows it. Many kernels refuse BPF LSM
 /// (not built in, not in `lsm=`, or trampolines unsupported): then the tp_btf exec hook
 /// alone stops disallowed execs, by SIGKILL.
-fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf) -> ExecGuard {
+fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf, name: &str, hook: &str) -> ExecGuard {
     // A BPF LSM program loads and attaches on kernels built with it even when the
     // `bpf` LSM is not active, and then never runs: check the active list first.
     let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
@@ -414,12 +391,10 @@ fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf) -> ExecGuard {
         );
         return ExecGuard::TracepointKill;
     }
-    let name = program_names::EXEC_LSM;
     let Some(prog) = ebpf.program_mut(name) else {
         return ExecGuard::TracepointKill;
     };
-    let res: Result<(), ProgramError> =
-        <&mut Lsm>::try_from(prog).and_then(|p| p.load("bprm_check_security", btf));
+    let res: Result<(), ProgramError> = <&mut Lsm>::try_from(prog).and_then(|p| p.load(hook, btf));
     match res {
         Ok(()) => ExecGuard::Lsm,
         Err(e) => {
@@ -505,89 +480,104 @@ impl Loaded {
             path: cgroup_root.display().to_string(),
             source,
         })?;
-        let prog_err = |name: &str| {
-            let name = name.to_owned();
-            move |source| LoadError::Program { name, source }
+        for p in PROGRAMS {
+            match p.kind {
+                ProgramKind::Lsm(_) => {
+                    if self.exec_guard == ExecGuard::Lsm {
+                        self.attach_lsm(p.name)?;
+                    }
+                }
+                ProgramKind::TpBtf(_) => self.attach_tracing(p.name)?,
+                ProgramKind::CgroupSockAddr(_)
+                | ProgramKind::CgroupSock
+                | ProgramKind::CgroupSockopt
+                | ProgramKind::CgroupSkbEgress => self.attach_cgroup(p.name, &root)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Attach one cgroup program at the cgroup2 root and pin its link.
+    fn attach_cgroup(&mut self, name: &str, root: &File) -> Result<(), LoadError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
+        // Attach one cgroup program and turn its link into a pinnable FdLink.
+        macro_rules! attach_cgroup {
+            ($p:expr $(, $arg:expr)*) => {{
+                let id = $p
+                    .attach(root, $($arg,)* CgroupAttachMode::Single)
+                    .map_err(prog_err(name))?;
+                let link = $p.take_link(id).map_err(prog_err(name))?;
+                FdLink::try_from(link).map_err(|e| LoadError::Program {
+                    name: name.into(),
+                    source: e.into(),
+                })?
+            }};
+        }
+        let link: FdLink = match prog {
+            aya::programs::Program::CgroupSockAddr(p) => attach_cgroup!(p),
+            aya::programs::Program::CgroupSock(p) => attach_cgroup!(p),
+            aya::programs::Program::CgroupSkb(p) => {
+                attach_cgroup!(p, aya::programs::CgroupSkbAttachType::Egress)
+            }
+            aya::programs::Program::CgroupSockopt(p) => {
+                // aya 0.16 cannot turn a sockopt link into an FdLink, so create and
+                // pin this one bpf_link directly.
+                let prog_fd = p.fd().map_err(prog_err(name))?;
+                let path = self.pins.link(name);
+                return raw_link::create_and_pin(
+                    prog_fd.as_fd(),
+                    root.as_fd(),
+                    raw_link::BPF_CGROUP_SETSOCKOPT,
+                    &path,
+                )
+                .map_err(|source| LoadError::Pin {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+            _ => return Err(LoadError::MissingProgram { name: name.into() }),
         };
-        for name in CGROUP_PROGRAMS {
-            let prog = self
+        self.pin_link(name, link)?;
+        Ok(())
+    }
+
+    /// Optional: the tp_btf exec hook judges every exec anyway. Its pin is what tells
+    /// which mechanism is active (`ExecGuard::of_pins`).
+    fn attach_lsm(&mut self, name: &str) -> Result<(), LoadError> {
+        let attached = (|| -> Result<FdLink, ProgramError> {
+            let prog: &mut Lsm = self
                 .ebpf
                 .program_mut(name)
-                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
-            // Attach one cgroup program and turn its link into a pinnable FdLink.
-            macro_rules! attach_cgroup {
-                ($p:expr $(, $arg:expr)*) => {{
-                    let id = $p
-                        .attach(&root, $($arg,)* CgroupAttachMode::Single)
-                        .map_err(prog_err(name))?;
-                    let link = $p.take_link(id).map_err(prog_err(name))?;
-                    FdLink::try_from(link).map_err(|e| LoadError::Program {
-                        name: name.into(),
-                        source: e.into(),
-                    })?
-                }};
+                .ok_or(ProgramError::NotLoaded)?
+                .try_into()?;
+            let id = prog.attach()?;
+            Ok(prog.take_link(id)?.into())
+        })();
+        match attached {
+            Ok(link) => {
+                self.pin_link(name, link)?;
             }
-            let link: FdLink = match prog {
-                aya::programs::Program::CgroupSockAddr(p) => attach_cgroup!(p),
-                aya::programs::Program::CgroupSock(p) => attach_cgroup!(p),
-                aya::programs::Program::CgroupSkb(p) => {
-                    attach_cgroup!(p, aya::programs::CgroupSkbAttachType::Egress)
-                }
-                aya::programs::Program::CgroupSockopt(p) => {
-                    // aya 0.16 cannot turn a sockopt link into an FdLink, so create and
-                    // pin this one bpf_link directly.
-                    let prog_fd = p.fd().map_err(prog_err(name))?;
-                    let path = self.pins.link(name);
-                    raw_link::create_and_pin(
-                        prog_fd.as_fd(),
-                        root.as_fd(),
-                        raw_link::BPF_CGROUP_SETSOCKOPT,
-                        &path,
-                    )
-                    .map_err(|source| LoadError::Pin {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                    continue;
-                }
-                _ => return Err(LoadError::MissingProgram { name: name.into() }),
-            };
-            self.pin_link(name, link)?;
+            Err(e) => tracing::warn!(
+                reason = %crate::exit::chain(&e),
+                "BPF LSM exec guard loaded but did not attach; disallowed execs are stopped by SIGKILL at sched_process_exec"
+            ),
         }
-        if self.exec_guard == ExecGuard::Lsm {
-            // Optional: the tp_btf exec hook judges every exec anyway. Its pin is what
-            // tells which mechanism is active (`ExecGuard::of_pins`).
-            let name = program_names::EXEC_LSM;
-            let attached = (|| -> Result<FdLink, ProgramError> {
-                let prog: &mut Lsm = self
-                    .ebpf
-                    .program_mut(name)
-                    .ok_or(ProgramError::NotLoaded)?
-                    .try_into()?;
-                let id = prog.attach()?;
-                Ok(prog.take_link(id)?.into())
-            })();
-            match attached {
-                Ok(link) => {
-                    self.pin_link(name, link)?;
-                }
-                Err(e) => tracing::warn!(
-                    reason = %crate::exit::chain(&e),
-                    "BPF LSM exec guard loaded but did not attach; disallowed execs are stopped by SIGKILL at sched_process_exec"
-                ),
-            }
-        }
-        for (name, _) in TRACING_PROGRAMS {
-            let prog: &mut BtfTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
-                .try_into()
-                .map_err(prog_err(name))?;
-            let id = prog.attach().map_err(prog_err(name))?;
-            let link: FdLink = prog.take_link(id).map_err(prog_err(name))?.into();
-            self.pin_link(name, link)?;
-        }
+        Ok(())
+    }
+
+    fn attach_tracing(&mut self, name: &str) -> Result<(), LoadError> {
+        let prog: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        let id = prog.attach().map_err(prog_err(name))?;
+        let link: FdLink = prog.take_link(id).map_err(prog_err(name))?.into();
+        self.pin_link(name, link)?;
         Ok(())
     }
 
@@ -640,5 +630,67 @@ mod raw_link {
         attr[8..12].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
         bpf(BPF_OBJ_PIN, &mut attr)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+
+    use super::{OBJECT, OFFSETS, PROGRAMS};
+
+    fn object() -> object::File<'static> {
+        object::File::parse(OBJECT).expect("the eBPF object is an ELF file")
+    }
+
+    /// The object's programs are those of the table, each in the section its kind and
+    /// attach point name: what the loader loads and attaches is what the kernel side built.
+    #[test]
+    fn program_table_matches_the_object() {
+        let elf = object();
+        let mut in_object = BTreeMap::new();
+        for sym in elf.symbols() {
+            let Some(section) = sym
+                .section_index()
+                .and_then(|i| elf.section_by_index(i).ok())
+            else {
+                continue;
+            };
+            let section = section.name().expect("section name");
+            // .text holds the compiler's memcpy and friends, not programs.
+            if sym.kind() == SymbolKind::Text && sym.is_global() && section != ".text" {
+                in_object.insert(
+                    sym.name().expect("symbol name").to_owned(),
+                    section.to_owned(),
+                );
+            }
+        }
+        let in_table: BTreeMap<String, String> = PROGRAMS
+            .iter()
+            .map(|p| {
+                let section = format!("{}/{}", p.kind.section_prefix(), p.kind.attach_point());
+                (p.name.to_owned(), section)
+            })
+            .collect();
+        assert_eq!(in_object, in_table);
+    }
+
+    /// Every offset the loader sets is a global of the object, and the object has no
+    /// other offset global the loader would leave at 0.
+    #[test]
+    fn offset_table_matches_the_object() {
+        let elf = object();
+        let mut in_object: Vec<&str> = elf
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Data)
+            .filter_map(|s| s.name().ok())
+            .filter(|n| n.ends_with("_OFFSET"))
+            .collect();
+        let mut in_table: Vec<&str> = OFFSETS.iter().map(|o| o.global).collect();
+        in_object.sort_unstable();
+        in_table.sort_unstable();
+        assert_eq!(in_object, in_table);
     }
 }

@@ -1,5 +1,5 @@
-//! Kernel event records: the wire format, the names of its codes, and the facts of
-//! the task read when a record arrives.
+//! Kernel event records: the wire format, checked, and the facts of the task read
+//! when a record arrives.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -20,54 +20,6 @@ pub fn parse(bytes: &[u8]) -> Option<Event> {
     // SAFETY: Event is plain old data and the buffer is long enough; read_unaligned
     // copes with any alignment.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
-}
-
-#[must_use]
-pub fn kind_name(k: u8) -> &'static str {
-    match k {
-        x if x == EventKind::Connect as u8 => "connect",
-        x if x == EventKind::Sendmsg as u8 => "sendmsg",
-        x if x == EventKind::SockCreate as u8 => "socket",
-        x if x == EventKind::Setsockopt as u8 => "setsockopt",
-        x if x == EventKind::Packet as u8 => "packet",
-        x if x == EventKind::Exec as u8 => "exec",
-        _ => "unknown",
-    }
-}
-
-#[must_use]
-pub fn verdict_name(v: u8) -> &'static str {
-    match v {
-        x if x == Verdict::Allow as u8 => "allow",
-        x if x == Verdict::Deny as u8 => "deny",
-        _ => "audit",
-    }
-}
-
-#[must_use]
-pub fn reason_name(r: u8) -> &'static str {
-    match r {
-        x if x == Reason::RuleMatched as u8 => "rule_matched",
-        x if x == Reason::NoRule as u8 => "no_rule",
-        x if x == Reason::IdentityRemoved as u8 => "identity_removed",
-        x if x == Reason::SocketType as u8 => "socket_type",
-        x if x == Reason::SocketOption as u8 => "socket_option",
-        x if x == Reason::ExecUnrestricted as u8 => "exec_not_restricted",
-        x if x == Reason::ExecNotAllowed as u8 => "exec_not_allowed",
-        x if x == Reason::FileChanged as u8 => "file_changed",
-        x if x == Reason::Quarantined as u8 => "quarantined",
-        x if x == Reason::DnsLearned as u8 => "dns_learned",
-        _ => "unknown",
-    }
-}
-
-#[must_use]
-pub fn protocol_name(p: u8) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        _ => "other",
-    }
 }
 
 #[must_use]
@@ -109,12 +61,16 @@ pub fn c_str(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// What /proc and the file system tell about a kernel event's task, read as soon as
-/// the event arrives (the task may exit any moment, or be killed by this very exec).
+/// A record with its codes checked, and what /proc and the file system tell about its
+/// task, read as soon as the record arrives (the task may exit any moment, or be
+/// killed by this very exec). `None` when a code is not one this build knows.
 #[must_use]
-pub fn enrich(raw: &Event, state: &State, digests: &mut Digests) -> KernelEvent {
+pub fn enrich(raw: &Event, state: &State, digests: &mut Digests) -> Option<KernelEvent> {
+    let kind = EventKind::try_from(raw.kind).ok()?;
+    let verdict = Verdict::try_from(raw.verdict).ok()?;
+    let reason = Reason::try_from(raw.reason).ok()?;
     let (mut exe, cgroup) = proc_facts(raw.tgid);
-    let exec = (raw.kind == EventKind::Exec as u8).then(|| {
+    let exec = (kind == EventKind::Exec).then(|| {
         let file_key = raw.file;
         let file_id = FileId {
             key: raw.file,
@@ -142,12 +98,15 @@ pub fn enrich(raw: &Event, state: &State, digests: &mut Digests) -> KernelEvent 
         }
         facts
     });
-    KernelEvent {
+    Some(KernelEvent {
         raw: *raw,
+        kind,
+        verdict,
+        reason,
         exe,
         cgroup,
         exec,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -202,7 +161,7 @@ mod tests {
             mode: "enforce".into(),
             cgroup_globs: vec![],
         });
-        let k = enrich(&back, &state, &mut Digests::default());
+        let k = enrich(&back, &state, &mut Digests::default()).expect("known codes");
         let j = super::super::json::JsonEvent::of(
             &crate::bus::Event::now(crate::bus::Body::Kernel(Box::new(k))),
             &state,

@@ -2,9 +2,11 @@
 //! reader. Field names are a contract (see the README's Events section).
 
 use serde::Serialize;
-use zt_agent_common::{ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind};
+use zt_agent_common::{
+    ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind, ip_protocol_name,
+};
 
-use super::decode::{c_str, comm, dst, kind_name, protocol_name, reason_name, verdict_name};
+use super::decode::{c_str, comm, dst};
 use super::provenance::Ancestor;
 use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent};
 use crate::bus::{Body, Event};
@@ -137,16 +139,14 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
     let ev = &k.raw;
     let ident = state.by_id(ev.identity);
     let name = ident.map_or_else(|| state.label_of(ev.identity), |i| i.name.clone());
-    let is_exec = ev.kind == EventKind::Exec as u8;
-    let is_addr = ev.kind == EventKind::Connect as u8 || ev.kind == EventKind::Sendmsg as u8;
-    let detail = match ev.kind {
-        x if x == EventKind::SockCreate as u8 => Some(format!(
+    let is_exec = k.kind == EventKind::Exec;
+    let is_addr = matches!(k.kind, EventKind::Connect | EventKind::Sendmsg);
+    let detail = match k.kind {
+        EventKind::SockCreate => Some(format!(
             "family={} type={} protocol={}",
             ev.family, ev.detail, ev.protocol
         )),
-        x if x == EventKind::Setsockopt as u8 => {
-            Some(format!("level={} optname={}", ev.protocol, ev.detail))
-        }
+        EventKind::Setsockopt => Some(format!("level={} optname={}", ev.protocol, ev.detail)),
         _ => None,
     };
     let enrolled_by = match ev.detail {
@@ -158,8 +158,8 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
     };
     JsonEvent {
         time: time.to_owned(),
-        kind: kind_name(ev.kind),
-        verdict: Some(verdict_name(ev.verdict)),
+        kind: k.kind.as_str(),
+        verdict: Some(k.verdict.as_str()),
         identity: name,
         spiffe_id: ident.map(|i| i.spiffe_id.clone()),
         owner: ident.map(|i| i.owner.clone()),
@@ -173,8 +173,8 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         cgroup_id: ev.cgroup_id,
         policy_sha256: state.policy_sha256.clone(),
         dst: if is_addr { dst(ev) } else { None },
-        protocol: is_addr.then(|| protocol_name(ev.protocol)),
-        reason: reason_name(ev.reason),
+        protocol: is_addr.then(|| ip_protocol_name(ev.protocol)),
+        reason: k.reason.as_str(),
         socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity)
             .then(|| state.label_of(ev.sock_identity)),
         detail,

@@ -8,6 +8,7 @@ pub mod provenance;
 pub mod sink;
 
 use serde::Serialize;
+use zt_agent_common::{EventKind, Reason, Verdict};
 
 use provenance::Ancestor;
 
@@ -15,6 +16,9 @@ use provenance::Ancestor;
 #[derive(Clone, Debug)]
 pub struct KernelEvent {
     pub raw: zt_agent_common::Event,
+    pub kind: EventKind,
+    pub verdict: Verdict,
+    pub reason: Reason,
     /// The binary the task runs, or for an exec whose task is gone, a path that led to
     /// the very file the kernel reported.
     pub exe: Option<String>,

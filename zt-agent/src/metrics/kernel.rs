@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use prometheus::{IntCounterVec, IntGaugeVec, Registry};
-use zt_agent_common::{PROTO_COUNT, VERDICT_COUNT, Verdict, errors, verdict_index};
+use zt_agent_common::{PROTO_COUNT, Verdict, errors, verdict_index};
 
 use super::registry::{counter, gauge};
-use crate::events::decode::verdict_name;
 
 const PROTOCOLS: [&str; PROTO_COUNT as usize] = ["tcp", "udp", "other"];
 
@@ -77,14 +76,14 @@ impl KernelMetrics {
     /// identity ids to their label.
     pub fn update_verdicts(&mut self, names: &BTreeMap<u32, String>, read: impl Fn(u32) -> u64) {
         for (id, name) in names {
-            for v in 0..VERDICT_COUNT as u8 {
+            for v in Verdict::ALL {
                 for (p, proto) in PROTOCOLS.iter().enumerate() {
-                    let idx = verdict_index(*id, v, p as u8);
+                    let idx = verdict_index(*id, v as u8, p as u8);
                     let now = read(idx);
                     let last = self.last_verdicts.entry(idx).or_insert(0);
                     if now > *last {
                         self.verdicts
-                            .with_label_values(&[name.as_str(), verdict_name(v), proto])
+                            .with_label_values(&[name.as_str(), v.as_str(), proto])
                             .inc_by(now - *last);
                     }
                     *last = now;
@@ -100,13 +99,13 @@ impl KernelMetrics {
         read: impl Fn(u32, Verdict) -> u64,
     ) {
         for (id, name) in names {
-            for v in [Verdict::Allow, Verdict::Deny, Verdict::Audit] {
+            for v in Verdict::ALL {
                 let idx = zt_agent_common::exec_verdict_index(*id, v as u8);
                 let now = read(*id, v);
                 let last = self.last_exec.entry(idx).or_insert(0);
                 if now > *last {
                     self.exec_verdicts
-                        .with_label_values(&[name.as_str(), verdict_name(v as u8)])
+                        .with_label_values(&[name.as_str(), v.as_str()])
                         .inc_by(now - *last);
                     *last = now;
                 }

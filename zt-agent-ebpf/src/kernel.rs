@@ -1,0 +1,56 @@
+//! The running kernel: its ABI numbers, the struct offsets userspace computes from
+//! BTF at load time (Rust eBPF has no CO-RE field relocation), reads through them,
+//! and the calling task's identity.
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
+use zt_agent_common::IDENTITY_NONE;
+
+use crate::maps::ZT_TASKS;
+
+pub(crate) const AF_INET: u16 = 2;
+pub(crate) const AF_INET6: u16 = 10;
+pub(crate) const SOCK_STREAM: u32 = 1;
+pub(crate) const SOCK_DGRAM: u32 = 2;
+pub(crate) const IPPROTO_TCP: u32 = 6;
+pub(crate) const IPPROTO_UDP: u32 = 17;
+pub(crate) const SIGKILL: u32 = 9;
+
+/// One `u32` global per offset, named as `zt_agent_common::offsets::OFFSETS` names
+/// it: the loader sets them by symbol name before verification.
+macro_rules! offset_globals {
+    ($($global:ident: $how:ident($($arg:ident),*)),* $(,)?) => {
+        $(
+            #[unsafe(no_mangle)]
+            pub(crate) static $global: u32 = 0;
+        )*
+    };
+}
+zt_agent_common::kernel_offsets!(offset_globals);
+
+#[inline(always)]
+pub(crate) fn offset(global: &u32) -> usize {
+    // SAFETY: reading a global that the loader set before verification.
+    unsafe { core::ptr::read_volatile(global) as usize }
+}
+
+/// Read a `T` at `base + off` from kernel memory.
+#[inline(always)]
+pub(crate) fn read_at<T>(base: *const u8, off: usize) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off).cast::<T>()).ok() }
+}
+
+#[inline(always)]
+pub(crate) fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Identity of the calling thread group, or `IDENTITY_NONE`.
+#[inline(always)]
+pub(crate) fn task_identity(tgid: u32) -> u32 {
+    match ZT_TASKS.get_ptr(&tgid) {
+        // SAFETY: the pointer comes from a successful lookup and is read once.
+        Some(t) => unsafe { (*t).identity },
+        None => IDENTITY_NONE,
+    }
+}

@@ -1,0 +1,103 @@
+//! Every map of the object. The names are the pin names in `map_names`.
+
+use aya_ebpf::{
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, SkStorage},
+    macros::btf_map,
+};
+use zt_agent_common::{
+    CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
+    DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
+    EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
+    IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
+    PolicyValue, Principal, PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity,
+    TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS, errors,
+};
+
+#[btf_map]
+pub(crate) static ZT_TASKS: HashMap<u32, TaskIdentity, { TASKS_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub(crate) static ZT_CGROUPS: HashMap<u64, u32, { CGROUPS_CAPACITY as usize }> = HashMap::new();
+
+/// Outer arrays of one slot each: userspace builds a whole new trie and swaps it in,
+/// so a verdict sees either the old policy or the new one.
+#[btf_map]
+pub(crate) static ZT_POLICY_V4: ArrayOfMaps<
+    LpmTrie<KeyV4, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+#[btf_map]
+pub(crate) static ZT_POLICY_V6: ArrayOfMaps<
+    LpmTrie<KeyV6, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+#[btf_map]
+pub(crate) static ZT_SOCK_ID: SkStorage<SockIdentity> = SkStorage::new();
+
+#[btf_map]
+pub(crate) static ZT_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub(crate) static ZT_ERRORS: PerCpuArray<u64, { errors::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub(crate) static ZT_EVENTS: RingBuf<Event, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+#[btf_map]
+pub(crate) static ZT_IDENTITIES: Array<IdentityConfig, { MAX_IDENTITIES as usize }> = Array::new();
+
+#[btf_map]
+pub(crate) static ZT_EXE_SEL: HashMap<FileKey, ExeSelector, { EXE_SELECTORS_CAPACITY as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub(crate) static ZT_PRINCIPALS: HashMap<
+    PrincipalKey,
+    Principal,
+    { PRINCIPALS_CAPACITY as usize },
+> = HashMap::new();
+
+#[btf_map]
+pub(crate) static ZT_EXEC_ALLOW: HashMap<
+    ExecAllowKey,
+    FileStamp,
+    { EXEC_ALLOW_CAPACITY as usize },
+> = HashMap::new();
+
+#[btf_map]
+pub(crate) static ZT_EXEC_VERDICTS: PerCpuArray<u64, { EXEC_VERDICT_SLOTS as usize }> =
+    PerCpuArray::new();
+
+/// Where unenrolled tasks connect and send: the shadow workloads `zt-agent ps` shows.
+#[btf_map]
+pub(crate) static ZT_SHADOW: LruHashMap<ShadowKey, ShadowValue, { SHADOW_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// The agent's resolver: where enrolled tasks' DNS goes.
+#[btf_map]
+pub(crate) static ZT_DNS_CONFIG: Array<DnsConfig, 1> = Array::new();
+
+/// Who sent each packet that reached the resolver, by the sender's local port.
+#[btf_map]
+pub(crate) static ZT_DNS_CLIENTS: LruHashMap<
+    DnsClientKey,
+    DnsClient,
+    { DNS_CLIENTS_CAPACITY as usize },
+> = LruHashMap::new();
+
+/// Addresses DNS answers installed per identity, each with its ports and deadlines.
+#[btf_map]
+pub(crate) static ZT_DNS_ALLOW: HashMap<
+    DnsAllowKey,
+    DnsAllowValue,
+    { DNS_ALLOW_CAPACITY as usize },
+> = HashMap::new();
+
+/// The socket-storage map as a helper argument: a BTF map is addressed by its static.
+#[inline(always)]
+pub(crate) fn sock_id_map() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&ZT_SOCK_ID).cast_mut().cast()
+}

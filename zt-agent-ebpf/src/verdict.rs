@@ -1,0 +1,153 @@
+//! Policy lookups: the judgement of one identity for one destination, from the
+//! policy tries and the addresses DNS answers installed.
+
+use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use zt_agent_common::{
+    DnsAllowKey, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, PolicyValue, Reason, Verdict,
+};
+
+use crate::kernel::{AF_INET, AF_INET6};
+use crate::maps::{ZT_DNS_ALLOW, ZT_POLICY_V4, ZT_POLICY_V6};
+
+/// Result of judging one identity.
+#[derive(Clone, Copy)]
+pub(crate) struct Judgement {
+    pub(crate) verdict: Verdict,
+    pub(crate) reason: Reason,
+}
+
+pub(crate) const ALLOW: Judgement = Judgement {
+    verdict: Verdict::Allow,
+    reason: Reason::RuleMatched,
+};
+
+#[inline(always)]
+fn judge_value(v: Option<*mut PolicyValue>, port: u16, proto_mask: u8) -> Judgement {
+    match v {
+        // Not in the policy (removed, quarantined, or no policy installed yet): deny all.
+        None => Judgement {
+            verdict: Verdict::Deny,
+            reason: Reason::IdentityRemoved,
+        },
+        Some(p) => {
+            // SAFETY: pointer from a successful lookup in the current inner trie.
+            let v = unsafe { &*p };
+            if v.allows(port, proto_mask) {
+                ALLOW
+            } else if v.flags & IDENTITY_FLAG_AUDIT != 0 {
+                Judgement {
+                    verdict: Verdict::Audit,
+                    reason: Reason::NoRule,
+                }
+            } else {
+                Judgement {
+                    verdict: Verdict::Deny,
+                    reason: Reason::NoRule,
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) -> Judgement {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 32,
+        data: zt_agent_common::key_v4(identity, addr),
+    };
+    let j = judge_value(ZT_POLICY_V4.get_value_ptr_mut(0, &key), port, proto_mask);
+    let mut a = [0u8; 16];
+    a[0] = addr[0];
+    a[1] = addr[1];
+    a[2] = addr[2];
+    a[3] = addr[3];
+    dns_learned(j, identity, AF_INET, a, port, proto_mask)
+}
+
+#[inline(always)]
+pub(crate) fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8) -> Judgement {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 128,
+        data: zt_agent_common::key_v6(identity, addr),
+    };
+    let j = judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask);
+    dns_learned(j, identity, AF_INET6, addr, port, proto_mask)
+}
+
+/// No rule covers the destination: a DNS answer may have installed it for this
+/// identity, for some ports, until a deadline.
+#[inline(always)]
+fn dns_learned(
+    j: Judgement,
+    identity: u32,
+    family: u16,
+    addr: [u8; 16],
+    port: u16,
+    proto_mask: u8,
+) -> Judgement {
+    if (j.reason as u8) != (Reason::NoRule as u8) {
+        return j;
+    }
+    let key = DnsAllowKey {
+        identity,
+        family: family as u32,
+        addr,
+    };
+    let Some(v) = ZT_DNS_ALLOW.get_ptr(&key) else {
+        return j;
+    };
+    // SAFETY: pointer from a successful lookup; helper without arguments.
+    let ok = unsafe { (*v).allows(port, proto_mask, bpf_ktime_get_boot_ns()) };
+    if ok {
+        Judgement {
+            verdict: Verdict::Allow,
+            reason: Reason::DnsLearned,
+        }
+    } else {
+        j
+    }
+}
+
+/// Root entry of an identity (no address bits): carries its flags.
+/// `None` means the identity is not in the installed policy.
+#[inline(always)]
+fn identity_flags(identity: u32) -> Option<u32> {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS,
+        data: zt_agent_common::key_v4(identity, [0; 4]),
+    };
+    // SAFETY: pointer from a successful lookup.
+    ZT_POLICY_V4
+        .get_value_ptr_mut(0, &key)
+        .map(|p| unsafe { (*p).flags })
+}
+
+/// The stricter of two judgements.
+#[inline(always)]
+pub(crate) fn worst(a: Judgement, b: Judgement) -> Judgement {
+    if (b.verdict as u8) == (Verdict::Deny as u8) {
+        return b;
+    }
+    if (a.verdict as u8) == (Verdict::Deny as u8) {
+        return a;
+    }
+    if (b.verdict as u8) == (Verdict::Audit as u8) {
+        return b;
+    }
+    a
+}
+
+/// Deny, or audit when the identity is in audit mode.
+#[inline(always)]
+pub(crate) fn mode_judgement(identity: u32, reason: Reason) -> Judgement {
+    match identity_flags(identity) {
+        Some(f) if f & IDENTITY_FLAG_AUDIT != 0 => Judgement {
+            verdict: Verdict::Audit,
+            reason,
+        },
+        _ => Judgement {
+            verdict: Verdict::Deny,
+            reason,
+        },
+    }
+}
