@@ -12,6 +12,8 @@ pub const PROTO_TCP: u8 = 0;
 pub const PROTO_UDP: u8 = 1;
 pub const PROTO_OTHER: u8 = 2;
 pub const PROTO_COUNT: u32 = 3;
+/// The `protocol` label of each protocol index.
+pub const PROTO_NAMES: [&str; PROTO_COUNT as usize] = ["tcp", "udp", "other"];
 
 /// Index into the per-CPU verdict counters.
 #[inline(always)]

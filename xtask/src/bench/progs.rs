@@ -3,12 +3,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use zt_agent_common::PROGRAMS;
+
 use super::agent::{Agent, policy};
 use super::client::{args, client, enrolled, measure};
 use super::{Bins, PORT, Plan};
-
-/// Programs on the benchmark's path, for their own run time.
-const PROGS: [&str; 3] = ["zt_connect4", "zt_sock_create", "zt_skb_egress"];
 
 /// run_time_ns and run_cnt of one program, from bpftool (bpf_stats on).
 fn prog_stats(name: &str) -> Option<(u64, u64)> {
@@ -47,9 +46,11 @@ pub fn costs(plan: &Plan, bins: &Bins, policy_dir: &Path) -> anyhow::Result<Vec<
             ("unenrolled", client(bins, &args(&["connect", &port, &n]))),
             ("enrolled", enrolled(bins, &args(&["connect", &port, &n]))),
         ] {
-            let before: Vec<_> = PROGS.iter().map(|p| prog_stats(p)).collect();
+            // Every program of the agent's table; those the case ran get a row.
+            let names = PROGRAMS.iter().map(|p| p.name);
+            let before: Vec<_> = names.clone().map(|p| (p, prog_stats(p))).collect();
             measure(cmd)?;
-            for (p, b) in PROGS.iter().zip(before) {
+            for (p, b) in before {
                 if let (Some((t0, c0)), Some((t1, c1))) = (b, prog_stats(p))
                     && c1 > c0
                 {

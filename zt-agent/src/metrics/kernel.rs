@@ -5,11 +5,9 @@
 use std::collections::BTreeMap;
 
 use prometheus::{IntCounterVec, IntGaugeVec, Registry};
-use zt_agent_common::{PROTO_COUNT, Verdict, errors, verdict_index};
+use zt_agent_common::{PROTO_NAMES, Verdict, errors, verdict_index};
 
 use super::registry::{counter, gauge};
-
-const PROTOCOLS: [&str; PROTO_COUNT as usize] = ["tcp", "udp", "other"];
 
 pub struct KernelMetrics {
     verdicts: IntCounterVec,
@@ -77,7 +75,7 @@ impl KernelMetrics {
     pub fn update_verdicts(&mut self, names: &BTreeMap<u32, String>, read: impl Fn(u32) -> u64) {
         for (id, name) in names {
             for v in Verdict::ALL {
-                for (p, proto) in PROTOCOLS.iter().enumerate() {
+                for (p, proto) in PROTO_NAMES.iter().enumerate() {
                     let idx = verdict_index(*id, v as u8, p as u8);
                     let now = read(idx);
                     let last = self.last_verdicts.entry(idx).or_insert(0);
