@@ -71,19 +71,7 @@ pub fn cgroups<'t>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::files::FileId;
-
-    /// A host with no files at all.
-    struct NoFiles;
-
-    impl FileView for NoFiles {
-        fn id(&mut self, _: &str) -> std::io::Result<FileId> {
-            Err(std::io::ErrorKind::NotFound.into())
-        }
-        fn digest(&mut self, _: &str) -> std::io::Result<(FileId, String)> {
-            Err(std::io::ErrorKind::NotFound.into())
-        }
-    }
+    use crate::plan::NoFiles;
 
     fn doc(name: &str, spec: &str) -> String {
         format!(

@@ -138,20 +138,8 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::files::FileId;
-    use crate::identity::resolve::FileView;
+    use crate::plan::NoFiles;
     use crate::policy;
-
-    struct NoFiles;
-
-    impl FileView for NoFiles {
-        fn id(&mut self, _: &str) -> std::io::Result<FileId> {
-            Err(std::io::ErrorKind::NotFound.into())
-        }
-        fn digest(&mut self, _: &str) -> std::io::Result<(FileId, String)> {
-            Err(std::io::ErrorKind::NotFound.into())
-        }
-    }
 
     fn plan(docs: &[(&str, &str)]) -> Plan {
         let text = docs

@@ -37,3 +37,17 @@ impl Plan {
         &self.compiled.sha256
     }
 }
+
+/// A host with no files at all, for the plan's unit tests.
+#[cfg(test)]
+pub(crate) struct NoFiles;
+
+#[cfg(test)]
+impl crate::identity::resolve::FileView for NoFiles {
+    fn id(&mut self, _: &str) -> std::io::Result<crate::identity::files::FileId> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+    fn digest(&mut self, _: &str) -> std::io::Result<(crate::identity::files::FileId, String)> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
