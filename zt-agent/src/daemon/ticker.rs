@@ -2,7 +2,6 @@
 //! files the policy names and let the resolver drop what lapsed; on SIGHUP, reload at
 //! once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::Signal;
@@ -10,7 +9,7 @@ use tokio::signal::unix::Signal;
 use super::reconciler::Reconciler;
 use crate::dns::server::Resolver;
 
-pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: Signal) {
+pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {

@@ -14,7 +14,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use ipnet::IpNet;
 
-use crate::policy::NameRule;
+use crate::policy::{NameRule, valid_label};
 
 /// What the resolver knows of the identity that asked.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +24,8 @@ pub struct Asker<'a> {
     pub audit: bool,
     pub rules: &'a [NameRule],
     pub nets: &'a [IpNet],
+    /// The host's own addresses, sorted: never installed from an answer.
+    pub host: &'a [IpAddr],
 }
 
 /// Why a query was not forwarded, or how it went: the metric's `result` label.
@@ -84,6 +86,9 @@ pub struct Forward {
     /// for a name outside the policy.
     pub rules: Vec<usize>,
     pub outcome: Outcome,
+    /// The event's reason: `name_allowed`, or in audit mode `name_not_allowed` or
+    /// `invalid_name`.
+    pub why: &'static str,
 }
 
 /// Most addresses one answer installs; the rest are left out of the task's answer.
@@ -151,22 +156,35 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
         );
     };
     let qname = normalise(q.name());
-    let rules: Vec<usize> = asker
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.names.iter().any(|n| n.matches(&qname)))
-        .map(|(i, _)| i)
-        .collect();
-    let outcome = if !rules.is_empty() {
-        Outcome::Allowed
+    // Judged on the wire labels, never on the text form, where `a\.b` and `a.b` look
+    // alike at the end.
+    let labels: Vec<&[u8]> = q.name().iter().collect();
+    let valid = labels.iter().all(|l| valid_label(l));
+    let rules: Vec<usize> = if valid {
+        asker
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.names.iter().any(|n| n.matches_labels(&labels)))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let not_allowed = if valid {
+        "name_not_allowed"
+    } else {
+        "invalid_name"
+    };
+    let (outcome, why) = if !rules.is_empty() {
+        (Outcome::Allowed, "name_allowed")
     } else if asker.audit {
-        Outcome::Audited
+        (Outcome::Audited, not_allowed)
     } else {
         return refuse(
             ResponseCode::Refused,
             Outcome::Refused,
-            "name_not_allowed",
+            not_allowed,
             Some(q),
         );
     };
@@ -188,6 +206,7 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
         qname,
         rules,
         outcome,
+        why,
     }))
 }
 
@@ -212,8 +231,9 @@ pub struct Answer {
     pub reply: Vec<u8>,
     pub learned: Vec<Learned>,
     /// Addresses on the chain left out of the client's answer: those never installed
-    /// from DNS (loopback, link-local, unspecified, multicast, broadcast) that no literal
-    /// network of the identity allows, and those past [`MAX_LEARNED`].
+    /// from DNS (loopback, link-local, unspecified, multicast, broadcast, and the host's
+    /// own addresses) that no literal network of the identity allows, and those past
+    /// [`MAX_LEARNED`].
     pub withheld: Vec<IpAddr>,
     pub rcode: ResponseCode,
 }
@@ -289,7 +309,7 @@ pub fn answer(
         };
         let ttl = r.ttl.min(limits.max_ttl);
         if let Some(addr) = addr {
-            if never_from_dns(addr) {
+            if never_from_dns(addr) || asker.host.binary_search(&addr).is_ok() {
                 // Never installed. A literal network of the identity may already allow
                 // it, on that rule's ports: then the task may see it.
                 if !asker.nets.iter().any(|n| n.contains(&addr)) {
@@ -474,6 +494,7 @@ mod tests {
             audit: false,
             rules: r,
             nets,
+            host: &[],
         }
     }
 
@@ -537,6 +558,133 @@ mod tests {
                     assert_eq!(qname.as_deref(), Some(name.to_ascii_lowercase().as_str()));
                 }
                 other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    /// A query whose name has exactly these wire labels.
+    fn q_labels(labels: &[&[u8]], t: RecordType) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in labels {
+            m.push(u8::try_from(l.len()).expect("label"));
+            m.extend_from_slice(l);
+        }
+        m.push(0);
+        m.extend_from_slice(&u16::from(t).to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        m
+    }
+
+    #[test]
+    fn a_label_holding_a_dot_or_another_byte_is_refused() {
+        let r = rules(&["*.zt.test", "api.zt.test"]);
+        let a = asker(&r, &[]);
+        forward(query(
+            &q_labels(&[b"evil2", b"zt", b"test"], RecordType::A),
+            &a,
+            1,
+        ));
+        for bad in [
+            &[&b"evil2.zt"[..], b"test"][..],
+            &[b"api.zt", b"test"],
+            &[b"a\\", b"zt", b"test"],
+            &[b"a b", b"zt", b"test"],
+            &[b"\xc3\xa9", b"zt", b"test"],
+            &[b"a\x00", b"zt", b"test"],
+            &[b"*", b"zt", b"test"],
+        ] {
+            for t in [RecordType::A, RecordType::AAAA] {
+                match query(&q_labels(bad, t), &a, 1) {
+                    Decision::Reply {
+                        reply,
+                        outcome: Outcome::Refused,
+                        why: "invalid_name",
+                        ..
+                    } => assert_eq!(rcode(&reply), ResponseCode::Refused),
+                    other => panic!("{bad:?}: {other:?}"),
+                }
+            }
+        }
+        // Audit mode forwards it (it never blocks), reports it as such, and no rule
+        // covers it, so its answer installs nothing.
+        let audit = Asker { audit: true, ..a };
+        let f = forward(query(
+            &q_labels(&[b"evil2.zt", b"test"], RecordType::A),
+            &audit,
+            1,
+        ));
+        assert_eq!((f.outcome, f.why), (Outcome::Audited, "invalid_name"));
+        assert!(f.rules.is_empty());
+        assert_eq!(f.qname, "evil2\\.zt.test");
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_withheld_unless_a_literal_rule_covers_them() {
+        let r = rules(&["api.example.com"]);
+        let host: Vec<IpAddr> = {
+            let mut h: Vec<IpAddr> = ["10.9.8.7", "2001:db8::7", "203.0.113.255"]
+                .iter()
+                .map(|a| a.parse().expect("ip"))
+                .collect();
+            h.sort_unstable();
+            h
+        };
+        let nets: Vec<IpNet> = vec!["10.9.8.0/24".parse().expect("net")];
+        for (literal, audit) in [(false, false), (true, false), (false, true)] {
+            let a = Asker {
+                host: &host,
+                audit,
+                ..asker(&r, if literal { &nets } else { &[] })
+            };
+            for t in [RecordType::A, RecordType::AAAA] {
+                let f = forward(query(&q("api.example.com", t), &a, 4));
+                let up = upstream_answer(
+                    &f,
+                    vec![
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(10, 9, 8, 7))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(203, 0, 113, 255))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::AAAA(AAAA("2001:db8::7".parse().expect("ip"))),
+                        ),
+                        // The host's IPv4 address, mapped: the same address.
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::AAAA(AAAA("::ffff:10.9.8.7".parse().expect("ip"))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(10, 9, 9, 1))),
+                        ),
+                    ],
+                );
+                let ans = answer(&f, &up, &a, LIMITS, 65535).expect("answer");
+                let learned: Vec<String> = ans.learned.iter().map(|l| l.addr.to_string()).collect();
+                assert_eq!(learned, ["10.9.9.1"], "{t} literal={literal} audit={audit}");
+                let withheld: Vec<String> = ans.withheld.iter().map(ToString::to_string).collect();
+                let shown = Message::from_vec(&ans.reply).expect("reply").answers.len();
+                if literal {
+                    // 10.9.8.7 (twice) stays in the answer for the literal rule's ports.
+                    assert_eq!(withheld, ["203.0.113.255", "2001:db8::7"]);
+                    assert_eq!(shown, 3);
+                } else {
+                    assert_eq!(
+                        withheld,
+                        ["10.9.8.7", "203.0.113.255", "2001:db8::7", "10.9.8.7"]
+                    );
+                    assert_eq!(shown, 1);
+                }
             }
         }
     }
