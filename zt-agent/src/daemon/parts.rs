@@ -282,7 +282,7 @@ mod tests {
             move || {
                 let n = r.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         Err(format!("failure {n}"))
                     } else {
                         panic!("panic {n}")

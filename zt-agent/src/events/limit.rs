@@ -75,14 +75,23 @@ impl Bucket {
     }
 }
 
-type CauseKey = (String, &'static str, &'static str, &'static str);
+/// (kind, verdict, reason) of one identity's events.
+type CauseKey = (&'static str, &'static str, &'static str);
+
+/// One identity's buckets: per cause (with what it suppressed since the last summary),
+/// and per class (ordinary, security).
+#[derive(Debug)]
+struct Buckets {
+    causes: HashMap<CauseKey, (Bucket, u64)>,
+    classes: [Bucket; 2],
+}
 
 /// The buckets; pure, with the time passed in.
 #[derive(Debug)]
 pub struct Limiter {
     cause: Budget,
-    causes: HashMap<CauseKey, (Bucket, u64)>,
-    identities: HashMap<(String, bool), Bucket>,
+    /// By identity, looked up without allocating on the hot path.
+    identities: HashMap<String, Buckets>,
 }
 
 impl Limiter {
@@ -90,7 +99,6 @@ impl Limiter {
     pub fn new(cause: Budget) -> Self {
         Self {
             cause,
-            causes: HashMap::new(),
             identities: HashMap::new(),
         }
     }
@@ -106,15 +114,23 @@ impl Limiter {
     /// counts it as suppressed if it does not.
     pub fn admit(&mut self, c: Cause<'_>, now: Instant) -> bool {
         let (cb, ib) = (self.cause, self.identity_budget());
-        let id = self
-            .identities
-            .entry((c.identity.to_owned(), c.security()))
-            .or_insert_with(|| Bucket::full(ib, now));
+        if !self.identities.contains_key(c.identity) {
+            self.identities.insert(
+                c.identity.to_owned(),
+                Buckets {
+                    causes: HashMap::new(),
+                    classes: [Bucket::full(ib, now); 2],
+                },
+            );
+        }
+        let Some(b) = self.identities.get_mut(c.identity) else {
+            return true;
+        };
+        let id = &mut b.classes[usize::from(c.security())];
         id.refill(ib, now);
-        let key = (c.identity.to_owned(), c.kind, c.verdict, c.reason);
-        let (cause, suppressed) = self
+        let (cause, suppressed) = b
             .causes
-            .entry(key)
+            .entry((c.kind, c.verdict, c.reason))
             .or_insert_with(|| (Bucket::full(cb, now), 0));
         cause.refill(cb, now);
         if cause.tokens >= 1.0 && id.tokens >= 1.0 {
@@ -130,25 +146,27 @@ impl Limiter {
     /// What was suppressed since the last call, per cause; forgets buckets left alone
     /// long enough to be full again.
     pub fn take(&mut self, now: Instant) -> Vec<Suppressed> {
-        let mut out: Vec<Suppressed> = self
-            .causes
-            .iter_mut()
-            .filter(|(_, (_, n))| *n > 0)
-            .map(|((identity, kind, verdict, reason), (_, n))| {
-                let count = std::mem::take(n);
-                Suppressed {
-                    identity: identity.clone(),
-                    kind,
-                    verdict,
-                    reason,
-                    count,
+        let mut out = Vec::new();
+        for (identity, b) in &mut self.identities {
+            for ((kind, verdict, reason), (_, n)) in &mut b.causes {
+                if *n > 0 {
+                    out.push(Suppressed {
+                        identity: identity.clone(),
+                        kind,
+                        verdict,
+                        reason,
+                        count: std::mem::take(n),
+                    });
                 }
-            })
-            .collect();
+            }
+        }
         out.sort_by(|a, b| (&a.identity, a.kind, a.reason).cmp(&(&b.identity, b.kind, b.reason)));
         let idle = |at: Instant| now.saturating_duration_since(at) > FORGET_AFTER;
-        self.causes.retain(|_, (b, n)| *n > 0 || !idle(b.at));
-        self.identities.retain(|_, b| !idle(b.at));
+        for b in self.identities.values_mut() {
+            b.causes.retain(|_, (c, _)| !idle(c.at));
+        }
+        self.identities
+            .retain(|_, b| !b.causes.is_empty() || b.classes.iter().any(|c| !idle(c.at)));
         out
     }
 }
@@ -268,8 +286,8 @@ mod tests {
         for n in 0..100 {
             let _ = l.admit(cause(&format!("i{n}"), "connect", "deny"), t0);
         }
-        assert_eq!(l.causes.len(), 100);
+        assert_eq!(l.identities.len(), 100);
         let _ = l.take(t0 + FORGET_AFTER + Duration::from_secs(1));
-        assert!(l.causes.is_empty() && l.identities.is_empty());
+        assert!(l.identities.is_empty());
     }
 }
