@@ -93,7 +93,7 @@ fn a_dot_inside_a_label_never_passes_a_wildcard() {
             &["a\\", "lbl", "test"],
             &["a b", "lbl", "test"],
             &["caf\u{e9}", "lbl", "test"],
-            &["a\0", "lbl", "test"],
+            &["hex:6100", "lbl", "test"],
         ] {
             let r = dns_labels(&d, "lbl-e", how, server, t, labels);
             assert_eq!(r["rcode"], "REFUSED", "{how} {t} {labels:?}: {r}");
@@ -170,7 +170,6 @@ fn the_hosts_own_addresses_are_never_opened_by_an_answer() {
             ("10.231.51.1", "self.hst.test"),
             ("fd00:231:51::1", "self.hst.test"),
             ("::ffff:10.231.51.1", "mapped.hst.test"),
-            ("10.231.51.255", "bcast.hst.test"),
             ("10.231.51.2", "late.hst.test"),
             ("10.231.52.3", "moved.hst.test"),
         ],
@@ -183,7 +182,6 @@ fn the_hosts_own_addresses_are_never_opened_by_an_answer() {
     let names = [
         "self.hst.test",
         "mapped.hst.test",
-        "bcast.hst.test",
         "late.hst.test",
         "moved.hst.test",
     ];
@@ -202,7 +200,13 @@ fn the_hosts_own_addresses_are_never_opened_by_an_answer() {
         );
     let d = Daemon::start_with("dns-self", &policy, &["--dns-upstream", &up.upstream()]);
     for (how, server, t) in WAYS {
-        for name in ["self.hst.test", "mapped.hst.test", "bcast.hst.test"] {
+        // dnsmasq refuses A for a name it has only AAAA for.
+        let names: &[&str] = if t == "A" {
+            &["self.hst.test"]
+        } else {
+            &["self.hst.test", "mapped.hst.test"]
+        };
+        for name in names {
             let a = dns(&d, "hst-e", how, server, name, t);
             assert_eq!(a["rcode"], "NOERROR", "{how} {name} {t}: {a}");
             assert!(

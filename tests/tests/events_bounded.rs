@@ -56,6 +56,13 @@ fn a_flood_of_denials_is_bounded_summed_up_and_hides_nothing_later() {
     let d = Daemon::start("events-flood", &policy);
     let lo = TcpServer::new("127.0.0.1");
     let port = lo.port.to_string();
+    // The daemon hashes each binary an enrolled task execs once per file version, on the
+    // event path; let it hash the probe (a large debug build) before the flood, so that
+    // the ring buffer does not fill while it does.
+    assert_eq!(d.run("ev-flood", &["tcp", "127.0.0.1", &port]).0, DENIED);
+    d.wait_event("the probe's exec", |e| {
+        e["identity"] == "ev-flood" && e["kind"] == "exec" && !e["sha256"].is_null()
+    });
     let (code, out) = d.run(
         "ev-flood",
         &["connects", "tcp", "127.0.0.1", &port, "20000"],

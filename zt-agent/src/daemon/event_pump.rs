@@ -47,6 +47,10 @@ pub async fn run(
     let malformed = pump.metrics.lost.with_label_values(&["malformed"]);
     loop {
         let mut guard = pump.ring.readable_mut().await?;
+        // Cleared before draining, never after: the kernel wakes a reader only when it
+        // had read everything, so a record that arrived between the last read and a
+        // later clear would never wake the pump again, and events would stop for good.
+        guard.clear_ready();
         let rb = guard.get_inner_mut();
         let mut batch = Vec::new();
         while let Some(item) = rb.next() {
@@ -55,7 +59,6 @@ pub async fn run(
                 None => malformed.inc(),
             }
         }
-        guard.clear_ready();
         if batch.is_empty() {
             continue;
         }

@@ -16,7 +16,10 @@ pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Sig
             _ = hup.recv() => reconciler.reload(true).await,
             _ = tick.tick() => {
                 reconciler.reload(false).await;
-                reconciler.sync_cgroups(false).await;
+                // With prune: an entry made for a cgroup removed meanwhile (a launch
+                // cgroup whose `run` ended during the walk) is gone a second later.
+                // Launch cgroups made after the walk are marked, and left alone.
+                reconciler.sync_cgroups(true).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
             }

@@ -187,11 +187,32 @@ fn bind_once(port: u16) -> io::Result<Listeners> {
     }
     for (s, _) in &l.udp {
         s.set_nonblocking(true)?;
+        deep_receive_queue(s);
     }
     for (s, _) in &l.tcp {
         s.set_nonblocking(true)?;
     }
     Ok(l)
+}
+
+/// Receive queue of each UDP socket: a burst from one workload queues behind it rather
+/// than push other identities' queries out of a small default queue.
+const UDP_RECEIVE_QUEUE: libc::c_int = 8 << 20;
+
+fn deep_receive_queue(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size = UDP_RECEIVE_QUEUE;
+    // SAFETY: setting an int option on a socket we own. SO_RCVBUFFORCE (root) goes past
+    // net.core.rmem_max; where it fails the default stays.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// DNS events waiting to be written; past this, they are counted lost.
