@@ -95,15 +95,6 @@ impl Veth {
             .stderr(Stdio::null())
             .status();
         let peer = format!("{name}p");
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("run ip");
-            assert!(
-                out.status.success(),
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
         for a in addrs {
             if a.contains(':') {
