@@ -258,10 +258,13 @@ impl Daemon {
         }
     }
 
-    /// Scrape /metrics.
+    /// Scrape /metrics (within 10 s).
     #[must_use]
     pub fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.metrics_addr).expect("metrics connect");
+        let mut s = TcpStream::connect_timeout(&self.metrics_addr, Duration::from_secs(10))
+            .expect("metrics connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("metrics request");
         let mut buf = String::new();
@@ -278,6 +281,20 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// Whether the daemon process still runs.
+    #[must_use]
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The daemon's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL the daemon, leaving its pins in place.
