@@ -42,6 +42,7 @@ pub struct Started {
 pub async fn start(
     args: &DaemonArgs,
     booted: Booted,
+    sink: Sink,
     metrics: Metrics,
 ) -> Result<Started, DaemonError> {
     let adopted = booted.adopted();
@@ -109,10 +110,6 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let sink = Sink::open(&args.events).map_err(|source| DaemonError::Sink {
-        spec: args.events.clone(),
-        source,
-    })?;
     Ok(Started {
         metrics,
         bus,
@@ -127,4 +124,20 @@ pub async fn start(
         reconciler,
         listener,
     })
+}
+
+/// The event sink, opened before the programs are attached or the state written: a
+/// path the agent will not write is a configuration error, found first.
+pub fn open_sink(args: &DaemonArgs) -> Result<Sink, DaemonError> {
+    let err = |source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    };
+    let group = args
+        .events_group
+        .as_deref()
+        .map(crate::sys::fs::group_id)
+        .transpose()
+        .map_err(err)?;
+    Sink::open(&args.events, group).map_err(err)
 }

@@ -1,8 +1,12 @@
 //! Where event lines go: stdout (`-`) or a file, appended. The sink is a bus
 //! subscriber; it turns each event into its JSON line and counts what it delivered.
+//!
+//! Events name identities, binaries and DNS names: the file is root's, mode 0600 (0640
+//! with `--events-group`), and opened without following a symlink in a directory no
+//! other user can change (`sys::fs`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -11,6 +15,7 @@ use super::json::JsonEvent;
 use crate::bus::Event;
 use crate::metrics::EventMetrics;
 use crate::state::State;
+use crate::sys::fs::FsError;
 
 pub enum Sink {
     Stdout,
@@ -18,15 +23,14 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub fn open(spec: &str) -> std::io::Result<Self> {
+    /// `-` for stdout, else the file to append to; `group` makes it readable by that
+    /// group (0640) rather than by root only (0600).
+    pub fn open(spec: &str, group: Option<u32>) -> Result<Self, FsError> {
         if spec == "-" {
             return Ok(Self::Stdout);
         }
-        let path = PathBuf::from(spec);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let mode = if group.is_some() { 0o640 } else { 0o600 };
+        let f = crate::sys::fs::open_append(Path::new(spec), mode, group)?;
         Ok(Self::File(f))
     }
 
