@@ -8,7 +8,7 @@
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
 //! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
-//! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
+//! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
 pub mod daemon;
@@ -23,7 +23,7 @@ pub use cgroup::{Cgroup, remove_cgroup_tree};
 pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
-pub use host::{cgroup2_root, require_root};
+pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
 pub use net::{TcpServer, UdpServer, Veth};
 pub use policy::{Identity, Policy, Rule, Selector};
 pub use probe::{

@@ -51,6 +51,10 @@ pub enum RunError {
     LaunchCgroup(#[source] crate::sys::fs::FsError),
     #[error(transparent)]
     Mount(crate::sys::mounts::MountError),
+    #[error(
+        "no complete enforcement is pinned at {pin_dir}: is the daemon running (with the same --pin-dir)?"
+    )]
+    NoEnforcement { pin_dir: String },
     #[error("pin directory {pin_dir} is not trusted: {why} (is the daemon running with the same --pin-dir?)")]
     PinsNotTrusted { pin_dir: String, why: String },
     #[error(
@@ -79,7 +83,9 @@ impl RunError {
             Self::User(_) => exit::NOUSER,
             Self::RootWorkload => exit::USAGE,
             Self::Cgroup(_) | Self::LaunchCgroup(_) | Self::Mount(_) => exit::OSERR,
-            Self::PinsNotTrusted { .. } | Self::IdentityNotInKernel { .. } => exit::UNAVAILABLE,
+            Self::PinsNotTrusted { .. }
+            | Self::NoEnforcement { .. }
+            | Self::IdentityNotInKernel { .. } => exit::UNAVAILABLE,
             Self::PidNamespace => exit::USAGE,
             Self::Spawn { source, .. } => {
                 if source.kind() == std::io::ErrorKind::NotFound {
@@ -121,9 +127,28 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
     if !in_host_pid_namespace() {
         return Err(RunError::PidNamespace);
     }
-    // Trusted only when root's and writable by no one else (`State::read`), and then
-    // checked against the kernel: the pins must be the agent's, the identity one the
-    // kernel has in its policy, the cgroup2 root the one this host mounts.
+    let pins = PinDir::new(&args.dirs.pin_dir);
+    match pins.inspect().map_err(RunError::Pinned)? {
+        Pins::Agent { complete: true, .. } => {}
+        Pins::Foreign { owner, found } => {
+            return Err(RunError::PinsNotTrusted {
+                pin_dir: pins.root.display().to_string(),
+                why: format!(
+                    "not made by zt-agent (owner uid {owner}; found: {})",
+                    Pins::describe_found(&found)
+                ),
+            });
+        }
+        Pins::Agent { .. } | Pins::Absent => {
+            return Err(RunError::NoEnforcement {
+                pin_dir: pins.root.display().to_string(),
+            });
+        }
+    }
+    // The pins must be the agent's (above). The state is trusted only when root's and
+    // writable by no one else (`State::read`), and then checked against the kernel:
+    // the identity must be one the kernel has in its policy, and the cgroup2 root is
+    // the one this host mounts, whatever the state says.
     let state = State::read(&args.dirs.state_dir)?;
     let ident = state
         .identity(&args.identity)
@@ -141,25 +166,6 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
         .clone();
     let acct = target_account(args)?;
 
-    let pins = PinDir::new(&args.dirs.pin_dir);
-    match pins.inspect().map_err(RunError::Pinned)? {
-        Pins::Agent { complete: true, .. } => {}
-        Pins::Foreign { owner, found } => {
-            return Err(RunError::PinsNotTrusted {
-                pin_dir: pins.root.display().to_string(),
-                why: format!(
-                    "not made by zt-agent (owner uid {owner}; found: {})",
-                    Pins::describe_found(&found)
-                ),
-            });
-        }
-        Pins::Agent { .. } | Pins::Absent => {
-            return Err(RunError::PinsNotTrusted {
-                pin_dir: pins.root.display().to_string(),
-                why: "no complete pinned enforcement there".to_owned(),
-            });
-        }
-    }
     check_identity_in_kernel(&pins, &state, &ident)?;
     let cgroup_root = crate::sys::mounts::cgroup2_mount().map_err(RunError::Mount)?;
     let mut tasks: Tasks = loader::open_pinned_map(&pins, map_names::TASKS)

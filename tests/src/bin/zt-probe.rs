@@ -18,6 +18,9 @@ use nix::sys::socket::{
 
 use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
 
+#[path = "zt-probe/doors.rs"]
+mod doors;
+
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
         Ok(()) => {
@@ -47,7 +50,9 @@ fn usage() -> ! {
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
          wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
-         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME"
+         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME |\n\
+         signal PID SIG | abstract-listen NAME | abstract-connect NAME |\n\
+         uring-socket vsock|inet | int80-sendmmsg ADDR PORT"
     );
     std::process::exit(USAGE.into())
 }
@@ -456,6 +461,14 @@ fn dispatch(args: &[String]) -> u8 {
         ["dns", how, server, name, qtype] => dns(how, server, name, qtype),
         ["dns-raw", server, hex] => dns_raw(server, hex),
         ["resolve", name] => resolve(name),
+        ["signal", pid, sig] => outcome("signal", doors::signal(pid, sig)),
+        ["abstract-listen", name] => outcome("abstract-listen", doors::abstract_listen(name)),
+        ["abstract-connect", name] => outcome("abstract-connect", doors::abstract_connect(name)),
+        ["uring-socket", family] => outcome("uring-socket", doors::uring_socket(family)),
+        ["int80-sendmmsg", h, p] => match addr(h, p) {
+            SocketAddr::V4(a) => outcome("int80-sendmmsg", doors::int80_sendmmsg(a)),
+            SocketAddr::V6(_) => usage(),
+        },
         _ => usage(),
     }
 }

@@ -36,7 +36,7 @@ pub fn boot(args: &DaemonArgs, metrics: &PolicyMetrics) -> Result<Booted, Daemon
     let pins = PinDir::new(&args.dirs.pin_dir);
     mounts::ensure_bpffs()?;
     let cgroup_root = mounts::cgroup2_mount()?;
-    let policy = policy::load_dir(&args.policy);
+    let policy = policy::load_dir(&args.policy, policy::Trust::Root);
 
     // The state directory is checked before anything is loaded: one the agent will
     // not write is found before the programs are attached, not after.

@@ -221,6 +221,8 @@ pub struct Dir {
     fd: OwnedFd,
     path: PathBuf,
     meta: Meta,
+    /// Files read from it must be root's (false only for [`Dir::open_any`]).
+    owners_checked: bool,
 }
 
 impl Dir {
@@ -273,7 +275,31 @@ impl Dir {
         }
         let meta = fstat(fd.as_raw_fd()).map_err(FsError::io(&path))?;
         check_own(&meta, mode, &path)?;
-        Ok(Self { fd, path, meta })
+        Ok(Self {
+            fd,
+            path,
+            meta,
+            owners_checked: true,
+        })
+    }
+
+    /// Open any directory, whoever may change it, to read files of any owner the same
+    /// careful way (regular files only, no blocking, a size cap): for `policy check`,
+    /// which reads a user's drafts and acts on nothing.
+    ///
+    /// # Errors
+    /// The directory cannot be opened.
+    pub fn open_any(path: &Path) -> Result<Self, FsError> {
+        let c = cstr(path.as_os_str(), path)?;
+        let fd = openat(libc::AT_FDCWD, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(FsError::io(path))?;
+        let meta = fstat(fd.as_raw_fd()).map_err(FsError::io(path))?;
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+            meta,
+            owners_checked: false,
+        })
     }
 
     #[must_use]
@@ -336,6 +362,7 @@ impl Dir {
             fd,
             path: shown,
             meta,
+            owners_checked: self.owners_checked,
         })
     }
 
@@ -463,7 +490,7 @@ impl Dir {
         let c = cstr(OsStr::new(name), &shown)?;
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
         let fd = openat(self.raw(), &c, flags, 0).map_err(|e| no_follow(e, &shown))?;
-        read_checked(fd, &shown, cap)
+        read_checked(fd, &shown, cap, self.owners_checked)
     }
 
     /// Like [`Dir::read_trusted`], but a symlink is followed as long as it stays below
@@ -505,7 +532,7 @@ impl Dir {
         }
         // SAFETY: the kernel just returned this descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(rc as RawFd) };
-        read_checked(fd, &shown, cap)
+        read_checked(fd, &shown, cap, self.owners_checked)
     }
 
     /// Remove the entry `name` without following it: a file or a link is unlinked, a
@@ -555,11 +582,18 @@ fn clear_nonblock(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Check an open file for reading: a regular file of root's no one else may write, at
-/// most `cap` bytes; then read it.
-fn read_checked(fd: OwnedFd, shown: &Path, cap: u64) -> Result<Vec<u8>, FsError> {
+/// Check an open file for reading: a regular file (of root's, no one else may write
+/// it, with `owners`), at most `cap` bytes; then read it.
+fn read_checked(fd: OwnedFd, shown: &Path, cap: u64, owners: bool) -> Result<Vec<u8>, FsError> {
     let meta = fstat(fd.as_raw_fd()).map_err(FsError::io(shown))?;
-    check_trusted_file(&meta, shown)?;
+    if owners {
+        check_trusted_file(&meta, shown)?;
+    } else if meta.kind != Kind::File {
+        return Err(FsError::Kind {
+            path: shown.display().to_string(),
+            want: "regular file",
+        });
+    }
     if meta.size > cap {
         return Err(FsError::TooLarge {
             path: shown.display().to_string(),
@@ -750,6 +784,7 @@ fn walk(path: &Path) -> Result<Dir, FsError> {
         fd: cur,
         path: path.to_path_buf(),
         meta,
+        owners_checked: true,
     })
 }
 
@@ -803,6 +838,7 @@ fn remove_at(dir: RawFd, name: &str, shown: &Path, depth: usize) -> Result<(), F
             meta: fstat(sub.as_raw_fd()).map_err(FsError::io(shown))?,
             fd: sub,
             path: shown.to_path_buf(),
+            owners_checked: true,
         };
         for n in d.entries()? {
             remove_at(d.raw(), &n, &shown.join(&n), depth + 1)?;
