@@ -63,7 +63,10 @@ fn events_file_is_private_and_never_opened_through_a_link() {
     d.events_path = link;
     let (code, err) = d.expect_refusal();
     assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(err.contains("uid 65534"), "the refusal names the owner: {err}");
+    assert!(
+        err.contains("uid 65534"),
+        "the refusal names the owner: {err}"
+    );
     assert_untouched(&v);
 
     // A link in a directory of root's is refused as a link.
@@ -88,7 +91,11 @@ fn events_file_is_private_and_never_opened_through_a_link() {
         &["--events-group", "nogroup"],
     );
     let m = std::fs::metadata(&grouped.events_path).expect("events file");
-    assert_eq!((m.mode() & 0o777, m.uid()), (0o640, 0), "grouped events file mode");
+    assert_eq!(
+        (m.mode() & 0o777, m.uid()),
+        (0o640, 0),
+        "grouped events file mode"
+    );
     assert_eq!(m.gid(), zt_agent_tests::NOBODY, "group nogroup");
     // An existing file readable by everyone is refused rather than written to.
     let mut loose = Daemon::prepare("trust-events-loose", policy("tr-events-l", 9), &[]);
@@ -120,10 +127,16 @@ fn state_directory_planted_by_another_user_is_refused() {
     d.state_dir.clone_from(&planted.0);
     let (code, err) = d.expect_refusal();
     assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(err.contains("uid 65534"), "the refusal names the owner: {err}");
+    assert!(
+        err.contains("uid 65534"),
+        "the refusal names the owner: {err}"
+    );
     assert_untouched(&v);
     // Nothing was loaded: the refusal came before the programs.
-    assert!(!d.pin_dir.exists(), "pins made before the state directory was checked");
+    assert!(
+        !d.pin_dir.exists(),
+        "pins made before the state directory was checked"
+    );
 
     // A state directory of root's with a loose mode is refused too.
     let loose = PathBuf::from("/run/zt-test-trust-state-loose");
@@ -184,7 +197,10 @@ fn run_trusts_only_roots_state_and_the_kernels_record() {
     assert_eq!(code, 0, "{out}");
     let (code, text) = run_with_state(&d, &planted.0, &tcp);
     assert_eq!(code, i32::from(exit::UNAVAILABLE), "{text}");
-    assert!(text.contains("not trusted") && text.contains("uid 65534"), "{text}");
+    assert!(
+        text.contains("not trusted") && text.contains("uid 65534"),
+        "{text}"
+    );
 
     // A root-owned state whose id the kernel does not hold in its policy is refused.
     let stale = PathBuf::from("/run/zt-test-trust-run-stale");
@@ -211,7 +227,10 @@ fn run_trusts_only_roots_state_and_the_kernels_record() {
     let (code, text) = run_with_state(&d, &stale, &["cat", "/proc/self/cgroup"]);
     let _ = std::fs::remove_dir_all(&stale);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("/zt/tr-run/"), "workload outside its launch cgroup: {text}");
+    assert!(
+        text.contains("/zt/tr-run/"),
+        "workload outside its launch cgroup: {text}"
+    );
     assert!(
         std::fs::read_dir(&fake_root).is_ok_and(|mut r| r.next().is_none()),
         "run made cgroups under the state's cgroup root"
@@ -222,7 +241,14 @@ fn run_trusts_only_roots_state_and_the_kernels_record() {
 /// state directory `state_dir`.
 fn run_with_state(d: &Daemon, state_dir: &Path, cmd: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(zt_agent_tests::agent_bin())
-        .args(["run", "--identity", "tr-run", "--user", "nobody", "--pin-dir"])
+        .args([
+            "run",
+            "--identity",
+            "tr-run",
+            "--user",
+            "nobody",
+            "--pin-dir",
+        ])
         .arg(&d.pin_dir)
         .arg("--state-dir")
         .arg(state_dir)
@@ -297,8 +323,7 @@ fn policy_directory_others_may_write_is_refused_and_the_running_policy_kept() {
     };
 
     // A careless chmod: nobody replaces the policy file with one of their own.
-    std::fs::set_permissions(&d.policy_dir, std::fs::Permissions::from_mode(0o777))
-        .expect("chmod");
+    std::fs::set_permissions(&d.policy_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let theirs = policy("tr-pol", wanted.port).to_string();
     let (code, out) = sh_as_nobody(&format!(
         "cd {} && cat > .new <<'EOF'\n{theirs}\nEOF\nmv .new policy.yaml",
@@ -313,10 +338,13 @@ fn policy_directory_others_may_write_is_refused_and_the_running_policy_kept() {
     );
 
     // The directory is fixed, but the file is still nobody's.
-    std::fs::set_permissions(&d.policy_dir, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(&d.policy_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     reload_refused("file owned by nobody", failures());
-    assert!(d.log().contains("policy.yaml: policy file refused"), "{}", d.log());
+    assert!(
+        d.log().contains("policy.yaml: policy file refused"),
+        "{}",
+        d.log()
+    );
 
     // A link to a file elsewhere (root's, even) is not followed.
     let files = TestDir::new("trust-policy");
@@ -325,7 +353,11 @@ fn policy_directory_others_may_write_is_refused_and_the_running_policy_kept() {
     std::fs::remove_file(d.policy_dir.join("policy.yaml")).expect("rm");
     std::os::unix::fs::symlink(&outside, d.policy_dir.join("policy.yaml")).expect("link");
     reload_refused("link out of the directory", failures());
-    assert!(d.log().contains("leads out of the directory"), "{}", d.log());
+    assert!(
+        d.log().contains("leads out of the directory"),
+        "{}",
+        d.log()
+    );
 
     // A link that stays inside the directory (a ConfigMap's `..data/`) is followed.
     let data = d.policy_dir.join("..data");
@@ -337,7 +369,11 @@ fn policy_directory_others_may_write_is_refused_and_the_running_policy_kept() {
     d.hup();
     let deadline = Instant::now() + Duration::from_secs(15);
     while d.policy_sha() == before {
-        assert!(Instant::now() < deadline, "link inside not followed\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "link inside not followed\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(d.run("tr-pol", &["tcp", "127.0.0.1", &wp]).0, OK);
@@ -366,18 +402,26 @@ fn a_fifo_swapped_in_for_a_policy_file_does_not_hang_the_daemon() {
     d.hup();
     let deadline = Instant::now() + Duration::from_secs(15);
     while d.metric("zt_agent_policy_reloads_total{result=\"failure\"}") <= f0 {
-        assert!(Instant::now() < deadline, "no refusal of the FIFO\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "no refusal of the FIFO\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(d.log().contains("not a regular file"), "{}", d.log());
     // The daemon still reloads: a real file again, with a new rule, is in force soon.
     std::fs::remove_file(&file).expect("rm fifo");
     d.reload(
-        Identity::new("tr-fifo")
-            .egress(Rule::to(["127.0.0.1"]).ports([allowed.port, later.port]).tcp()),
+        Identity::new("tr-fifo").egress(
+            Rule::to(["127.0.0.1"])
+                .ports([allowed.port, later.port])
+                .tcp(),
+        ),
     );
     assert_eq!(
-        d.run("tr-fifo", &["tcp", "127.0.0.1", &later.port.to_string()]).0,
+        d.run("tr-fifo", &["tcp", "127.0.0.1", &later.port.to_string()])
+            .0,
         OK
     );
 }

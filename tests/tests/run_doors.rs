@@ -14,7 +14,7 @@ use zt_agent_tests::{
 /// An unenrolled zt-probe as nobody, like the workload, holding on until it is killed
 /// or its stdin closes; started once it printed its first line. Its stdout comes back
 /// too, to stay open until it ends.
-fn victim(args: &[&str]) -> (Child, impl std::io::BufRead) {
+fn victim(args: &[&str]) -> (Child, impl std::io::BufRead + use<>) {
     let mut c = Command::new(probe_bin())
         .args(["as-uid", "65534"])
         .args(args)
@@ -94,9 +94,15 @@ fn workload_cannot_signal_or_reach_abstract_sockets_of_its_users_other_processes
     assert_eq!(code, OK, "{out}");
 
     let (code, out) = d.run("dr-scope", &["abstract-connect", &name]);
-    assert_eq!(code, DENIED, "the workload reached an abstract socket outside it: {out}");
+    assert_eq!(
+        code, DENIED,
+        "the workload reached an abstract socket outside it: {out}"
+    );
     let (code, out) = d.run("dr-scope", &["signal", &pid, "15"]);
-    assert_eq!(code, DENIED, "the workload signalled a process outside it: {out}");
+    assert_eq!(
+        code, DENIED,
+        "the workload signalled a process outside it: {out}"
+    );
     assert!(
         v.try_wait().expect("victim").is_none(),
         "the victim died of the workload's signal"
@@ -117,7 +123,10 @@ fn io_uring_is_refused_so_no_socket_escapes_the_family_check() {
     );
     // Unenrolled, io_uring makes an AF_VSOCK socket here (this kernel has vsock).
     let (code, out) = run_probe_unenrolled(&["uring-socket", "vsock"]);
-    assert_eq!(code, OK, "io_uring or AF_VSOCK missing on this kernel: {out}");
+    assert_eq!(
+        code, OK,
+        "io_uring or AF_VSOCK missing on this kernel: {out}"
+    );
     assert_eq!(d.run("dr-uring", &["vsock"]).0, DENIED, "socket(AF_VSOCK)");
     let (code, out) = d.run("dr-uring", &["uring-socket", "vsock"]);
     assert_eq!(code, DENIED, "AF_VSOCK socket through io_uring: {out}");
@@ -138,7 +147,10 @@ fn a_32_bit_sendmmsg_is_refused() {
     let (code, out) = run_probe_unenrolled(&["int80-sendmmsg", "127.0.0.1", &port]);
     assert_eq!(code, OK, "int 0x80 sendmmsg unenrolled: {out}");
     assert_eq!(u.received(), 1);
-    assert_eq!(d.run("dr-compat", &["udp-sendto", "127.0.0.1", &port]).0, OK);
+    assert_eq!(
+        d.run("dr-compat", &["udp-sendto", "127.0.0.1", &port]).0,
+        OK
+    );
     assert_eq!(u.received(), 1);
     let (code, out) = d.run("dr-compat", &["int80-sendmmsg", "127.0.0.1", &port]);
     assert_eq!(code, DENIED, "a 32-bit sendmmsg left the workload: {out}");

@@ -55,7 +55,9 @@ pub enum RunError {
         "no complete enforcement is pinned at {pin_dir}: is the daemon running (with the same --pin-dir)?"
     )]
     NoEnforcement { pin_dir: String },
-    #[error("pin directory {pin_dir} is not trusted: {why} (is the daemon running with the same --pin-dir?)")]
+    #[error(
+        "pin directory {pin_dir} is not trusted: {why} (is the daemon running with the same --pin-dir?)"
+    )]
     PinsNotTrusted { pin_dir: String, why: String },
     #[error(
         "identity {name:?} (id {id} in the daemon's state) does not match the kernel: {why}; refusing to enroll under it"
@@ -352,14 +354,18 @@ fn check_identity_in_kernel(
         return Err(refuse("not an id the daemon assigns".into()));
     }
     if state.ids.get(&ident.name) != Some(&ident.id) {
-        return Err(refuse("the state's id table gives the name another id".into()));
+        return Err(refuse(
+            "the state's id table gives the name another id".into(),
+        ));
     }
     if let Some((other, _)) = state
         .ids
         .iter()
         .find(|(n, id)| **id == ident.id && **n != ident.name)
     {
-        return Err(refuse(format!("the state gives identity {other:?} the same id")));
+        return Err(refuse(format!(
+            "the state gives identity {other:?} the same id"
+        )));
     }
     let configs: Array<MapData, IdentityConfig> =
         loader::open_pinned_map(pins, map_names::IDENTITIES).map_err(RunError::Pinned)?;

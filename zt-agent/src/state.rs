@@ -113,7 +113,9 @@ impl State {
         };
         let d = Dir::open(dir).map_err(untrusted_or_missing)?;
         d.require_private_writes().map_err(untrusted_or_missing)?;
-        let bytes = d.read_trusted(FILE, MAX_BYTES).map_err(untrusted_or_missing)?;
+        let bytes = d
+            .read_trusted(FILE, MAX_BYTES)
+            .map_err(untrusted_or_missing)?;
         serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
             path: shown.clone(),
             source,

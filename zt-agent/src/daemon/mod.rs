@@ -82,7 +82,9 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
-            Self::State(crate::state::StateError::Untrusted { .. } | crate::state::StateError::Write { .. }) => exit::CONFIG,
+            Self::State(
+                crate::state::StateError::Untrusted { .. } | crate::state::StateError::Write { .. },
+            ) => exit::CONFIG,
             Self::Mount(_)
             | Self::Load(_)
             | Self::Incomplete { .. }

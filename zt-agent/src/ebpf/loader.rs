@@ -22,8 +22,8 @@ use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::btf;
-use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
 use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
+use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
@@ -140,12 +140,18 @@ pub enum Pins {
     /// What this agent pins and nothing else: root's directories (mode 0700) holding
     /// root's pinned objects, as an earlier run left them. `complete`: every map and
     /// every link this version pins is there.
-    Agent { complete: bool, links: usize },
+    Agent {
+        complete: bool,
+        links: usize,
+    },
     /// Something the agent did not make: the directory or an entry of it has another
     /// owner, is a symlink, a looser mode or an unknown kind. bpffs is world-writable
     /// (sticky) on many distributions, so any local user can create the directory
     /// first. `found` describes each such entry.
-    Foreign { owner: u32, found: Vec<String> },
+    Foreign {
+        owner: u32,
+        found: Vec<String>,
+    },
 }
 
 /// Most foreign entries a message lists.
@@ -168,7 +174,7 @@ fn describe(rel: &str, m: &Meta) -> String {
         Kind::File => "object",
         Kind::Dir => "directory",
         Kind::Symlink => "symbolic link",
-        Kind::Other => "special file",
+        Kind::CharDevice | Kind::Other => "special file",
     };
     format!("{rel} ({kind}, uid {}, mode {:04o})", m.uid, m.mode)
 }

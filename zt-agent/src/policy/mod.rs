@@ -62,7 +62,6 @@ fn lines(errors: &[PolicyError]) -> String {
         .join("\n")
 }
 
-
 /// Whether `name` is a policy file: `*.yaml` or `*.yml`, not hidden (editor temp files).
 fn is_policy_file(name: &str) -> bool {
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
@@ -599,6 +598,68 @@ spec:
         // An empty directory is an empty policy.
         let empty = TempDir::new("empty");
         assert!(load_dir(&empty.0, Trust::Root).is_ok_and(|p| p.identities.is_empty()));
+    }
+
+    /// What the daemon reads only from root: a file of another user's, a directory
+    /// others may write, a link out of the directory, a FIFO, an oversized file.
+    #[test]
+    fn untrusted_sources_are_refused_naming_the_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // SAFETY: no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (sudo ./x test)"
+        );
+        let doc = "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: a, owner: x}\n";
+        let shown = |dir: &TempDir| match load_dir(&dir.0, Trust::Root) {
+            Ok(_) => panic!("{} was trusted", dir.0.display()),
+            Err(e) => e.to_string(),
+        };
+        let dir = TempDir::new("trust");
+        dir.write("a.yaml", doc);
+        let a = dir.0.join("a.yaml");
+        std::os::unix::fs::chown(&a, Some(65534), None).expect("chown");
+        let e = shown(&dir);
+        assert!(
+            e.contains("a.yaml: policy file refused") && e.contains("uid 65534"),
+            "{e}"
+        );
+        assert!(
+            load_dir(&dir.0, Trust::Any).is_ok(),
+            "policy check reads any draft"
+        );
+        assert_eq!(trust_problems(&dir.0).len(), 1);
+        std::os::unix::fs::chown(&a, Some(0), None).expect("chown");
+        assert!(load_dir(&dir.0, Trust::Root).is_ok());
+
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = shown(&dir);
+        assert!(
+            e.contains("policy directory refused") && e.contains("0777"),
+            "{e}"
+        );
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(shown(&dir).contains("0666"));
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        let outside = TempDir::new("trust-outside");
+        outside.write("b.yaml", doc);
+        std::os::unix::fs::symlink(outside.0.join("b.yaml"), dir.0.join("b.yaml")).expect("ln");
+        assert!(shown(&dir).contains("leads out of the directory"));
+        std::fs::remove_file(dir.0.join("b.yaml")).expect("rm");
+
+        let c = std::ffi::CString::new(dir.0.join("c.yaml").display().to_string()).expect("c");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(shown(&dir).contains("not a regular file"));
+        assert_ne!(source_digest(&dir.0, Trust::Root), String::new());
+        std::fs::remove_file(dir.0.join("c.yaml")).expect("rm");
+
+        let big = "#".repeat(usize::try_from(MAX_FILE_BYTES).expect("cap") + 1);
+        dir.write("d.yaml", &big);
+        assert!(shown(&dir).contains("larger than"));
     }
 
     #[test]

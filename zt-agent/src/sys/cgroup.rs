@@ -36,13 +36,18 @@ pub fn create_launch(root: &Path, parts: &[&str]) -> Result<PathBuf, FsError> {
         path: root.display().to_string(),
         want: "cgroup2 mount",
     };
-    let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| not_cgroup2())?;
+    let c =
+        std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| not_cgroup2())?;
     // SAFETY: a zeroed statfs is a valid out-parameter; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0
-        || i64::from(st.f_type) != CGROUP2_SUPER_MAGIC
-    {
+    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
+    #[expect(
+        clippy::useless_conversion,
+        reason = "f_type is 64 bits wide here but not on every target"
+    )]
+    let f_type = i64::from(st.f_type);
+    if rc != 0 || f_type != CGROUP2_SUPER_MAGIC {
         return Err(not_cgroup2());
     }
     let mut dir = root.to_path_buf();

@@ -40,9 +40,7 @@ pub enum FsError {
     Symlink { path: String },
     #[error("{path} is owned by uid {uid}, not by root; it is not trusted")]
     Owner { path: String, uid: u32 },
-    #[error(
-        "{path} has mode {mode:04o}: writable by users other than root, so it is not trusted"
-    )]
+    #[error("{path} has mode {mode:04o}: writable by users other than root, so it is not trusted")]
     Writable { path: String, mode: u32 },
     #[error("{path} has mode {mode:04o}, looser than {want:04o}; tighten it (chmod) or remove it")]
     Looser { path: String, mode: u32, want: u32 },
@@ -90,6 +88,7 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    CharDevice,
     Other,
 }
 
@@ -99,6 +98,7 @@ impl Meta {
             libc::S_IFREG => Kind::File,
             libc::S_IFDIR => Kind::Dir,
             libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFCHR => Kind::CharDevice,
             _ => Kind::Other,
         };
         Self {
@@ -435,6 +435,12 @@ impl Dir {
             Err(e) => return Err(no_follow(e, &shown)),
         };
         let meta = fstat(fd.as_raw_fd()).map_err(FsError::io(&shown))?;
+        if !made && meta.kind == Kind::CharDevice && meta.uid == 0 {
+            // Root's device node (/dev/null to discard, a console): only root can make
+            // one, and its mode says who may open the device, not who reads the file.
+            clear_nonblock(&fd).map_err(FsError::io(&shown))?;
+            return Ok(std::fs::File::from(fd));
+        }
         check_own_file(&meta, mode, &shown)?;
         if made || group.is_some() {
             if let Some(g) = group {
@@ -720,7 +726,11 @@ pub fn split(path: &Path) -> Result<(PathBuf, OsString), FsError> {
 /// Walk an absolute path from `/`, every directory checked (see the module text).
 fn walk(path: &Path) -> Result<Dir, FsError> {
     let root_path = PathBuf::from("/");
-    let root = open_dir_at(libc::AT_FDCWD, &cstr(OsStr::new("/"), &root_path)?, &root_path)?;
+    let root = open_dir_at(
+        libc::AT_FDCWD,
+        &cstr(OsStr::new("/"), &root_path)?,
+        &root_path,
+    )?;
     let mut cur = root;
     let mut meta = fstat(cur.as_raw_fd()).map_err(FsError::io(&root_path))?;
     check_on_the_way(&meta, &root_path)?;
@@ -775,7 +785,9 @@ fn walk(path: &Path) -> Result<Dir, FsError> {
         check_on_the_way(&meta, &next)?;
         cur = fd;
         shown = if c == ".." {
-            shown.parent().map_or_else(|| root_path.clone(), Path::to_path_buf)
+            shown
+                .parent()
+                .map_or_else(|| root_path.clone(), Path::to_path_buf)
         } else {
             next
         };
@@ -970,7 +982,10 @@ mod tests {
         assert!(matches!(e, FsError::Symlink { .. }), "{e}");
         std::fs::hard_link(&victim, s.0.join("hard")).expect("hardlink");
         let e = open_append(&s.0.join("hard"), 0o600, None).expect_err("hardlink");
-        assert!(matches!(e, FsError::Links { .. } | FsError::Looser { .. }), "{e}");
+        assert!(
+            matches!(e, FsError::Links { .. } | FsError::Looser { .. }),
+            "{e}"
+        );
         let f = open_append(&s.0.join("new"), 0o640, Some(0)).expect("new");
         drop(f);
         let m = std::fs::metadata(s.0.join("new")).expect("meta");

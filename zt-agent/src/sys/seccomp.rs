@@ -281,10 +281,16 @@ mod tests {
         assert_eq!(native(NR_SOCKET, libc::AF_INET as u32), SECCOMP_RET_ALLOW);
         assert_eq!(native(NR_SOCKET, libc::AF_INET6 as u32), SECCOMP_RET_ALLOW);
         assert_eq!(native(NR_SOCKET, libc::AF_UNIX as u32), SECCOMP_RET_ALLOW);
-        assert_eq!(native(NR_SOCKET, libc::AF_NETLINK as u32), SECCOMP_RET_ALLOW);
+        assert_eq!(
+            native(NR_SOCKET, libc::AF_NETLINK as u32),
+            SECCOMP_RET_ALLOW
+        );
         assert_eq!(native(NR_SOCKET, libc::AF_VSOCK as u32), deny);
         assert_eq!(native(NR_SOCKETPAIR, libc::AF_PACKET as u32), deny);
-        assert_eq!(native(NR_SOCKETPAIR, libc::AF_UNIX as u32), SECCOMP_RET_ALLOW);
+        assert_eq!(
+            native(NR_SOCKETPAIR, libc::AF_UNIX as u32),
+            SECCOMP_RET_ALLOW
+        );
         for n in NATIVE_DENIED {
             assert_eq!(native(n, 0), deny, "native {n}");
         }
@@ -301,7 +307,9 @@ mod tests {
         let deny = SECCOMP_RET_ERRNO | libc::EPERM as u32;
         let i386 = |nr| verdict(&p, nr, i386::AUDIT_ARCH, 0);
         // socketcall, sendmmsg, recvmmsg (both), socket .. shutdown, io_uring, ptrace.
-        for n in [102, 345, 337, 417, 359, 362, 370, 373, 425, 426, 427, 26, 348, 438] {
+        for n in [
+            102, 345, 337, 417, 359, 362, 370, 373, 425, 426, 427, 26, 348, 438,
+        ] {
             assert_eq!(i386(n), deny, "i386 {n}");
         }
         assert_eq!(i386(3 /* read */), SECCOMP_RET_ALLOW);

@@ -115,7 +115,12 @@ impl Mapping {
     /// The u32 at byte offset `off`, as an atomic (the ring's head and tail).
     fn u32_at(&self, off: u32) -> &std::sync::atomic::AtomicU32 {
         // SAFETY: the kernel's offsets lie inside the mapping and are 4-byte aligned.
-        unsafe { &*self.0.add(off as usize).cast::<std::sync::atomic::AtomicU32>() }
+        unsafe {
+            &*self
+                .0
+                .add(off as usize)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
     }
 }
 
