@@ -45,6 +45,16 @@ fn assert_untouched(p: &Path) {
     );
 }
 
+/// The daemon refuses to start, with a configuration error naming `nobody`.
+fn assert_refused_naming_nobody(d: &Daemon) {
+    let (code, err) = d.expect_refusal();
+    assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
+    assert!(
+        err.contains("uid 65534"),
+        "the refusal names the owner: {err}"
+    );
+}
+
 fn policy(name: &str, port: u16) -> Identity {
     Identity::new(name).egress(Rule::to(["127.0.0.1"]).ports([port]).tcp())
 }
@@ -61,12 +71,7 @@ fn events_file_is_private_and_never_opened_through_a_link() {
     assert_eq!(code, 0, "{out}");
     let mut d = Daemon::prepare("trust-events", policy("tr-events", 9), &[]);
     d.events_path = link;
-    let (code, err) = d.expect_refusal();
-    assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(
-        err.contains("uid 65534"),
-        "the refusal names the owner: {err}"
-    );
+    assert_refused_naming_nobody(&d);
     assert_untouched(&v);
 
     // A link in a directory of root's is refused as a link.
@@ -125,12 +130,7 @@ fn state_directory_planted_by_another_user_is_refused() {
     assert_eq!(code, 0, "{out}");
     let mut d = Daemon::prepare("trust-state", policy("tr-state", 9), &[]);
     d.state_dir.clone_from(&planted.0);
-    let (code, err) = d.expect_refusal();
-    assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(
-        err.contains("uid 65534"),
-        "the refusal names the owner: {err}"
-    );
+    assert_refused_naming_nobody(&d);
     assert_untouched(&v);
     // Nothing was loaded: the refusal came before the programs.
     assert!(

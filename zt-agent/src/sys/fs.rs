@@ -600,24 +600,76 @@ fn read_checked(fd: OwnedFd, shown: &Path, cap: u64, owners: bool) -> Result<Vec
             want: "regular file",
         });
     }
+    let too_large = || FsError::TooLarge {
+        path: shown.display().to_string(),
+        cap,
+    };
     if meta.size > cap {
-        return Err(FsError::TooLarge {
-            path: shown.display().to_string(),
-            cap,
-        });
+        return Err(too_large());
     }
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .take(cap + 1)
         .read_to_end(&mut bytes)
         .map_err(FsError::io(shown))?;
+    // The size may have grown since fstat.
     if bytes.len() as u64 > cap {
-        return Err(FsError::TooLarge {
-            path: shown.display().to_string(),
-            cap,
-        });
+        return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// What a file or directory must be to be trusted or written.
+struct Want {
+    kind: Kind,
+    /// One hard link (a file the agent writes: not a link to someone's file).
+    one_link: bool,
+    /// No permission bits beyond these.
+    at_most: Option<u32>,
+    /// No group or other write permission.
+    private_writes: bool,
+}
+
+impl Want {
+    fn check(&self, meta: &Meta, shown: &Path) -> Result<(), FsError> {
+        let path = shown.display().to_string();
+        if meta.kind != self.kind {
+            let want = if self.kind == Kind::Dir {
+                "directory"
+            } else {
+                "regular file"
+            };
+            return Err(FsError::Kind { path, want });
+        }
+        if meta.uid != 0 {
+            return Err(FsError::Owner {
+                path,
+                uid: meta.uid,
+            });
+        }
+        if self.one_link && meta.links != 1 {
+            return Err(FsError::Links {
+                path,
+                links: meta.links,
+            });
+        }
+        if let Some(want) = self.at_most
+            && meta.looser_than(want)
+        {
+            return Err(FsError::Looser {
+                path,
+                mode: meta.mode,
+                want,
+            });
+        }
+        if self.private_writes && meta.writable_by_others() {
+            return Err(FsError::Writable {
+                path,
+                mode: meta.mode,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A file the agent reads and acts on: a regular file of root's no one else may write.
@@ -625,79 +677,35 @@ fn read_checked(fd: OwnedFd, shown: &Path, cap: u64, owners: bool) -> Result<Vec
 /// # Errors
 /// Not a regular file, another owner, group or other write permission.
 pub fn check_trusted_file(meta: &Meta, shown: &Path) -> Result<(), FsError> {
-    if meta.kind != Kind::File {
-        return Err(FsError::Kind {
-            path: shown.display().to_string(),
-            want: "regular file",
-        });
+    Want {
+        kind: Kind::File,
+        one_link: false,
+        at_most: None,
+        private_writes: true,
     }
-    if meta.uid != 0 {
-        return Err(FsError::Owner {
-            path: shown.display().to_string(),
-            uid: meta.uid,
-        });
-    }
-    if meta.writable_by_others() {
-        return Err(FsError::Writable {
-            path: shown.display().to_string(),
-            mode: meta.mode,
-        });
-    }
-    Ok(())
+    .check(meta, shown)
 }
 
 /// A directory the agent owns: root's, no looser than `want`.
 fn check_own(meta: &Meta, want: u32, shown: &Path) -> Result<(), FsError> {
-    if meta.kind != Kind::Dir {
-        return Err(FsError::Kind {
-            path: shown.display().to_string(),
-            want: "directory",
-        });
+    Want {
+        kind: Kind::Dir,
+        one_link: false,
+        at_most: Some(want),
+        private_writes: false,
     }
-    if meta.uid != 0 {
-        return Err(FsError::Owner {
-            path: shown.display().to_string(),
-            uid: meta.uid,
-        });
-    }
-    if meta.looser_than(want) {
-        return Err(FsError::Looser {
-            path: shown.display().to_string(),
-            mode: meta.mode,
-            want,
-        });
-    }
-    Ok(())
+    .check(meta, shown)
 }
 
 /// A file the agent writes: a regular file of root's, one link, no looser than `want`.
 fn check_own_file(meta: &Meta, want: u32, shown: &Path) -> Result<(), FsError> {
-    if meta.kind != Kind::File {
-        return Err(FsError::Kind {
-            path: shown.display().to_string(),
-            want: "regular file",
-        });
+    Want {
+        kind: Kind::File,
+        one_link: true,
+        at_most: Some(want),
+        private_writes: false,
     }
-    if meta.uid != 0 {
-        return Err(FsError::Owner {
-            path: shown.display().to_string(),
-            uid: meta.uid,
-        });
-    }
-    if meta.links != 1 {
-        return Err(FsError::Links {
-            path: shown.display().to_string(),
-            links: meta.links,
-        });
-    }
-    if meta.looser_than(want) {
-        return Err(FsError::Looser {
-            path: shown.display().to_string(),
-            mode: meta.mode,
-            want,
-        });
-    }
-    Ok(())
+    .check(meta, shown)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, FsError> {
