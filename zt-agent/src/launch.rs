@@ -131,7 +131,9 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
     }
     let pins = PinDir::new(&args.dirs.pin_dir);
     match pins.inspect().map_err(RunError::Pinned)? {
-        Pins::Agent { complete: true, .. } => {}
+        // The agent's own pins, attached: an incomplete set (a link removed by hand)
+        // still enforces with the rest, so workloads still start under it.
+        Pins::Agent { links, .. } if links > 0 => {}
         Pins::Foreign { owner, found } => {
             return Err(RunError::PinsNotTrusted {
                 pin_dir: pins.root.display().to_string(),
