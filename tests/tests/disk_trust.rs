@@ -102,17 +102,24 @@ fn events_file_is_private_and_never_opened_through_a_link() {
         "grouped events file mode"
     );
     assert_eq!(m.gid(), zt_agent_tests::NOBODY, "group nogroup");
-    // An existing file readable by everyone is refused rather than written to.
+    // An existing file others may write is refused rather than written to.
     let mut loose = Daemon::prepare("trust-events-loose", policy("tr-events-l", 9), &[]);
     std::fs::write(&loose.events_path, b"").expect("loose file");
-    std::fs::set_permissions(&loose.events_path, std::fs::Permissions::from_mode(0o644))
+    std::fs::set_permissions(&loose.events_path, std::fs::Permissions::from_mode(0o666))
         .expect("chmod");
     let (code, err) = loose.expect_refusal();
     assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(err.contains("0644") && err.contains("looser"), "{err}");
-    std::fs::set_permissions(&loose.events_path, std::fs::Permissions::from_mode(0o600))
+    assert!(err.contains("0666") && err.contains("looser"), "{err}");
+    // One only readable by everyone (an older version's 0644) is root's alone from now.
+    std::fs::set_permissions(&loose.events_path, std::fs::Permissions::from_mode(0o644))
         .expect("chmod");
     loose.spawn();
+    let m = std::fs::metadata(&loose.events_path).expect("events file");
+    assert_eq!(
+        m.mode() & 0o777,
+        0o600,
+        "an older events file kept its mode"
+    );
 }
 
 #[test]
@@ -138,16 +145,16 @@ fn state_directory_planted_by_another_user_is_refused() {
         "pins made before the state directory was checked"
     );
 
-    // A state directory of root's with a loose mode is refused too.
+    // A state directory of root's that others may write is refused too.
     let loose = PathBuf::from("/run/zt-test-trust-state-loose");
     let _ = std::fs::remove_dir_all(&loose);
     std::fs::create_dir(&loose).expect("dir");
-    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     d.state_dir.clone_from(&loose);
     let (code, err) = d.expect_refusal();
     let _ = std::fs::remove_dir_all(&loose);
     assert_eq!(code, Some(exit::CONFIG.into()), "{err}");
-    assert!(err.contains("0755"), "{err}");
+    assert!(err.contains("0777"), "{err}");
 
     // The daemon's own state directory and file are 0700 and 0600 whatever the umask.
     d.state_dir = PathBuf::from("/run/zt-test-trust-state");

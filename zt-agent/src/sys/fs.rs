@@ -237,7 +237,8 @@ impl Dir {
     }
 
     /// The directory `path`, created with exactly `mode` if it is missing; an existing
-    /// one must be root's and no looser than `mode`.
+    /// one must be root's and no looser than `mode` (see `tighten` for what is fixed
+    /// rather than refused).
     ///
     /// # Errors
     /// As [`Dir::open`] for the parent; `path` exists as something else, with another
@@ -273,7 +274,8 @@ impl Dir {
             // SAFETY: our own descriptor.
             cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map_err(FsError::io(&path))?;
         }
-        let meta = fstat(fd.as_raw_fd()).map_err(FsError::io(&path))?;
+        let mut meta = fstat(fd.as_raw_fd()).map_err(FsError::io(&path))?;
+        tighten(&fd, &mut meta, mode, &path)?;
         check_own(&meta, mode, &path)?;
         Ok(Self {
             fd,
@@ -441,6 +443,10 @@ impl Dir {
             clear_nonblock(&fd).map_err(FsError::io(&shown))?;
             return Ok(std::fs::File::from(fd));
         }
+        let mut meta = meta;
+        if meta.links == 1 {
+            tighten(&fd, &mut meta, mode, &shown)?;
+        }
         check_own_file(&meta, mode, &shown)?;
         if made || group.is_some() {
             if let Some(g) = group {
@@ -558,6 +564,29 @@ impl Dir {
     pub fn proc_path(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.raw())).join(name)
     }
+}
+
+/// An existing file or directory of root's that no one else could ever write, only
+/// readable more widely than the agent now makes it (an earlier version created the
+/// state directory 0755 and the events file 0644): tighten it, and say so. Anything
+/// another user owns or may write stays as it is, for the checks to refuse.
+fn tighten(fd: &OwnedFd, meta: &mut Meta, want: u32, shown: &Path) -> Result<(), FsError> {
+    if meta.uid != 0 || !meta.looser_than(want) || meta.writable_by_others() {
+        return Ok(());
+    }
+    if meta.kind != Kind::File && meta.kind != Kind::Dir {
+        return Ok(());
+    }
+    // SAFETY: our own descriptor.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), want) }).map_err(FsError::io(shown))?;
+    tracing::warn!(
+        path = %shown.display(),
+        was = format!("{:04o}", meta.mode),
+        now = format!("{want:04o}"),
+        "tightened the mode of a file of root's that only root could have written"
+    );
+    meta.mode = want;
+    Ok(())
 }
 
 /// `struct open_how` of openat2(2).
@@ -961,7 +990,14 @@ mod tests {
         let d = s.0.join("state");
         let dir = Dir::ensure(&d, 0o700).expect("ensure");
         assert_eq!(dir.meta().mode, 0o700);
+        // Wider read access on root's directory (an older version's 0755) is tightened...
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(
+            Dir::ensure(&d, 0o700).expect("tightened").meta().mode,
+            0o700
+        );
+        // ...write access for others is refused: someone may have used it.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let e = Dir::ensure(&d, 0o700).expect_err("looser");
         assert!(matches!(e, FsError::Looser { .. }), "{e}");
     }
