@@ -127,13 +127,17 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     if !zt_agent_host::is_root() {
         return Err(DaemonError::NotRoot);
     }
+    // Take the signals before anything else: once state.json says the daemon runs, a
+    // SIGHUP (reload) or SIGTERM must find a handler, not the default action that ends
+    // the process. The handlers stay installed; the parts take their own streams.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let _hup = signal(SignalKind::hangup())?;
     let sink = start::open_sink(&args)?;
     let metrics = Metrics::new();
     let booted = boot::boot(&args, &metrics.policy)?;
     let started = start::start(&args, booted, sink, metrics).await?;
     let mut parts = Parts::spawn(started)?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tracing::info!("zt-agent daemon running");
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
