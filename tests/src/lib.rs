@@ -24,8 +24,9 @@ pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
 pub use host::{cgroup2_root, require_root};
-pub use net::{TcpServer, UdpServer, Veth};
-pub use policy::{Identity, Policy, Rule, Selector};
+pub use net::{TcpServer, UdpServer, Veth, free_port, send_udp};
+pub use policy::{Identity, InRule, Policy, Rule, Selector};
 pub use probe::{
-    DENIED, KILLED, OK, agent_bin, code_and_output, probe_bin, run_file, run_probe_unenrolled,
+    Background, DENIED, KILLED, OK, TIMEOUT, agent_bin, code_and_output, probe_bin, reported,
+    run_file, run_probe_unenrolled, spawn_probe_unenrolled,
 };

@@ -5,7 +5,7 @@
 //! 11 another error, 12 a spawned program was killed by SIGKILL, 2 bad usage.
 
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, ExitCode};
@@ -16,7 +16,7 @@ use nix::sys::socket::{
     sendmsg, socket,
 };
 
-use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
+use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, TIMEOUT, USAGE};
 
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
@@ -47,7 +47,11 @@ fn usage() -> ! {
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
          wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
-         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME"
+         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME |\n\
+         listen [--reuseport] ADDR PORT|auto N MILLIS | bind tcp|udp ADDR PORT |\n\
+         udp-recv ADDR PORT MILLIS | udp-ping ADDR PORT MILLIS |\n\
+         connect-wait [--from SRC] ADDR PORT MILLIS |\n\
+         listen-pass UNIX-PATH ADDR PORT | accept-fd UNIX-PATH N MILLIS | fork-storm N HOLD-MS"
     );
     std::process::exit(USAGE.into())
 }
@@ -419,6 +423,332 @@ fn loop_tcp(a: SocketAddr, millis: u64) -> u8 {
     0
 }
 
+/// A socket of ADDR's family and `ty`, not bound.
+fn inet_socket(a: &SocketAddr, ty: libc::c_int) -> std::io::Result<OwnedFd> {
+    let family = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the descriptor is ours.
+    let fd = cvt(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: we own fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int(fd: RawFd, level: i32, name: i32, v: libc::c_int) -> std::io::Result<()> {
+    setsockopt_bytes(fd, level, name, &v.to_ne_bytes())
+}
+
+fn bind_fd(fd: RawFd, a: SocketAddr) -> std::io::Result<()> {
+    let sa = nix::sys::socket::SockaddrStorage::from(a);
+    nix::sys::socket::bind(fd, &sa).map_err(std::io::Error::from)
+}
+
+fn local_port(fd: RawFd) -> u16 {
+    nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
+        .ok()
+        .and_then(|s| {
+            s.as_sockaddr_in()
+                .map(nix::sys::socket::SockaddrIn::port)
+                .or_else(|| s.as_sockaddr_in6().map(nix::sys::socket::SockaddrIn6::port))
+        })
+        .unwrap_or(0)
+}
+
+/// A TCP listener on ADDR:PORT, or on ADDR's family with no bind at all when PORT is
+/// `auto` (listen() picks a port). Prints `listening port=P`.
+fn listener(a_host: &str, a_port: &str, reuseport: bool) -> std::io::Result<TcpListener> {
+    let auto = a_port == "auto";
+    let a = addr(a_host, if auto { "0" } else { a_port });
+    let fd = inet_socket(&a, libc::SOCK_STREAM)?;
+    set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if !auto {
+        bind_fd(fd.as_raw_fd(), a)?;
+    }
+    // SAFETY: listen on our own socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
+    println!("listening port={}", local_port(fd.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    Ok(TcpListener::from(fd))
+}
+
+/// Accept up to N connections within MILLIS; over each, data both ways (send `hello`,
+/// read what the peer sent). Prints `accepted=K`.
+fn accept_loop(l: &TcpListener, n: usize, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let _ = l.set_nonblocking(true);
+    let mut accepted = 0;
+    while accepted < n && Instant::now() < end {
+        match l.accept() {
+            Ok((mut c, peer)) => {
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = c.write_all(b"hello");
+                let mut buf = [0u8; 16];
+                let got = c.read(&mut buf).unwrap_or(0);
+                println!("from={peer} read={got}");
+                accepted += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                println!("accept: error ({e})");
+                break;
+            }
+        }
+    }
+    println!("accepted={accepted}");
+    0
+}
+
+fn listen(args: &[&str]) -> u8 {
+    let (reuseport, rest) = match args {
+        ["--reuseport", rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    let [host, port, n, ms] = rest else { usage() };
+    match listener(host, port, reuseport) {
+        Ok(l) => accept_loop(
+            &l,
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        Err(e) => outcome("listen", Err(e)),
+    }
+}
+
+fn bind_only(proto: &str, a: SocketAddr) -> std::io::Result<()> {
+    let ty = match proto {
+        "tcp" => libc::SOCK_STREAM,
+        "udp" => libc::SOCK_DGRAM,
+        _ => usage(),
+    };
+    let fd = inet_socket(&a, ty)?;
+    bind_fd(fd.as_raw_fd(), a)
+}
+
+/// Bind UDP ADDR:PORT and count the datagrams that arrive within MILLIS.
+fn udp_recv(a: SocketAddr, millis: u64) -> u8 {
+    let s = match UdpSocket::bind(a) {
+        Ok(s) => s,
+        Err(e) => return outcome("udp-recv", Err(e)),
+    };
+    println!("listening port={}", local_port(s.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    udp_count(&s, millis)
+}
+
+/// Print `from=PEER` for each datagram within MILLIS, then `received=N`.
+fn udp_count(s: &UdpSocket, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let mut n = 0;
+    let mut buf = [0u8; 512];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match s.recv_from(&mut buf) {
+            Ok((_, from)) => {
+                println!("from={from}");
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    println!("received={n}");
+    0
+}
+
+/// A UDP client: send `ping` to ADDR:PORT from an ephemeral port, print it, and count
+/// what comes back to that port within MILLIS (replies and anyone else's datagrams).
+fn udp_ping(a: SocketAddr, millis: u64) -> u8 {
+    let s = match udp_socket(a) {
+        Ok(s) => s,
+        Err(e) => return outcome("udp-ping", Err(e)),
+    };
+    if let Err(e) = s.send_to(b"ping", a) {
+        return outcome("udp-ping", Err(e));
+    }
+    println!("port={}", local_port(s.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    udp_count(&s, millis)
+}
+
+/// Connect to ADDR:PORT (from SRC, when given), waiting up to MILLIS: OK once
+/// connected and greeted, TIMEOUT when no answer came (the SYN was dropped), OTHER
+/// when refused.
+fn connect_wait(src: Option<IpAddr>, a: SocketAddr, millis: u64) -> u8 {
+    let connected = match src {
+        None => TcpStream::connect_timeout(&a, Duration::from_millis(millis)),
+        Some(ip) => connect_from(ip, a, millis),
+    };
+    match connected {
+        Ok(mut c) => {
+            let _ = c.write_all(b"hi");
+            let _ = c.set_read_timeout(Some(Duration::from_millis(millis)));
+            let mut buf = [0u8; 5];
+            match c.read_exact(&mut buf) {
+                Ok(()) => {
+                    println!("connected, read {}", String::from_utf8_lossy(&buf));
+                    0
+                }
+                Err(e) => {
+                    println!("connected, no greeting ({e})");
+                    OTHER
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            println!("connect: timeout");
+            TIMEOUT
+        }
+        Err(e) => outcome("connect", Err(e)),
+    }
+}
+
+/// A TCP connect from a given source address, with a timeout.
+fn connect_from(src: IpAddr, a: SocketAddr, millis: u64) -> std::io::Result<TcpStream> {
+    let fd = inet_socket(&a, libc::SOCK_STREAM)?;
+    bind_fd(fd.as_raw_fd(), SocketAddr::new(src, 0))?;
+    let s = TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    let sa = nix::sys::socket::SockaddrStorage::from(a);
+    match nix::sys::socket::connect(s.as_raw_fd(), &sa) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = cvt(unsafe { libc::poll(&raw mut pfd, 1, millis as libc::c_int) })?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// Send one descriptor over the unix socket at PATH (as server: wait for a peer).
+fn send_fd(path: &str, fd: RawFd) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let (conn, _) = l.accept()?;
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(b"x")];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut b = [0u8; 1];
+    let _ = (&conn).read(&mut b);
+    Ok(())
+}
+
+/// Receive one descriptor from the unix socket at PATH.
+fn recv_fd(path: &str) -> std::io::Result<OwnedFd> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match UnixStream::connect(path) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => {
+                return Err(std::io::Error::other(format!("unix connect: {e}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fd = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            fd = v.first().copied();
+        }
+    }
+    let fd = fd.ok_or_else(|| std::io::Error::other("no descriptor received"))?;
+    let _ = (&conn).write_all(b"k");
+    // SAFETY: the descriptor arrived through SCM_RIGHTS and is ours now.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Make a listener on ADDR:PORT here and hand it to whoever connects to PATH.
+fn listen_pass(path: &str, host: &str, port: &str) -> u8 {
+    match listener(host, port, false) {
+        Ok(l) => outcome("listen-pass", send_fd(path, l.as_raw_fd())),
+        Err(e) => outcome("listen-pass", Err(e)),
+    }
+}
+
+/// Take a listener from PATH and accept on it, as `listen` does.
+fn accept_fd(path: &str, n: usize, millis: u64) -> u8 {
+    match recv_fd(path) {
+        Ok(fd) => {
+            println!("listening port={}", local_port(fd.as_raw_fd()));
+            let _ = std::io::stdout().flush();
+            accept_loop(&TcpListener::from(fd), n, millis)
+        }
+        Err(e) => outcome("accept-fd", Err(e)),
+    }
+}
+
+/// Fork N children that each sleep HOLD-MS, reporting `forked=K` as it goes; then wait
+/// for them. A fork that fails ends the storm (`fork: error`).
+fn fork_storm(n: u32, hold_ms: u64) -> u8 {
+    let mut forked = 0u32;
+    for _ in 0..n {
+        // SAFETY: the child only sleeps and exits, both async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ts = libc::timespec {
+                tv_sec: (hold_ms / 1000) as libc::time_t,
+                tv_nsec: ((hold_ms % 1000) * 1_000_000) as libc::c_long,
+            };
+            // SAFETY: see above.
+            unsafe {
+                libc::nanosleep(&raw const ts, std::ptr::null_mut());
+                libc::_exit(0);
+            }
+        }
+        if pid < 0 {
+            println!("fork: error ({})", std::io::Error::last_os_error());
+            break;
+        }
+        forked += 1;
+        if forked % 16 == 0 {
+            println!("forked={forked}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!("forked={forked}");
+    let _ = std::io::stdout().flush();
+    // SAFETY: reaping our own children.
+    while unsafe { libc::wait(std::ptr::null_mut()) } > 0 {}
+    0
+}
+
 fn dispatch(args: &[String]) -> u8 {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
@@ -456,6 +786,28 @@ fn dispatch(args: &[String]) -> u8 {
         ["dns", how, server, name, qtype] => dns(how, server, name, qtype),
         ["dns-raw", server, hex] => dns_raw(server, hex),
         ["resolve", name] => resolve(name),
+        ["listen", rest @ ..] => listen(rest),
+        ["bind", proto, h, p] => outcome("bind", bind_only(proto, addr(h, p))),
+        ["udp-recv", h, p, ms] => udp_recv(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["udp-ping", h, p, ms] => udp_ping(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["connect-wait", h, p, ms] => {
+            connect_wait(None, addr(h, p), ms.parse().unwrap_or_else(|_| usage()))
+        }
+        ["connect-wait", "--from", src, h, p, ms] => connect_wait(
+            Some(src.parse().unwrap_or_else(|_| usage())),
+            addr(h, p),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        ["listen-pass", path, h, p] => listen_pass(path, h, p),
+        ["accept-fd", path, n, ms] => accept_fd(
+            path,
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        ["fork-storm", n, ms] => fork_storm(
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
         _ => usage(),
     }
 }

@@ -2,7 +2,8 @@
 //! sendmsg() as ancillary data (IPV6_RTHDR, IP_OPTIONS/IP_RETOPTS cmsgs), which no
 //! socket option hook sees. Drop packets of enrolled sockets that carry IPv4 options
 //! or IPv6 extension headers that can hold a routing header. Packets without them pass
-//! after two loads. The same pass notes who sends to the agent's resolver.
+//! after two loads. The same pass notes who sends to the agent's resolver, and drops
+//! what an identity sends there past its budget.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -48,7 +49,9 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if first & 0x0f > 5 {
             true
         } else {
-            note_dns_client_v4(skb, data, end);
+            if !note_dns_client_v4(skb, data, end) {
+                return SKB_DROP;
+            }
             false
         }
     } else if proto == ETH_P_IPV6_BE {
@@ -59,7 +62,9 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if next == 0 || next == 43 || next == 60 {
             true
         } else {
-            note_dns_client_v6(skb, data, end, next);
+            if !note_dns_client_v6(skb, data, end, next) {
+                return SKB_DROP;
+            }
             false
         }
     } else {

@@ -47,6 +47,7 @@ pub async fn start(
     let adopted = booted.adopted();
     let KernelMaps {
         tasks,
+        task_shares,
         cgroups,
         policy,
         exec,
@@ -59,12 +60,16 @@ pub async fn start(
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
     let bus = bus.build();
     let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
-    let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
-        tasks,
-        cgroups,
-        policy,
-        exec,
-    })?;
+    let (enforcer, enforcer_ended) = Enforcer::spawn(
+        enforcer::Maps {
+            tasks,
+            task_shares,
+            cgroups,
+            policy,
+            exec,
+        },
+        args.task_share,
+    )?;
     let (mut reconciler, state) = Reconciler::new(
         args.policy.clone(),
         args.dirs.state_dir.clone(),

@@ -1,6 +1,6 @@
 //! The ticker: every second, reload a changed policy, enroll new cgroups, follow the
-//! files the policy names and let the resolver drop what lapsed; on SIGHUP, reload at
-//! once.
+//! files the policy names and let the resolver drop what lapsed; every few seconds,
+//! sweep the task table of exited processes; on SIGHUP, reload at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +10,12 @@ use tokio::signal::unix::Signal;
 use super::reconciler::Reconciler;
 use crate::dns::server::Resolver;
 
+/// Ticks between two sweeps of the task table.
+const SWEEP_EVERY: u32 = 5;
+
 pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u32;
     loop {
         tokio::select! {
             _ = hup.recv() => reconciler.reload(true).await,
@@ -20,6 +24,10 @@ pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: S
                 reconciler.sync_cgroups(false).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
+                n = n.wrapping_add(1);
+                if n % SWEEP_EVERY == 0 {
+                    reconciler.sweep_tasks().await;
+                }
             }
         }
     }
