@@ -8,6 +8,7 @@
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
 //! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
+//! `maps` (the pinned maps, read and written directly),
 //! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
 
 pub mod cgroup;
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod dnsmasq;
 pub mod fs;
 pub mod host;
+pub mod maps;
 pub mod net;
 pub mod policy;
 pub mod probe;

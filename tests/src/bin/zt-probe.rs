@@ -51,7 +51,8 @@ fn usage() -> ! {
          listen [--reuseport] ADDR PORT|auto N MILLIS | bind tcp|udp ADDR PORT |\n\
          udp-recv ADDR PORT MILLIS | udp-ping ADDR PORT MILLIS |\n\
          connect-wait [--from SRC] ADDR PORT MILLIS |\n\
-         listen-pass UNIX-PATH ADDR PORT | accept-fd UNIX-PATH N MILLIS | fork-storm N HOLD-MS"
+         listen-pass UNIX-PATH ADDR PORT | accept-fd UNIX-PATH N MILLIS | fork-storm N HOLD-MS |\n\
+         leader-exit MILLIS ADDR PORT"
     );
     std::process::exit(USAGE.into())
 }
@@ -719,9 +720,17 @@ fn accept_fd(path: &str, n: usize, millis: u64) -> u8 {
 fn fork_storm(n: u32, hold_ms: u64) -> u8 {
     let mut forked = 0u32;
     for _ in 0..n {
-        // SAFETY: the child only sleeps and exits, both async-signal-safe.
+        // SAFETY: the child only closes descriptors, sleeps and exits, all
+        // async-signal-safe.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // Sleepers keep no pipe of the parent's open: whoever reads the parent's
+            // output sees it end with the parent.
+            // SAFETY: see above.
+            unsafe {
+                libc::close(1);
+                libc::close(2);
+            }
             let ts = libc::timespec {
                 tv_sec: (hold_ms / 1000) as libc::time_t,
                 tv_nsec: ((hold_ms % 1000) * 1_000_000) as libc::c_long,
@@ -747,6 +756,25 @@ fn fork_storm(n: u32, hold_ms: u64) -> u8 {
     // SAFETY: reaping our own children.
     while unsafe { libc::wait(std::ptr::null_mut()) } > 0 {}
     0
+}
+
+/// The main thread exits at once; another sleeps MILLIS, then connects to ADDR:PORT
+/// and ends the process with the outcome. Meanwhile /proc shows the thread group's
+/// leader as a zombie, though the group lives on.
+fn leader_exit(millis: u64, a: SocketAddr) -> u8 {
+    let _t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(millis));
+        let code = outcome("tcp", tcp(a));
+        let _ = std::io::stdout().flush();
+        std::process::exit(code.into());
+    });
+    println!("leader exits");
+    let _ = std::io::stdout().flush();
+    // exit(2), not exit_group: ends the calling (main) thread only, with no unwinding
+    // through Rust frames; the other thread ends the process.
+    // SAFETY: the main thread holds no lock the other thread needs.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    OTHER
 }
 
 fn dispatch(args: &[String]) -> u8 {
@@ -804,6 +832,9 @@ fn dispatch(args: &[String]) -> u8 {
             n.parse().unwrap_or_else(|_| usage()),
             ms.parse().unwrap_or_else(|_| usage()),
         ),
+        ["leader-exit", ms, h, p] => {
+            leader_exit(ms.parse().unwrap_or_else(|_| usage()), addr(h, p))
+        }
         ["fork-storm", n, ms] => fork_storm(
             n.parse().unwrap_or_else(|_| usage()),
             ms.parse().unwrap_or_else(|_| usage()),

@@ -40,11 +40,15 @@ pub async fn run(
             continue;
         }
         let st = state.borrow().clone();
-        for raw in batch {
-            match decode::enrich(&raw, &st, &mut digests) {
-                Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
-                None => malformed.inc(),
+        // Enriching reads /proc and may hash a large binary: tell the runtime this
+        // thread blocks, so that the other parts (the ticker, metrics) run meanwhile.
+        tokio::task::block_in_place(|| {
+            for raw in batch {
+                match decode::enrich(&raw, &st, &mut digests) {
+                    Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
+                    None => malformed.inc(),
+                }
             }
-        }
+        });
     }
 }
