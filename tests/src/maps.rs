@@ -1,5 +1,6 @@
-//! The daemon's pinned maps as a test reads and writes them: raw bpf(2) on the pin,
-//! so that a test can plant the entries an attacker or a race would leave.
+//! The daemon's pinned maps and links as a test reads and changes them: raw bpf(2) on
+//! the pins, so that a test can plant the entries an attacker or a race would leave,
+//! or detach a program as an attacker with full capabilities would.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -9,6 +10,7 @@ use std::path::Path;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_DETACH: libc::c_long = 34;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
     // SAFETY: attr is a zero-padded bpf_attr of the size we pass.
@@ -58,6 +60,20 @@ impl PinnedMap {
         let mut attr = self.attr(key, value.as_ptr(), 0);
         bpf(BPF_MAP_UPDATE_ELEM, &mut attr).expect("map update");
     }
+}
+
+/// Detach the link pinned at `pin` from its hook, as `bpftool link detach` does: the
+/// link stays, attached to nothing.
+pub fn detach_link(pin: &Path) -> std::io::Result<()> {
+    let c = CString::new(pin.as_os_str().as_bytes()).expect("path");
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel just returned this descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
 
 /// A task-table entry: identity, how it was enrolled, start time (boot-clock ns).

@@ -19,6 +19,7 @@ use crate::ebpf::maps::Counters;
 use crate::events::sink::Sink;
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::tamper::Guard;
 
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
@@ -37,6 +38,7 @@ pub struct Started {
     pub resolver: Arc<Resolver>,
     pub reconciler: Reconciler,
     pub listener: TcpListener,
+    pub guard: Guard,
 }
 
 pub async fn start(
@@ -91,6 +93,8 @@ pub async fn start(
         reconciler.sync_cgroups(false).await;
         reconciler.adopt().await;
     }
+    // From here on a removed pin detaches nothing, and a detached program comes back.
+    let guard = Guard::open(&booted.pins, &booted.cgroup_root)?;
     let exec_guard = ExecGuard::of_pins(&booted.pins);
     tracing::info!(
         mechanism = exec_guard.as_str(),
@@ -131,5 +135,6 @@ pub async fn start(
         resolver,
         reconciler,
         listener,
+        guard,
     })
 }

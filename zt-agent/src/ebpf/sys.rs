@@ -116,6 +116,22 @@ pub fn link_info(link: BorrowedFd<'_>) -> std::io::Result<LinkInfo> {
     })
 }
 
+/// The id of an open link.
+pub fn link_id(link: BorrowedFd<'_>) -> std::io::Result<u32> {
+    link_info(link).map(|l| l.id)
+}
+
+/// The id of an open map (the head of `struct bpf_map_info`: type, then id).
+pub fn map_id(map: BorrowedFd<'_>) -> std::io::Result<u32> {
+    let mut info = [0u8; 88];
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, map.as_raw_fd() as u32);
+    put32(&mut attr, 4, info.len() as u32);
+    put64(&mut attr, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
+}
+
 /// A new descriptor of the loaded program `id`.
 pub fn prog_by_id(id: u32) -> std::io::Result<OwnedFd> {
     let mut attr = [0u8; 128];

@@ -81,6 +81,12 @@ impl JsonEvent {
             Body::Kernel(k) => kernel(&ev.time, k, state),
             Body::Dns(d) => dns(&ev.time, d, state),
             Body::File(f) => file(&ev.time, f, state),
+            Body::Tamper(t) => {
+                // No identity: the daemon's own enforcement was the target.
+                let mut j = daemon(&ev.time, "tamper", "", t.what, state);
+                j.detail = Some(t.detail.clone());
+                j
+            }
         }
     }
 }
