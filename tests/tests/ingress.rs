@@ -8,8 +8,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use zt_agent_tests::{
-    Background, DENIED, Daemon, Identity, InRule, OK, Rule, TIMEOUT, free_port, reported,
-    run_probe_unenrolled, send_udp, spawn_probe_unenrolled,
+    Background, DENIED, Daemon, Identity, InRule, OK, Rule, Selector, TIMEOUT, TestDir, free_port,
+    probe_bin, reported, run_probe_unenrolled, send_udp, spawn_probe_unenrolled,
 };
 
 /// A client's connect from the test (unenrolled), optionally from `src`: its exit code
@@ -282,4 +282,48 @@ fn a_listener_keeps_its_identity_in_other_hands_and_in_a_reuseport_group() {
     assert_eq!(reported(&eout, "accepted"), Some(0), "{eout}");
     assert_eq!(reported(&oout, "accepted"), Some(ok), "{oout}");
     assert_eq!(ok + dropped, 12);
+}
+
+#[test]
+fn a_listener_opened_before_enrollment_takes_the_identity() {
+    let port = free_port();
+    let p = port.to_string();
+    let files = TestDir::new("in-before");
+    let service = files.copy(&probe_bin(), "service");
+    let policy = Identity::new("in-before")
+        .selector(Selector::exe(&service))
+        .ingress(InRule::from(["127.0.0.2"]).ports([port]).tcp());
+    let d = Daemon::start("in-before", &policy);
+    // Socket activation: the listener is made unenrolled, then the service binary is
+    // exec'd with it, which enrolls the task; the kernel recorded no identity for it.
+    let l = Background::start(spawn_probe_unenrolled(&[
+        "inherit-listen",
+        "127.0.0.1",
+        &p,
+        &service,
+        "accept-env",
+        "1",
+        "8000",
+    ]));
+    assert_eq!(l.port, port);
+    d.wait_event("the exec that enrolled the service", |e| {
+        e["kind"] == "exec" && e["enrolled_by"] == "exe" && e["identity"] == "in-before"
+    });
+    // The daemon gives the inherited listener its identity right after that exec.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d
+        .log()
+        .contains("sockets opened before enrollment now carry the identity")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out) = connect(None, "127.0.0.1", port, 400);
+    assert_eq!(
+        code, TIMEOUT,
+        "the inherited listener let a stranger in: {out}"
+    );
+    assert_eq!(connect(Some("127.0.0.2"), "127.0.0.1", port, 3000).0, OK);
+    let (_, out) = l.finish();
+    assert_eq!(reported(&out, "accepted"), Some(1), "{out}");
 }

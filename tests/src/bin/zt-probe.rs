@@ -52,6 +52,7 @@ fn usage() -> ! {
          udp-recv ADDR PORT MILLIS | udp-ping ADDR PORT MILLIS |\n\
          connect-wait [--from SRC] ADDR PORT MILLIS |\n\
          listen-pass UNIX-PATH ADDR PORT | accept-fd UNIX-PATH N MILLIS | fork-storm N HOLD-MS |\n\
+         inherit-listen ADDR PORT PROG ARGS... | accept-env N MILLIS |\n\
          leader-exit MILLIS ADDR PORT"
     );
     std::process::exit(USAGE.into())
@@ -703,6 +704,40 @@ fn listen_pass(path: &str, host: &str, port: &str) -> u8 {
     }
 }
 
+/// Make a listener on ADDR:PORT, then exec PROG ARGS with it open (its number in
+/// LISTEN_FD), as socket activation hands a service its listener.
+fn inherit_listen(host: &str, port: &str, prog: &str, args: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt as _;
+    let l = match listener(host, port, false) {
+        Ok(l) => l,
+        Err(e) => return outcome("inherit-listen", Err(e)),
+    };
+    let fd = l.as_raw_fd();
+    // SAFETY: clearing FD_CLOEXEC on our own descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let e = Command::new(prog)
+        .args(args)
+        .env("LISTEN_FD", fd.to_string())
+        .exec();
+    println!("inherit-listen: exec error ({e})");
+    OTHER
+}
+
+/// Accept on the listener this process inherited (LISTEN_FD), as `listen` does.
+fn accept_env(n: usize, millis: u64) -> u8 {
+    let Some(fd) = std::env::var("LISTEN_FD")
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        usage()
+    };
+    // SAFETY: the descriptor was handed to this process, which owns it now.
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    println!("listening port={}", local_port(fd));
+    let _ = std::io::stdout().flush();
+    accept_loop(&l, n, millis)
+}
+
 /// Take a listener from PATH and accept on it, as `listen` does.
 fn accept_fd(path: &str, n: usize, millis: u64) -> u8 {
     match recv_fd(path) {
@@ -746,7 +781,7 @@ fn fork_storm(n: u32, hold_ms: u64) -> u8 {
             break;
         }
         forked += 1;
-        if forked % 16 == 0 {
+        if forked.is_multiple_of(16) {
             println!("forked={forked}");
             let _ = std::io::stdout().flush();
         }
@@ -827,6 +862,11 @@ fn dispatch(args: &[String]) -> u8 {
             ms.parse().unwrap_or_else(|_| usage()),
         ),
         ["listen-pass", path, h, p] => listen_pass(path, h, p),
+        ["inherit-listen", h, p, prog, ..] => inherit_listen(h, p, prog, &args[4..]),
+        ["accept-env", n, ms] => accept_env(
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
         ["accept-fd", path, n, ms] => accept_fd(
             path,
             n.parse().unwrap_or_else(|_| usage()),

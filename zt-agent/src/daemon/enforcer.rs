@@ -15,13 +15,15 @@ use zt_agent_common::{
 };
 
 use crate::ebpf::maps::{
-    Cgroups, ExecEntries, ExecMaps, PolicyMaps, TaskShares, Tasks, TrieEntries, TrieEntry,
+    Cgroups, ExecEntries, ExecMaps, PolicyMaps, Sockets, TaskShares, Tasks, TrieEntries, TrieEntry,
 };
+use crate::identity::sockets;
 
 /// The maps the enforcer owns.
 pub struct Maps {
     pub tasks: Tasks,
     pub task_shares: TaskShares,
+    pub sockets: Sockets,
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
@@ -84,6 +86,11 @@ enum Command {
     },
     Sweep {
         reply: oneshot::Sender<Result<usize, MapError>>,
+    },
+    TagSockets {
+        tgid: u32,
+        identity: u32,
+        reply: oneshot::Sender<usize>,
     },
     Stats {
         reply: oneshot::Sender<Stats>,
@@ -173,6 +180,17 @@ impl Enforcer {
         self.ask(|reply| Command::Sweep { reply }).await
     }
 
+    /// Give the identity to the sockets `tgid` had before the kernel enrolled it (by
+    /// an exec); how many had none.
+    pub async fn tag_sockets(&self, tgid: u32, identity: u32) -> Result<usize, Stopped> {
+        self.ask(|reply| Command::TagSockets {
+            tgid,
+            identity,
+            reply,
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(|reply| Command::Stats { reply }).await
     }
@@ -240,6 +258,13 @@ impl State {
                 }
                 Command::Sweep { reply } => {
                     let _ = reply.send(self.sweep());
+                }
+                Command::TagSockets {
+                    tgid,
+                    identity,
+                    reply,
+                } => {
+                    let _ = reply.send(self.tag_sockets(tgid, identity));
                 }
                 Command::Stats { reply } => {
                     let (exe_selectors, principals, exec_allow) = self.maps.exec.counts();
@@ -377,7 +402,30 @@ impl State {
             }
             return Ok(false);
         }
+        // What it had open before is judged from now on too.
+        self.tag_sockets(tgid, identity);
         Ok(true)
+    }
+
+    /// Record `identity` for the sockets `tgid` holds that have no identity yet.
+    fn tag_sockets(&mut self, tgid: u32, identity: u32) -> usize {
+        let mut tagged = 0;
+        for s in sockets::inet_sockets(tgid) {
+            match self.maps.sockets.tag(&s, identity) {
+                Ok(true) => tagged += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(tgid, error = %e, "recording a socket's identity"),
+            }
+        }
+        if tagged > 0 {
+            tracing::info!(
+                tgid,
+                identity,
+                sockets = tagged,
+                "sockets opened before enrollment now carry the identity"
+            );
+        }
+        tagged
     }
 
     /// Remove every entry whose thread group is gone, or is a zombie that only waits

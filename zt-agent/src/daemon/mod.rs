@@ -14,6 +14,7 @@ mod metrics;
 mod parts;
 mod reconciler;
 mod resolver;
+mod sockets;
 mod start;
 mod ticker;
 

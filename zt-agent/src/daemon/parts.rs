@@ -1,6 +1,6 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
-//! server, the ticker (with the reconciler), the tamper guard and a watch on the
-//! enforcer's thread. The
+//! server, the ticker (with the reconciler), the tamper guard, the socket adopter and a
+//! watch on the enforcer's thread. The
 //! daemon stops when any of them ends, saying which.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::DaemonError;
 use super::start::Started;
-use super::{event_pump, guard, metrics, ticker};
+use super::{event_pump, guard, metrics, sockets, ticker};
 
 /// A part's name, and why it ended.
 type Ended = (&'static str, String);
@@ -45,6 +45,12 @@ impl Parts {
             s.metrics.events.clone(),
             stopped,
         ));
+
+        let (events, enforcer) = (s.socket_events, s.enforcer.clone());
+        set.spawn(async move {
+            sockets::run(events, enforcer).await;
+            ("socket adopter", "ended".into())
+        });
 
         let sources = metrics::Sources {
             kernel: s.metrics.kernel,

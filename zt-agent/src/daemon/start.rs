@@ -23,6 +23,8 @@ use crate::tamper::Guard;
 
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
+/// The same for the subscriber that finds the sockets of tasks enrolled by exec.
+const SOCKETS_BACKLOG: usize = 4096;
 
 /// Everything the parts run on.
 pub struct Started {
@@ -30,6 +32,7 @@ pub struct Started {
     pub bus: Bus,
     pub sink: Sink,
     pub sink_events: mpsc::Receiver<Arc<bus::Event>>,
+    pub socket_events: mpsc::Receiver<Arc<bus::Event>>,
     pub state: watch::Receiver<Arc<State>>,
     pub events: aya::maps::RingBuf<aya::maps::MapData>,
     pub counters: Counters,
@@ -50,6 +53,7 @@ pub async fn start(
     let KernelMaps {
         tasks,
         task_shares,
+        sockets,
         cgroups,
         policy,
         exec,
@@ -60,12 +64,14 @@ pub async fn start(
     } = booted.maps;
     let mut bus = bus::Builder::new(&metrics.events);
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
+    let socket_events = bus.subscribe("sockets", SOCKETS_BACKLOG);
     let bus = bus.build();
     let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
     let (enforcer, enforcer_ended) = Enforcer::spawn(
         enforcer::Maps {
             tasks,
             task_shares,
+            sockets,
             cgroups,
             policy,
             exec,
@@ -127,6 +133,7 @@ pub async fn start(
         bus,
         sink,
         sink_events,
+        socket_events,
         state,
         events,
         counters,

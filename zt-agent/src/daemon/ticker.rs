@@ -25,7 +25,7 @@ pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: S
                 reconciler.refresh_files().await;
                 resolver.tick();
                 n = n.wrapping_add(1);
-                if n % SWEEP_EVERY == 0 {
+                if n.is_multiple_of(SWEEP_EVERY) {
                     reconciler.sweep_tasks().await;
                 }
             }

@@ -20,7 +20,9 @@ use aya::{
 use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
-use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, TaskShares, Tasks};
+use super::maps::{
+    Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Sockets, TaskShares, Tasks,
+};
 use super::{btf, sys};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
@@ -186,6 +188,7 @@ impl PinDir {
 pub struct KernelMaps {
     pub tasks: Tasks,
     pub task_shares: TaskShares,
+    pub sockets: Sockets,
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
@@ -243,6 +246,7 @@ impl KernelMaps {
                 count: typed(get(m::TASK_COUNT)?, m::TASK_COUNT)?,
                 share: typed(get(m::TASK_SHARE)?, m::TASK_SHARE)?,
             },
+            sockets: Sockets(typed(get(m::SOCK_IDENTITY)?, m::SOCK_IDENTITY)?),
             cgroups: Cgroups(typed(get(m::CGROUPS)?, m::CGROUPS)?),
             policy: PolicyMaps {
                 v4: typed(get(m::POLICY_V4)?, m::POLICY_V4)?,

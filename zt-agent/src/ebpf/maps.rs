@@ -5,13 +5,13 @@ use std::hash::Hash;
 
 use aya::Pod;
 use aya::maps::{
-    Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+    Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SkStorage, lpm_trie::Key,
 };
 use zt_agent_common::{
     CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
     ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES,
     POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey, ShadowValue,
-    TaskIdentity, TaskShare, errors, task_entries,
+    SockIdentity, TaskIdentity, TaskShare, errors, task_entries,
 };
 
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
@@ -159,6 +159,31 @@ impl Tasks {
         // Someone else's entry: put it back as it was.
         match self.0.insert(&tgid, &was, 1 /* BPF_NOEXIST */) {
             Ok(()) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Socket-local storage: the identity each socket was created under.
+pub struct Sockets(pub SkStorage<MapData, SockIdentity>);
+
+impl Sockets {
+    /// Record `identity` for a socket that has none (a socket made before its task was
+    /// enrolled); one that has an identity keeps it. `true` when recorded.
+    pub fn tag(
+        &mut self,
+        socket: &impl std::os::fd::AsRawFd,
+        identity: u32,
+    ) -> Result<bool, MapError> {
+        match self.0.insert(
+            socket,
+            &SockIdentity::new(identity),
+            1, /* BPF_NOEXIST */
+        ) {
+            Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
             }
