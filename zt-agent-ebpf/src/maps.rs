@@ -135,3 +135,32 @@ pub(crate) static ZT_DNS_BUDGET: PerCpuArray<Budget, { MAX_IDENTITIES as usize }
 pub(crate) fn sock_id_map() -> *mut core::ffi::c_void {
     core::ptr::from_ref(&ZT_SOCK_ID).cast_mut().cast()
 }
+
+/// The full socket behind an skb's socket pointer, and what its storage records; `None`
+/// for no socket, a request or time-wait socket, or a socket with no storage.
+#[inline(always)]
+pub(crate) fn skb_sock_identity(
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+) -> Option<(*mut aya_ebpf::bindings::bpf_sock, SockIdentity)> {
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: helper calls on the skb's socket; both accept and check it.
+    let full = unsafe { aya_ebpf::helpers::generated::bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    let p = unsafe {
+        aya_ebpf::helpers::generated::bpf_sk_storage_get(
+            sock_id_map(),
+            full.cast(),
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null storage pointer, copied once.
+    Some((full, unsafe { *(p as *const SockIdentity) }))
+}

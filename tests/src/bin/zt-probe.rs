@@ -327,13 +327,6 @@ fn move_cgroup(dir: &str, rest: &[String]) -> u8 {
 
 /// Create a TCP socket here, hand it to whoever connects to UNIX-PATH, then exit.
 fn fd_server(path: &str) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    // The peer may be an unprivileged workload.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    // Never wait forever for a peer that failed.
-    l.set_nonblocking(true)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
     let sock = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -341,65 +334,13 @@ fn fd_server(path: &str) -> std::io::Result<()> {
         None,
     )
     .map_err(std::io::Error::from)?;
-    let conn = loop {
-        match l.accept() {
-            Ok((c, _)) => break c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(std::io::Error::other(format!("accept: {e}"))),
-        }
-    };
-    conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let fds = [sock.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"x")];
-    sendmsg::<()>(
-        conn.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(std::io::Error::from)?;
-    // Wait for the peer to finish with the socket before closing ours.
-    let mut b = [0u8; 1];
-    let _ = (&conn).read(&mut b);
-    Ok(())
+    send_fd(path, sock.as_raw_fd())
 }
 
 /// Receive a socket over UNIX-PATH and connect it to ADDR:PORT.
 fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let conn = loop {
-        match UnixStream::connect(path) {
-            Ok(c) => break c,
-            // Not the verdict under test: report it as another error.
-            Err(e) if Instant::now() > deadline => {
-                return Err(std::io::Error::other(format!("unix connect: {e}")));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let mut buf = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(std::io::Error::from)?;
-    let mut fd = None;
-    for c in msg.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(v) = c {
-            fd = v.first().copied();
-        }
-    }
-    let fd = fd.ok_or_else(|| std::io::Error::other("no descriptor received"))?;
-    // SAFETY: the descriptor arrived through SCM_RIGHTS and is ours now.
-    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let (conn, fd) = recv_fd(path)?;
+    let s = TcpStream::from(fd);
     let sa = nix::sys::socket::SockaddrIn::from(match a {
         SocketAddr::V4(v4) => v4,
         SocketAddr::V6(_) => usage(),
@@ -641,12 +582,27 @@ fn connect_from(src: IpAddr, a: SocketAddr, millis: u64) -> std::io::Result<TcpS
     Ok(s)
 }
 
-/// Send one descriptor over the unix socket at PATH (as server: wait for a peer).
+/// Send one descriptor to whoever connects to the unix socket at PATH, then wait for
+/// the peer to be done with it.
 fn send_fd(path: &str, fd: RawFd) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
+    // The peer may be an unprivileged workload.
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    let (conn, _) = l.accept()?;
+    // Never wait forever for a peer that failed.
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let conn = loop {
+        match l.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(std::io::Error::other(format!("accept: {e}"))),
+        }
+    };
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
     let fds = [fd];
     let iov = [std::io::IoSlice::new(b"x")];
     sendmsg::<()>(
@@ -657,17 +613,20 @@ fn send_fd(path: &str, fd: RawFd) -> std::io::Result<()> {
         None,
     )
     .map_err(std::io::Error::from)?;
+    // Wait for the peer to finish with the socket before closing ours.
     let mut b = [0u8; 1];
     let _ = (&conn).read(&mut b);
     Ok(())
 }
 
-/// Receive one descriptor from the unix socket at PATH.
-fn recv_fd(path: &str) -> std::io::Result<OwnedFd> {
+/// Receive one descriptor from the unix socket at PATH; the connection stays open, for
+/// the caller to tell the sender when it is done.
+fn recv_fd(path: &str) -> std::io::Result<(UnixStream, OwnedFd)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let conn = loop {
         match UnixStream::connect(path) {
             Ok(c) => break c,
+            // Not the verdict under test: report it as another error.
             Err(e) if Instant::now() > deadline => {
                 return Err(std::io::Error::other(format!("unix connect: {e}")));
             }
@@ -691,9 +650,8 @@ fn recv_fd(path: &str) -> std::io::Result<OwnedFd> {
         }
     }
     let fd = fd.ok_or_else(|| std::io::Error::other("no descriptor received"))?;
-    let _ = (&conn).write_all(b"k");
     // SAFETY: the descriptor arrived through SCM_RIGHTS and is ours now.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok((conn, unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Make a listener on ADDR:PORT here and hand it to whoever connects to PATH.
@@ -741,7 +699,8 @@ fn accept_env(n: usize, millis: u64) -> u8 {
 /// Take a listener from PATH and accept on it, as `listen` does.
 fn accept_fd(path: &str, n: usize, millis: u64) -> u8 {
     match recv_fd(path) {
-        Ok(fd) => {
+        Ok((conn, fd)) => {
+            let _ = (&conn).write_all(b"k");
             println!("listening port={}", local_port(fd.as_raw_fd()));
             let _ = std::io::stdout().flush();
             accept_loop(&TcpListener::from(fd), n, millis)

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_ANY},
-    helpers::generated::{bpf_ktime_get_boot_ns, bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::generated::bpf_ktime_get_boot_ns,
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -16,7 +16,7 @@ use zt_agent_common::{
 use super::sock_addr::{Dest, make_dest};
 use crate::events::count_error;
 use crate::kernel::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
-use crate::maps::{ZT_DNS_BUDGET, ZT_DNS_CLIENTS, ZT_DNS_CONFIG, ZT_SOCK_ID, sock_id_map};
+use crate::maps::{ZT_DNS_BUDGET, ZT_DNS_CLIENTS, ZT_DNS_CONFIG, ZT_SOCK_ID, skb_sock_identity};
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn zt_recvmsg4(ctx: SockAddrContext) -> i32 {
@@ -198,20 +198,9 @@ fn record_dns_client(
         tgid: 0,
     };
     // SAFETY: reading the socket pointer of this skb.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if !sk.is_null() {
-        // SAFETY: helper calls on the skb's socket; both accept and check it.
-        let full = unsafe { bpf_sk_fullsock(sk) };
-        if !full.is_null() {
-            let p =
-                unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
-            if !p.is_null() {
-                // SAFETY: non-null storage pointer.
-                let s = unsafe { &*(p as *const SockIdentity) };
-                client.identity = s.dns_identity;
-                client.tgid = s.dns_tgid;
-            }
-        }
+    if let Some((_, s)) = skb_sock_identity(unsafe { (*skb).__bindgen_anon_2.sk }) {
+        client.identity = s.dns_identity;
+        client.tgid = s.dns_tgid;
     }
     if !within_budget(client.identity) {
         count_error(errors::DNS_BUDGET);

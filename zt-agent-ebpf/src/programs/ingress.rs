@@ -12,13 +12,12 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::__sk_buff,
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
     macros::{cgroup_skb, cgroup_sock_addr},
     programs::{SkBuffContext, SockAddrContext},
 };
 use zt_agent_common::{
     CGROUP_ALLOW, CGROUP_REJECT, EventKind, IDENTITY_NONE, PROTO_MASK_TCP, PROTO_MASK_UDP,
-    PROTO_OTHER, PROTO_TCP, PROTO_UDP, SKB_DROP, SKB_PASS, SockIdentity, Verdict,
+    PROTO_OTHER, PROTO_TCP, PROTO_UDP, SKB_DROP, SKB_PASS, Verdict,
 };
 
 use super::dns::{dns_port, is_loopback};
@@ -28,7 +27,7 @@ use crate::kernel::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM, current_tgid,
     task_identity,
 };
-use crate::maps::{ZT_SOCK_ID, sock_id_map};
+use crate::maps::{ZT_SOCK_ID, skb_sock_identity};
 use crate::verdict::{
     ALLOW, Judgement, judge_bind, judge_in_v4, judge_in_v6, judge_v4, judge_v6, worst,
 };
@@ -246,17 +245,9 @@ fn try_skb_ingress(ctx: &SkBuffContext) -> i32 {
         // Established, connecting, closing: nothing new comes in on these.
         _ => return SKB_PASS,
     };
-    // SAFETY: helper calls on the skb's socket; both accept and check it.
-    let full = unsafe { bpf_sk_fullsock(sk) };
-    if full.is_null() {
+    let Some((full, s)) = skb_sock_identity(sk) else {
         return SKB_PASS;
-    }
-    let p = unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
-    if p.is_null() {
-        return SKB_PASS;
-    }
-    // SAFETY: non-null storage pointer, copied once.
-    let s = unsafe { *(p as *const SockIdentity) };
+    };
     if s.identity == IDENTITY_NONE {
         return SKB_PASS;
     }

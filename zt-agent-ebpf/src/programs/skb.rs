@@ -6,20 +6,14 @@
 //! what an identity sends there past its budget.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::__sk_buff,
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
-    macros::cgroup_skb,
-    programs::SkBuffContext,
+    EbpfContext as _, bindings::__sk_buff, macros::cgroup_skb, programs::SkBuffContext,
 };
-use zt_agent_common::{
-    EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SKB_DROP, SKB_PASS, SockIdentity, Verdict,
-};
+use zt_agent_common::{EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SKB_DROP, SKB_PASS, Verdict};
 
 use super::dns::{note_dns_client_v4, note_dns_client_v6};
 use crate::events::{count_verdict, emit};
 use crate::kernel::{AF_INET, AF_INET6};
-use crate::maps::sock_id_map;
+use crate::maps::skb_sock_identity;
 use crate::verdict::mode_judgement;
 
 const ETH_P_IP_BE: u32 = 0x0008; // htons(0x0800) as the __sk_buff sees it
@@ -74,24 +68,10 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         return SKB_PASS;
     }
     // SAFETY: reading the socket pointer of this skb.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
+    let Some((_, s)) = skb_sock_identity(unsafe { (*skb).__bindgen_anon_2.sk }) else {
         return SKB_PASS;
-    }
-    // SAFETY: helper calls on the skb's socket; both accept and check it.
-    let full = unsafe { bpf_sk_fullsock(sk) };
-    if full.is_null() {
-        return SKB_PASS;
-    }
-    let p = unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
-    if p.is_null() {
-        return SKB_PASS;
-    }
-    // SAFETY: non-null storage pointer.
-    let (id, dns_id) = unsafe {
-        let s = &*(p as *const SockIdentity);
-        (s.identity, s.dns_identity)
     };
+    let (id, dns_id) = (s.identity, s.dns_identity);
     if dns_id != IDENTITY_NONE {
         // A socket that talks to the resolver: its packets must be the plain ones the
         // resolver's client record was made from, audit mode or not.
