@@ -7,9 +7,10 @@
 //!
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
-//! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
-//! `maps` (the pinned maps, read and written directly),
-//! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
+//! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
+//! resolver), `fs` (test files), `maps` (the pinned maps and links, read and changed
+//! directly), `probe` (the binaries under test, zt-probe's exit codes), `host` (root,
+//! cgroup2).
 
 pub mod cgroup;
 pub mod daemon;
@@ -26,7 +27,7 @@ pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
 pub use host::{cgroup2_root, require_root};
-pub use net::{TcpServer, UdpServer, Veth, free_port, send_udp};
+pub use net::{Peer, TcpServer, UdpServer, Veth, free_port, send_udp};
 pub use policy::{Identity, InRule, Policy, Rule, Selector};
 pub use probe::{
     Background, DENIED, KILLED, OK, TIMEOUT, agent_bin, code_and_output, probe_bin, reported,

@@ -13,7 +13,7 @@ use crate::tamper::{Guard, What};
 /// How often the guard looks.
 const EVERY: Duration = Duration::from_millis(500);
 
-pub async fn run(mut guard: Guard, bus: Bus, metrics: TamperMetrics) {
+pub async fn run(guard: &mut Guard, bus: &Bus, metrics: &TamperMetrics) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {

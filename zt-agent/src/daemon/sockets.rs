@@ -1,31 +1,17 @@
-//! Sockets a task held when an exec enrolled it (by an `exe` or uid/gid selector): a
-//! bus subscriber that, on each such exec event, has the enforcer record the task's
-//! identity for them. Socket activation hands a service its listeners this way.
-
-use std::sync::Arc;
+//! Sockets a task held when an exec enrolled it (by an `exe` or uid/gid selector): for
+//! each such task the event pump reports, the enforcer records the task's identity for
+//! them. Socket activation hands a service its listeners this way.
 
 use tokio::sync::mpsc;
-use zt_agent_common::{ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind};
 
 use super::enforcer::Enforcer;
-use crate::bus::{self, Body};
 
-pub async fn run(mut events: mpsc::Receiver<Arc<bus::Event>>, enforcer: Enforcer) {
-    while let Some(ev) = events.recv().await {
-        let Body::Kernel(k) = &ev.body else {
-            continue;
-        };
-        let enrolled_now = k.kind == EventKind::Exec
-            && matches!(
-                k.raw.detail,
-                ENROLL_EXE | ENROLL_PRINCIPAL | ENROLL_QUARANTINE
-            );
-        if enrolled_now
-            && enforcer
-                .tag_sockets(k.raw.tgid, k.raw.identity)
-                .await
-                .is_err()
-        {
+/// Tasks an exec enrolled, as (tgid, identity), that the adopter may have waiting.
+pub const BACKLOG: usize = 4096;
+
+pub async fn run(enrolled: &mut mpsc::Receiver<(u32, u32)>, enforcer: &Enforcer) {
+    while let Some((tgid, identity)) = enrolled.recv().await {
+        if enforcer.tag_sockets(tgid, identity).await.is_err() {
             return;
         }
     }

@@ -2,7 +2,6 @@
 //! files the policy names and let the resolver drop what lapsed; every few seconds,
 //! sweep the task table of exited processes; on SIGHUP, reload at once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::Signal;
@@ -13,7 +12,7 @@ use crate::dns::server::Resolver;
 /// Ticks between two sweeps of the task table.
 const SWEEP_EVERY: u32 = 5;
 
-pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: Signal) {
+pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n = 0u32;
     loop {
@@ -21,7 +20,10 @@ pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: S
             _ = hup.recv() => reconciler.reload(true).await,
             _ = tick.tick() => {
                 reconciler.reload(false).await;
-                reconciler.sync_cgroups(false).await;
+                // With prune: an entry made for a cgroup removed meanwhile (a launch
+                // cgroup whose `run` ended during the walk) is gone a second later.
+                // Launch cgroups made after the walk are marked, and left alone.
+                reconciler.sync_cgroups(true).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
                 n = n.wrapping_add(1);
