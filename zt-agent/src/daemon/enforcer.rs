@@ -363,9 +363,15 @@ impl State {
         })
     }
 
-    /// Whether an entry still names the thread group that holds its pid, alive.
+    /// Whether an entry still names the thread group that holds its pid, alive. An
+    /// entry without a start time (the kernel could not read it) is taken for whatever
+    /// lives at its pid: a wrong removal would leave a task unjudged.
     fn is_current(&self, tgid: u32, t: &TaskIdentity) -> bool {
-        zt_agent_host::proc::live_start_ticks(tgid) == Some(t.start_ns / self.tick_ns)
+        match zt_agent_host::proc::live_start_ticks(tgid) {
+            Some(_) if t.start_ns == 0 => true,
+            Some(ticks) => ticks == t.start_ns / self.tick_ns,
+            None => false,
+        }
     }
 
     fn enroll(&mut self, (tgid, identity, how): Enrollment) -> Result<bool, MapError> {
