@@ -10,7 +10,7 @@
 //! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
 //! resolver), `fs` (test files), `maps` (the pinned maps and links, read and changed
 //! directly), `probe` (the binaries under test, zt-probe's exit codes), `host` (root,
-//! cgroup2).
+//! cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
 pub mod daemon;
@@ -26,7 +26,7 @@ pub use cgroup::{Cgroup, remove_cgroup_tree};
 pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
-pub use host::{cgroup2_root, require_root};
+pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
 pub use net::{Peer, TcpServer, UdpServer, Veth, free_port, send_udp};
 pub use policy::{Identity, InRule, Policy, Rule, Selector};
 pub use probe::{

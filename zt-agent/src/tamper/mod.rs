@@ -142,12 +142,9 @@ impl Guard {
         for dir in ["links", "maps"] {
             let d = self.pins.root.join(dir);
             if !d.is_dir() {
-                // A whole directory removed: put it back, as private as at start.
-                let _ = std::fs::create_dir_all(&d);
-                let _ = std::fs::set_permissions(
-                    &d,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                );
+                // A whole directory removed: put it back, as private as at start (a
+                // directory someone else made there first is refused, not trusted).
+                let _ = crate::sys::fs::Dir::create_new(&d, 0o700);
             }
         }
         for i in 0..self.links.len() {
