@@ -8,14 +8,16 @@
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
 //! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
-//! resolver), `fs` (test files), `probe` (the binaries under test, zt-probe's exit
-//! codes), `host` (root, cgroup2, the unprivileged user tests attack as).
+//! resolver), `fs` (test files), `maps` (the pinned maps and links, read and changed
+//! directly), `probe` (the binaries under test, zt-probe's exit codes), `host` (root,
+//! cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod fs;
 pub mod host;
+pub mod maps;
 pub mod net;
 pub mod policy;
 pub mod probe;
@@ -25,8 +27,9 @@ pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
 pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
-pub use net::{Peer, TcpServer, UdpServer, Veth};
-pub use policy::{Identity, Policy, Rule, Selector};
+pub use net::{Peer, TcpServer, UdpServer, Veth, free_port, send_udp};
+pub use policy::{Identity, InRule, Policy, Rule, Selector};
 pub use probe::{
-    DENIED, KILLED, OK, agent_bin, code_and_output, probe_bin, run_file, run_probe_unenrolled,
+    Background, DENIED, KILLED, OK, TIMEOUT, agent_bin, code_and_output, probe_bin, reported,
+    run_file, run_probe_unenrolled, spawn_probe_unenrolled,
 };

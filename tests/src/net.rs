@@ -220,3 +220,27 @@ impl Drop for Peer {
         self.remove();
     }
 }
+
+/// A TCP and UDP port free on 127.0.0.1 and ::1 just now, for a listener a workload
+/// opens later (policies name it before it exists).
+#[must_use]
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = l.local_addr().expect("addr").port();
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+}
+
+/// Send `n` datagrams to `to` from a socket bound to `from` (port 0).
+pub fn send_udp(from: &str, to: std::net::SocketAddr, n: usize) {
+    let s = UdpSocket::bind((from, 0)).expect("bind udp sender");
+    for _ in 0..n {
+        s.send_to(b"datagram", to).expect("send_to");
+    }
+}

@@ -1,12 +1,13 @@
 //! Policies for the tests, built with types rather than indented strings:
 //!
 //! ```
-//! use zt_agent_tests::policy::{Identity, Rule, Selector};
+//! use zt_agent_tests::policy::{Identity, InRule, Rule, Selector};
 //! let policy = Identity::new("coder")
 //!     .audit()
 //!     .selector(Selector::uid(1001))
 //!     .exec_allow(["/usr/bin/git"])
 //!     .egress(Rule::to(["10.0.0.0/8", "api.example.com"]).ports([443]).tcp())
+//!     .ingress(InRule::from(["10.0.0.0/8"]).ports([8080]).tcp())
 //!     .and(Identity::new("other").egress(Rule::to(["127.0.0.1"]).port_range(8000, 8100)));
 //! assert!(policy.to_string().contains("---\n"));
 //! ```
@@ -29,6 +30,7 @@ pub struct Identity {
     /// `None`: exec not restricted; `Some(vec![])`: no exec at all.
     exec_allow: Option<Vec<ExecEntry>>,
     egress: Vec<Rule>,
+    ingress: Vec<InRule>,
 }
 
 impl Identity {
@@ -41,6 +43,7 @@ impl Identity {
             selectors: Vec::new(),
             exec_allow: None,
             egress: Vec::new(),
+            ingress: Vec::new(),
         }
     }
 
@@ -84,6 +87,13 @@ impl Identity {
     #[must_use]
     pub fn egress(mut self, rule: Rule) -> Self {
         self.egress.push(rule);
+        self
+    }
+
+    /// An ingress rule: who may connect or send to which of the identity's ports.
+    #[must_use]
+    pub fn ingress(mut self, rule: InRule) -> Self {
+        self.ingress.push(rule);
         self
     }
 
@@ -133,6 +143,12 @@ impl Display for Identity {
         } else {
             writeln!(f, "  egress:")?;
             for r in &self.egress {
+                write!(f, "{r}")?;
+            }
+        }
+        if !self.ingress.is_empty() {
+            writeln!(f, "  ingress:")?;
+            for r in &self.ingress {
                 write!(f, "{r}")?;
             }
         }
@@ -234,6 +250,53 @@ impl Display for Rule {
             writeln!(f, "      ports: [{}]", self.ports.join(", "))?;
         }
         if let Some(p) = self.protocol {
+            writeln!(f, "      protocol: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One ingress rule: peers (addresses, CIDRs), the identity's own ports and protocol.
+#[derive(Clone, Debug)]
+pub struct InRule(Rule);
+
+impl InRule {
+    /// A rule for these peers, on every port and protocol until narrowed.
+    #[must_use]
+    pub fn from<S: Into<String>>(peers: impl IntoIterator<Item = S>) -> Self {
+        Self(Rule::to(peers))
+    }
+
+    #[must_use]
+    pub fn ports(self, ports: impl IntoIterator<Item = u16>) -> Self {
+        Self(self.0.ports(ports))
+    }
+
+    #[must_use]
+    pub fn port_range(self, lo: u16, hi: u16) -> Self {
+        Self(self.0.port_range(lo, hi))
+    }
+
+    #[must_use]
+    pub fn tcp(self) -> Self {
+        Self(self.0.tcp())
+    }
+
+    #[must_use]
+    pub fn udp(self) -> Self {
+        Self(self.0.udp())
+    }
+}
+
+impl Display for InRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.0;
+        let from: Vec<String> = r.to.iter().map(|t| quoted(t)).collect();
+        writeln!(f, "    - from: [{}]", from.join(", "))?;
+        if !r.ports.is_empty() {
+            writeln!(f, "      ports: [{}]", r.ports.join(", "))?;
+        }
+        if let Some(p) = r.protocol {
             writeln!(f, "      protocol: {p}")?;
         }
         Ok(())

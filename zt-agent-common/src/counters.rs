@@ -42,8 +42,10 @@ pub mod errors {
             TasksFull = 1 => "tasks_full",
             /// Socket-local storage could not be created.
             SkStorage = 2 => "sk_storage",
-            /// A disallowed exec's SIGKILL could not be sent.
+            /// A SIGKILL (a disallowed exec, a fork past the task share) could not be sent.
             KillFailed = 3 => "kill_failed",
+            /// A packet to the resolver was dropped: its identity sent past its budget.
+            DnsBudget = 4 => "dns_budget",
         }
     }
 
@@ -51,6 +53,7 @@ pub mod errors {
     pub const TASKS_FULL: u32 = ErrorSlot::TasksFull as u32;
     pub const SK_STORAGE: u32 = ErrorSlot::SkStorage as u32;
     pub const KILL_FAILED: u32 = ErrorSlot::KillFailed as u32;
+    pub const DNS_BUDGET: u32 = ErrorSlot::DnsBudget as u32;
     pub const COUNT: u32 = ErrorSlot::ALL.len() as u32;
     /// The `reason` label of each slot.
     pub const NAMES: [&str; COUNT as usize] = {

@@ -38,6 +38,27 @@ const _: () = assert!(core::mem::size_of::<DnsClientKey>() == 20);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DnsClientKey {}
 
+/// Packets one identity may send to the resolver per CPU in one window of
+/// [`DNS_CLIENT_WINDOW_NS`]; past it the packet guard drops them. Each packet writes
+/// the client table, an LRU all identities share: the budget keeps one identity from
+/// pushing another's entries out before the resolver has read their queries.
+pub const DNS_CLIENT_BUDGET: u64 = 512;
+pub const DNS_CLIENT_WINDOW_NS: u64 = 100_000_000;
+
+/// One identity's use of a budget on one CPU: the window it counts in and how much
+/// of it was used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Boot-clock nanoseconds divided by the window length.
+    pub window: u64,
+    pub used: u64,
+}
+const _: () = assert!(core::mem::size_of::<Budget>() == 16);
+// SAFETY: repr(C), two u64, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Budget {}
+
 /// Value of the resolver's client table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

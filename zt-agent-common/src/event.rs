@@ -25,6 +25,13 @@ wire_enum! {
         /// A task executed a new program: an enrolled one, or one that took an identity by
         /// it (detail: how, an `ENROLL_*` value, or 0 when it was enrolled before).
         Exec = 6 => "exec",
+        /// An enrolled socket bound to a port no ingress rule of its identity opens
+        /// (port: the port, protocol: TCP or UDP).
+        Bind = 7 => "bind",
+        /// A connection attempt or datagram reached an enrolled socket from a peer no
+        /// ingress rule allows (addr: the peer; port: the local port; detail: the
+        /// peer's port; no task: the packet is judged on arrival).
+        Inbound = 8 => "inbound",
     }
 }
 
@@ -84,11 +91,12 @@ pub struct Event {
     pub tgid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Kind-specific detail: socket type for SockCreate, option name for Setsockopt.
+    /// Kind-specific detail: socket type for SockCreate, option name for Setsockopt,
+    /// the peer's port for Inbound.
     pub detail: u32,
     /// `AF_INET` or `AF_INET6` of the destination as judged (v4-mapped becomes `AF_INET`).
     pub family: u16,
-    /// Destination port, host byte order.
+    /// Destination port, host byte order (the local port for Bind and Inbound).
     pub port: u16,
     /// An [`EventKind`].
     pub kind: u8,
@@ -99,7 +107,7 @@ pub struct Event {
     /// IP protocol number (6 TCP, 17 UDP), or the socket option level.
     pub protocol: u8,
     pub _pad: [u8; 4],
-    /// Destination address: 4 bytes for IPv4, 16 for IPv6.
+    /// Destination address (the peer's for Inbound): 4 bytes for IPv4, 16 for IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; 16],
     /// Exec events: the tgids of the parent, grandparent, ... (0 past the first task).

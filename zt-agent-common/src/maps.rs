@@ -1,7 +1,7 @@
 //! Map names and capacities. The layouts of keys and values live with their feature.
 
-/// Capacity of each per-family policy trie (one entry per distinct prefix per identity,
-/// plus one root entry per identity).
+/// Capacity of each per-family policy trie, egress and ingress alike (one entry per
+/// distinct prefix per identity, plus one root entry per identity).
 pub const POLICY_TRIE_CAPACITY: u32 = 1 << 18;
 /// Capacity of the enrolled thread-group table.
 pub const TASKS_CAPACITY: u32 = 1 << 16;
@@ -17,8 +17,10 @@ pub const PRINCIPALS_CAPACITY: u32 = 4096;
 pub const EXEC_ALLOW_CAPACITY: u32 = 1 << 14;
 /// Capacity of the table of unenrolled tasks' egress destinations (LRU).
 pub const SHADOW_CAPACITY: u32 = 1 << 14;
-/// Capacity of the resolver's client table (an LRU: the oldest ports drop out).
-pub const DNS_CLIENTS_CAPACITY: u32 = 1 << 14;
+/// Capacity of the resolver's client table (an LRU: the oldest ports drop out). With
+/// [`crate::DNS_CLIENT_BUDGET`] per identity, an entry outlives the time the resolver
+/// takes to read its query by far, however hard one identity sends.
+pub const DNS_CLIENTS_CAPACITY: u32 = 1 << 16;
 /// Capacity of the learned-address table, all identities together.
 pub const DNS_ALLOW_CAPACITY: u32 = 1 << 16;
 
@@ -41,7 +43,15 @@ pub mod map_names {
     pub const DNS_CONFIG: &str = "ZT_DNS_CONFIG";
     pub const DNS_CLIENTS: &str = "ZT_DNS_CLIENTS";
     pub const DNS_ALLOW: &str = "ZT_DNS_ALLOW";
-    pub const ALL: [&str; 17] = [
+    pub const TASK_COUNT: &str = "ZT_TASK_COUNT";
+    pub const TASK_SHARE: &str = "ZT_TASK_SHARE";
+    pub const TASK_REFUSED: &str = "ZT_TASK_REFUSED";
+    pub const INGRESS_V4: &str = "ZT_IN_V4";
+    pub const INGRESS_V6: &str = "ZT_IN_V6";
+    pub const INGRESS_PORTS: &str = "ZT_IN_PORTS";
+    pub const INGRESS_VERDICTS: &str = "ZT_IN_VERDICTS";
+    pub const DNS_BUDGET: &str = "ZT_DNS_BUDGET";
+    pub const ALL: [&str; 25] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -59,5 +69,13 @@ pub mod map_names {
         DNS_CONFIG,
         DNS_CLIENTS,
         DNS_ALLOW,
+        TASK_COUNT,
+        TASK_SHARE,
+        TASK_REFUSED,
+        INGRESS_V4,
+        INGRESS_V6,
+        INGRESS_PORTS,
+        INGRESS_VERDICTS,
+        DNS_BUDGET,
     ];
 }

@@ -16,6 +16,11 @@ pub mod program_names {
     /// BPF LSM exec guard, used where the kernel loads it (EPERM before the exec).
     pub const EXEC_LSM: &str = "zt_exec_lsm";
     pub const SKB_EGRESS: &str = "zt_skb_egress";
+    /// Inbound connections and datagrams of enrolled sockets.
+    pub const SKB_INGRESS: &str = "zt_skb_ingress";
+    /// Binds of enrolled sockets to a port.
+    pub const BIND4: &str = "zt_bind4";
+    pub const BIND6: &str = "zt_bind6";
     /// Report DNS replies from the agent's resolver as coming from where the task sent.
     pub const RECVMSG4: &str = "zt_recvmsg4";
     pub const RECVMSG6: &str = "zt_recvmsg6";
@@ -34,6 +39,8 @@ pub enum SockAddrHook {
     Recvmsg6,
     Getpeername4,
     Getpeername6,
+    Bind4,
+    Bind6,
 }
 
 impl SockAddrHook {
@@ -49,6 +56,8 @@ impl SockAddrHook {
             Self::Recvmsg6 => "recvmsg6",
             Self::Getpeername4 => "getpeername4",
             Self::Getpeername6 => "getpeername6",
+            Self::Bind4 => "bind4",
+            Self::Bind6 => "bind6",
         }
     }
 }
@@ -65,6 +74,8 @@ pub enum ProgramKind {
     CgroupSockopt,
     /// cgroup skb, on egress.
     CgroupSkbEgress,
+    /// cgroup skb, on ingress (every packet delivered to a socket of the host).
+    CgroupSkbIngress,
     /// BTF raw tracepoint (tp_btf) on this tracepoint.
     TpBtf(&'static str),
     /// BPF LSM program on this hook. Optional: used where the kernel loads it.
@@ -77,7 +88,7 @@ impl ProgramKind {
     pub const fn section_prefix(self) -> &'static str {
         match self {
             Self::CgroupSockAddr(_) | Self::CgroupSock | Self::CgroupSockopt => "cgroup",
-            Self::CgroupSkbEgress => "cgroup_skb",
+            Self::CgroupSkbEgress | Self::CgroupSkbIngress => "cgroup_skb",
             Self::TpBtf(_) => "tp_btf",
             Self::Lsm(_) => "lsm",
         }
@@ -91,8 +102,39 @@ impl ProgramKind {
             Self::CgroupSock => "sock_create",
             Self::CgroupSockopt => "setsockopt",
             Self::CgroupSkbEgress => "egress",
+            Self::CgroupSkbIngress => "ingress",
             Self::TpBtf(point) | Self::Lsm(point) => point,
         }
+    }
+
+    /// The kernel's `enum bpf_attach_type` value a link of the program is made with.
+    #[must_use]
+    pub const fn attach_type(self) -> u32 {
+        use SockAddrHook as H;
+        match self {
+            Self::CgroupSkbIngress => 0,
+            Self::CgroupSkbEgress => 1,
+            Self::CgroupSock => 2,
+            Self::CgroupSockAddr(H::Bind4) => 8,
+            Self::CgroupSockAddr(H::Bind6) => 9,
+            Self::CgroupSockAddr(H::Connect4) => 10,
+            Self::CgroupSockAddr(H::Connect6) => 11,
+            Self::CgroupSockAddr(H::Sendmsg4) => 14,
+            Self::CgroupSockAddr(H::Sendmsg6) => 15,
+            Self::CgroupSockAddr(H::Recvmsg4) => 19,
+            Self::CgroupSockAddr(H::Recvmsg6) => 20,
+            Self::CgroupSockopt => 22,
+            Self::TpBtf(_) => 23,
+            Self::Lsm(_) => 27,
+            Self::CgroupSockAddr(H::Getpeername4) => 29,
+            Self::CgroupSockAddr(H::Getpeername6) => 30,
+        }
+    }
+
+    /// Attached to the cgroup2 root (as opposed to a tracepoint or an LSM hook).
+    #[must_use]
+    pub const fn is_cgroup(self) -> bool {
+        !matches!(self, Self::TpBtf(_) | Self::Lsm(_))
     }
 
     /// Enforcement is complete without it (the BPF LSM exec guard: many kernels refuse
@@ -111,8 +153,10 @@ pub struct Program {
 }
 
 /// Every program of the object, in attach order.
-pub const PROGRAMS: [Program; 16] = {
-    use ProgramKind::{CgroupSkbEgress, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, TpBtf};
+pub const PROGRAMS: [Program; 19] = {
+    use ProgramKind::{
+        CgroupSkbEgress, CgroupSkbIngress, CgroupSock, CgroupSockAddr, CgroupSockopt, Lsm, TpBtf,
+    };
     use SockAddrHook as H;
     use program_names as n;
     const fn p(name: &'static str, kind: ProgramKind) -> Program {
@@ -120,6 +164,10 @@ pub const PROGRAMS: [Program; 16] = {
     }
     [
         p(n::SKB_EGRESS, CgroupSkbEgress),
+        // Inbound before binds: a listener never accepts before its packets are judged.
+        p(n::SKB_INGRESS, CgroupSkbIngress),
+        p(n::BIND4, CgroupSockAddr(H::Bind4)),
+        p(n::BIND6, CgroupSockAddr(H::Bind6)),
         // Reply rewriting before redirection, so no redirected query's answer is seen
         // with the resolver's address.
         p(n::RECVMSG4, CgroupSockAddr(H::Recvmsg4)),

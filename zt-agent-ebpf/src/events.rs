@@ -1,9 +1,13 @@
 //! Counters and ring buffer events. Hot paths count; only non-allow verdicts and
 //! execs emit an event.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        generated::bpf_skb_cgroup_id,
+    },
 };
 use zt_agent_common::{
     EVENT_ANCESTORS, Event, EventKind, FileKey, FileStamp, IDENTITY_NONE, MAX_IDENTITIES, Verdict,
@@ -13,7 +17,7 @@ use zt_agent_common::{
 use crate::kernel::{
     BPRM_FILENAME_OFFSET, TASK_REAL_PARENT_OFFSET, TASK_TGID_OFFSET, offset, read_at,
 };
-use crate::maps::{ZT_ERRORS, ZT_EVENTS, ZT_EXEC_VERDICTS, ZT_VERDICTS};
+use crate::maps::{ZT_ERRORS, ZT_EVENTS, ZT_EXEC_VERDICTS, ZT_IN_VERDICTS, ZT_VERDICTS};
 use crate::verdict::Judgement;
 
 #[inline(always)]
@@ -22,6 +26,18 @@ pub(crate) fn count_verdict(identity: u32, verdict: Verdict, proto: u8) {
         return;
     }
     if let Some(p) = ZT_VERDICTS.get_ptr_mut(verdict_index(identity, verdict as u8, proto)) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Binds and inbound connection attempts and datagrams, as `count_verdict`.
+#[inline(always)]
+pub(crate) fn count_ingress(identity: u32, verdict: Verdict, proto: u8) {
+    if identity >= MAX_IDENTITIES {
+        return;
+    }
+    if let Some(p) = ZT_IN_VERDICTS.get_ptr_mut(verdict_index(identity, verdict as u8, proto)) {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe { *p += 1 };
     }
@@ -72,6 +88,54 @@ pub(crate) fn emit(
         (*ev).port = port;
         (*ev).protocol = protocol;
         (*ev).addr = *addr;
+        (*ev).ancestors = [0; EVENT_ANCESTORS];
+        (*ev).file = FileKey::default();
+        (*ev).file_stamp = FileStamp::default();
+        (*ev).path[0] = 0;
+    }
+    entry.submit(0);
+}
+
+/// An inbound event: judged when the packet arrived, in no task's context, so it
+/// names the socket's identity and cgroup and no task.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_inbound(
+    skb: *mut __sk_buff,
+    j: &Judgement,
+    identity: u32,
+    family: u16,
+    peer: &[u8; 16],
+    local_port: u16,
+    peer_port: u16,
+    protocol: u8,
+) {
+    let Some(mut entry) = ZT_EVENTS.reserve(0) else {
+        count_error(errors::RINGBUF_FULL);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved record, which this program owns until
+    // submit; the helpers take the skb of this program run.
+    unsafe {
+        (*ev).ktime_ns = bpf_ktime_get_ns();
+        (*ev).cgroup_id = bpf_skb_cgroup_id(skb);
+        (*ev).identity = identity;
+        (*ev).sock_identity = identity;
+        (*ev).pid = 0;
+        (*ev).tgid = 0;
+        (*ev).uid = 0;
+        (*ev).gid = 0;
+        (*ev).detail = u32::from(peer_port);
+        (*ev).family = family;
+        (*ev).port = local_port;
+        (*ev).kind = EventKind::Inbound as u8;
+        (*ev).verdict = j.verdict as u8;
+        (*ev).reason = j.reason as u8;
+        (*ev).protocol = protocol;
+        (*ev)._pad = [0; 4];
+        (*ev).addr = *peer;
+        (*ev).comm = [0; 16];
         (*ev).ancestors = [0; EVENT_ANCESTORS];
         (*ev).file = FileKey::default();
         (*ev).file_stamp = FileStamp::default();

@@ -6,6 +6,8 @@
 //! lookup, one socket-storage lookup and one record of where they went, and pass.
 #![no_std]
 #![no_main]
+// Inline assembly for the one atomic add the task counts need.
+#![feature(asm_experimental_arch)]
 
 /// Counters and ring buffer events.
 mod events;
@@ -13,6 +15,8 @@ mod events;
 mod kernel;
 /// Every map of the object.
 mod maps;
+/// The task table's entries and each identity's share of it.
+mod tasks;
 /// Policy lookups: the verdict for one identity and destination.
 mod verdict;
 /// The entry points, one file per family, each with its logic.
@@ -21,6 +25,8 @@ mod programs {
     mod dns;
     /// exec: identity by binary and user, and the exec allowlist.
     mod exec;
+    /// bind, and inbound packets: what enrolled sockets may listen on, and who reaches them.
+    mod ingress;
     /// Egress packets: routing options that no socket hook sees.
     mod skb;
     /// sock_create, setsockopt: which sockets and options enrolled tasks get.

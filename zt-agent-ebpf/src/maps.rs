@@ -5,12 +5,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use zt_agent_common::{
-    CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
+    Budget, CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
     DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
     EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
     IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
     PolicyValue, Principal, PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity,
-    TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS, errors,
+    TASKS_CAPACITY, TaskIdentity, TaskShare, VERDICT_SLOTS, errors,
 };
 
 #[btf_map]
@@ -22,17 +22,15 @@ pub(crate) static ZT_CGROUPS: HashMap<u64, u32, { CGROUPS_CAPACITY as usize }> =
 
 /// Outer arrays of one slot each: userspace builds a whole new trie and swaps it in,
 /// so a verdict sees either the old policy or the new one.
-#[btf_map]
-pub(crate) static ZT_POLICY_V4: ArrayOfMaps<
-    LpmTrie<KeyV4, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
-    1,
-> = ArrayOfMaps::new();
+/// A per-family policy trie behind its one-slot outer array.
+pub(crate) type Tries<K> =
+    ArrayOfMaps<LpmTrie<K, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>, 1>;
 
 #[btf_map]
-pub(crate) static ZT_POLICY_V6: ArrayOfMaps<
-    LpmTrie<KeyV6, PolicyValue, { POLICY_TRIE_CAPACITY as usize }>,
-    1,
-> = ArrayOfMaps::new();
+pub(crate) static ZT_POLICY_V4: Tries<KeyV4> = ArrayOfMaps::new();
+
+#[btf_map]
+pub(crate) static ZT_POLICY_V6: Tries<KeyV6> = ArrayOfMaps::new();
 
 #[btf_map]
 pub(crate) static ZT_SOCK_ID: SkStorage<SockIdentity> = SkStorage::new();
@@ -96,8 +94,73 @@ pub(crate) static ZT_DNS_ALLOW: HashMap<
     { DNS_ALLOW_CAPACITY as usize },
 > = HashMap::new();
 
+/// Entries the kernel added to the task table per identity, less those it removed;
+/// changed only with atomic adds.
+#[btf_map]
+pub(crate) static ZT_TASK_COUNT: Array<u64, { MAX_IDENTITIES as usize }> = Array::new();
+
+/// Each identity's share of the task table and the entries the daemon added; written
+/// by the daemon only.
+#[btf_map]
+pub(crate) static ZT_TASK_SHARE: Array<TaskShare, { MAX_IDENTITIES as usize }> = Array::new();
+
+/// Forks and enrollments refused because the identity held its whole share.
+#[btf_map]
+pub(crate) static ZT_TASK_REFUSED: PerCpuArray<u64, { MAX_IDENTITIES as usize }> =
+    PerCpuArray::new();
+
+/// Ingress tries: (identity, peer address) -> the local ports open to that peer.
+/// Swapped whole, as the egress tries are.
+#[btf_map]
+pub(crate) static ZT_IN_V4: Tries<KeyV4> = ArrayOfMaps::new();
+
+#[btf_map]
+pub(crate) static ZT_IN_V6: Tries<KeyV6> = ArrayOfMaps::new();
+
+/// The ports each identity may bind: the union of its ingress rules' ports, with its
+/// flags (no `IDENTITY_FLAG_IN_POLICY`: not in the policy).
+#[btf_map]
+pub(crate) static ZT_IN_PORTS: Array<PolicyValue, { MAX_IDENTITIES as usize }> = Array::new();
+
+#[btf_map]
+pub(crate) static ZT_IN_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+/// Per identity and CPU: packets sent to the resolver in the current window.
+#[btf_map]
+pub(crate) static ZT_DNS_BUDGET: PerCpuArray<Budget, { MAX_IDENTITIES as usize }> =
+    PerCpuArray::new();
+
 /// The socket-storage map as a helper argument: a BTF map is addressed by its static.
 #[inline(always)]
 pub(crate) fn sock_id_map() -> *mut core::ffi::c_void {
     core::ptr::from_ref(&ZT_SOCK_ID).cast_mut().cast()
+}
+
+/// The full socket behind an skb's socket pointer, and what its storage records; `None`
+/// for no socket, a request or time-wait socket, or a socket with no storage.
+#[inline(always)]
+pub(crate) fn skb_sock_identity(
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+) -> Option<(*mut aya_ebpf::bindings::bpf_sock, SockIdentity)> {
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: helper calls on the skb's socket; both accept and check it.
+    let full = unsafe { aya_ebpf::helpers::generated::bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    let p = unsafe {
+        aya_ebpf::helpers::generated::bpf_sk_storage_get(
+            sock_id_map(),
+            full.cast(),
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null storage pointer, copied once.
+    Some((full, unsafe { *(p as *const SockIdentity) }))
 }

@@ -1,13 +1,17 @@
 //! Policy lookups: the judgement of one identity for one destination, from the
-//! policy tries and the addresses DNS answers installed.
+//! policy tries and the addresses DNS answers installed; for one peer, from the
+//! ingress tries; for one port to bind.
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use zt_agent_common::{
-    DnsAllowKey, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, PolicyValue, Reason, Verdict,
+    DnsAllowKey, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS, KeyV4, KeyV6,
+    PolicyValue, Reason, Verdict,
 };
 
 use crate::kernel::{AF_INET, AF_INET6};
-use crate::maps::{ZT_DNS_ALLOW, ZT_POLICY_V4, ZT_POLICY_V6};
+use crate::maps::{
+    Tries, ZT_DNS_ALLOW, ZT_IN_PORTS, ZT_IN_V4, ZT_IN_V6, ZT_POLICY_V4, ZT_POLICY_V6,
+};
 
 /// Result of judging one identity.
 #[derive(Clone, Copy)]
@@ -49,13 +53,29 @@ fn judge_value(v: Option<*mut PolicyValue>, port: u16, proto_mask: u8) -> Judgem
     }
 }
 
+/// The judgement of `tries` for one identity and IPv4 address.
 #[inline(always)]
-pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) -> Judgement {
+fn trie_v4(tries: &Tries<KeyV4>, identity: u32, addr: [u8; 4], port: u16, mask: u8) -> Judgement {
     let key = Key {
         prefix_len: IDENTITY_KEY_BITS + 32,
         data: zt_agent_common::key_v4(identity, addr),
     };
-    let j = judge_value(ZT_POLICY_V4.get_value_ptr_mut(0, &key), port, proto_mask);
+    judge_value(tries.get_value_ptr_mut(0, &key), port, mask)
+}
+
+#[inline(always)]
+fn trie_v6(tries: &Tries<KeyV6>, identity: u32, addr: [u8; 16], port: u16, mask: u8) -> Judgement {
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 128,
+        data: zt_agent_common::key_v6(identity, addr),
+    };
+    judge_value(tries.get_value_ptr_mut(0, &key), port, mask)
+}
+
+/// Egress: may `identity` reach this IPv4 destination.
+#[inline(always)]
+pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) -> Judgement {
+    let j = trie_v4(&ZT_POLICY_V4, identity, addr, port, proto_mask);
     let mut a = [0u8; 16];
     a[0] = addr[0];
     a[1] = addr[1];
@@ -66,12 +86,30 @@ pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) 
 
 #[inline(always)]
 pub(crate) fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8) -> Judgement {
-    let key = Key {
-        prefix_len: IDENTITY_KEY_BITS + 128,
-        data: zt_agent_common::key_v6(identity, addr),
-    };
-    let j = judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask);
+    let j = trie_v6(&ZT_POLICY_V6, identity, addr, port, proto_mask);
     dns_learned(j, identity, AF_INET6, addr, port, proto_mask)
+}
+
+/// Ingress: may this IPv4 peer reach `identity` on its local `port`.
+#[inline(always)]
+pub(crate) fn judge_in_v4(identity: u32, peer: [u8; 4], port: u16, proto_mask: u8) -> Judgement {
+    trie_v4(&ZT_IN_V4, identity, peer, port, proto_mask)
+}
+
+#[inline(always)]
+pub(crate) fn judge_in_v6(identity: u32, peer: [u8; 16], port: u16, proto_mask: u8) -> Judgement {
+    trie_v6(&ZT_IN_V6, identity, peer, port, proto_mask)
+}
+
+/// May `identity` bind `port` over the protocol bit `proto_mask`: some ingress rule
+/// opens it, to some peer.
+#[inline(always)]
+pub(crate) fn judge_bind(identity: u32, port: u16, proto_mask: u8) -> Judgement {
+    let v = ZT_IN_PORTS
+        .get_ptr_mut(identity)
+        // SAFETY: pointer from a successful lookup, read once.
+        .filter(|p| unsafe { (**p).flags } & IDENTITY_FLAG_IN_POLICY != 0);
+    judge_value(v, port, proto_mask)
 }
 
 /// No rule covers the destination: a DNS answer may have installed it for this

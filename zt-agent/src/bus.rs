@@ -1,4 +1,4 @@
-//! The in-process event bus: kernel, DNS and file events (next: grants, anomalies) as
+//! The in-process event bus: kernel, DNS, file and tamper events (next: grants, anomalies) as
 //! one typed enum, from their producers to every subscriber. Events become JSON only at
 //! the sink.
 //!
@@ -17,7 +17,7 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 use crate::events::limit::{Cause, Limits};
-use crate::events::{DnsEvent, FileEvent, KernelEvent};
+use crate::events::{DnsEvent, FileEvent, KernelEvent, TamperEvent};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -37,6 +37,8 @@ pub enum Body {
     Dns(Box<DnsEvent>),
     /// The daemon found a file the policy names missing, or failing its digest.
     File(FileEvent),
+    /// Enforcement was tampered with: a program detached, a pin removed.
+    Tamper(TamperEvent),
 }
 
 impl Event {

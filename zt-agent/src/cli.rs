@@ -93,6 +93,12 @@ pub struct DaemonArgs {
     /// Detach and remove everything zt-agent pinned, then exit.
     #[arg(long)]
     pub teardown: bool,
+    /// Most entries of the kernel's task table (65,536 thread groups) one identity may
+    /// hold; a fork past it fails for that identity alone. Lowered when every
+    /// identity's share would not fit the table side by side.
+    #[arg(long, default_value_t = zt_agent_common::DEFAULT_TASK_SHARE,
+          value_parser = clap::value_parser!(u64).range(1..=u64::from(zt_agent_common::TASKS_CAPACITY)))]
+    pub task_share: u64,
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
@@ -154,6 +160,12 @@ pub struct RunArgs {
     /// sudo. Root only when given explicitly as `--user root`.
     #[arg(long)]
     pub user: Option<String>,
+    /// Most tasks (processes and threads) CMD and its descendants may have at once
+    /// (the launch cgroup's pids.max; default 4096); 0 sets no limit. Needs the pids
+    /// controller in cgroup v2: without it the default is skipped silently, an explicit
+    /// value with a warning.
+    #[arg(long)]
+    pub pids_max: Option<u64>,
     /// Pass a variable to CMD: `NAME` with the caller's value, or `NAME=VALUE`
     /// (repeatable). CMD gets no other variable of the caller's but LANG and TERM;
     /// PATH is /usr/local/bin:/usr/bin:/bin unless given here.

@@ -100,6 +100,9 @@ impl RunError {
     }
 }
 
+/// The launch cgroup's pids.max unless `--pids-max` says otherwise.
+const DEFAULT_PIDS_MAX: u64 = 4096;
+
 /// The account CMD runs as: `--user`, else SUDO_UID, else the invoking user.
 fn target_account(args: &RunArgs) -> Result<user::Account, RunError> {
     let explicit = args.user.is_some();
@@ -196,6 +199,18 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
         ],
     )
     .map_err(RunError::LaunchCgroup)?;
+    // A fork bomb in the workload stops at its own cgroup's limit.
+    let pids_max = args.pids_max.unwrap_or(DEFAULT_PIDS_MAX);
+    if pids_max > 0 {
+        match cgroup::limit_pids(&cgroup_root, &dir, pids_max) {
+            Err(cgroup::PidsError::Unavailable { .. }) if args.pids_max.is_none() => {}
+            Err(e) => eprintln!(
+                "zt-agent run: no pids.max on {}: {e}; the identity's share of the kernel's task table still bounds it",
+                dir.display()
+            ),
+            Ok(()) => {}
+        }
+    }
     let cg_id = cgroup::cgroup_id(&dir)?;
     // The kernel enrolls whatever enters this cgroup (cgroup_attach_task), CMD first.
     cgroups
@@ -224,9 +239,23 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
             // privileges: CMD's first instruction already runs under its identity.
             std::fs::write(&procs, b"0")?;
             let tgid = libc::getpid() as u32;
-            tasks
-                .enroll(tgid, identity, ENROLL_RUN)
-                .map_err(std::io::Error::other)?;
+            // The kernel enrolled it on entry (or refused: past the identity's share of
+            // the task table it kills the task instead). Never another identity's task.
+            match tasks.get(tgid) {
+                Some(t) if t.identity == identity => tasks
+                    .set_how(tgid, ENROLL_RUN)
+                    .map_err(std::io::Error::other)?,
+                Some(_) => {
+                    return Err(std::io::Error::other(
+                        "the launcher runs under another identity; an identity never changes",
+                    ));
+                }
+                None => {
+                    return Err(std::io::Error::other(
+                        "the kernel did not enroll the workload (is the daemon running?)",
+                    ));
+                }
+            }
             // No controlling terminal: a workload must not push keystrokes into the
             // shell that started it (TIOCSTI). The launcher forwards signals instead.
             if libc::setsid() < 0 {
@@ -266,7 +295,7 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 // The exec guard stops disallowed execs with SIGKILL where BPF LSM is
                 // unavailable; say so rather than leave a bare 137.
                 eprintln!(
-                    "zt-agent run: {} was killed by SIGKILL; if identity `{}` restricts exec (spec.exec.allow), it exec'd a file that is not allowed (the exec event names it)",
+                    "zt-agent run: {} was killed by SIGKILL; if identity `{}` restricts exec (spec.exec.allow), it exec'd a file that is not allowed (the exec event names it); if the identity holds its whole share of the task table (zt_agent_task_share_refused_total), it could not be enrolled",
                     args.cmd[0], args.identity
                 );
             }

@@ -7,6 +7,10 @@
 //!   zt-bench [--cgroup DIR] latency PORT MS  connect loop for MS ms; the worst latency
 //!   zt-bench [--cgroup DIR] exec N           fork + exec /bin/true, waited for
 //!   zt-bench [--cgroup DIR] check PORT OTHER PORT connects, OTHER is refused
+//!   zt-bench [--cgroup DIR] serve PORT N     a listener that accepts N connections (plus
+//!                                            a warm-up) and resets each, on CPU 0
+//!   zt-bench dial PORT N                     connects to that listener, waits for the
+//!                                            reset: inbound connections per second
 //!   zt-bench dns ADDR:PORT NAME N THREADS    N A queries for NAME, THREADS closed loops
 //!                                            on connected UDP sockets, as stubs do
 //!
@@ -161,6 +165,58 @@ fn check(allowed: u16, other: u16) {
     println!("check=ok");
 }
 
+/// Connections the inbound cases make before timing.
+const WARMUP: u32 = 200;
+
+/// The listener side of the inbound case: accept, reset (SO_LINGER 0), again.
+fn serve(port: u16, n: u32) {
+    pin_cpu(0);
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail("bind", e));
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    for _ in 0..n + WARMUP {
+        let (s, _) = listener.accept().unwrap_or_else(|e| fail("accept", e));
+        linger0(s.as_raw_fd());
+        drop(s);
+    }
+}
+
+/// The peer of `serve`: connect, wait for the listener's reset, again.
+fn dial(port: u16, n: u32) {
+    use std::io::Read as _;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let once = || -> Duration {
+        let t = Instant::now();
+        match TcpStream::connect(addr) {
+            Ok(mut c) => {
+                let took = t.elapsed();
+                let mut b = [0u8; 1];
+                let _ = c.read(&mut b);
+                took
+            }
+            // The listener, on the other CPU, accepted and reset the connection before
+            // connect() returned: a whole connection all the same.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => t.elapsed(),
+            Err(e) => fail("connect", e),
+        }
+    };
+    for _ in 0..WARMUP {
+        once();
+    }
+    let mut in_connect = Duration::ZERO;
+    let start = Instant::now();
+    for _ in 0..n {
+        in_connect += once();
+    }
+    let total = start.elapsed();
+    println!(
+        "ns_per_op={} ns_in_call={} conns_per_s={:.0}",
+        total.as_nanos() / u128::from(n),
+        in_connect.as_nanos() / u128::from(n),
+        f64::from(n) / total.as_secs_f64()
+    );
+}
+
 fn exec_loop(n: u32) {
     let start = Instant::now();
     for _ in 0..n {
@@ -272,6 +328,8 @@ fn main() {
         Some("latency") => latency_loop(num(1) as u16, num(2)),
         Some("exec") => exec_loop(num(1) as u32),
         Some("check") => check(num(1) as u16, num(2) as u16),
+        Some("serve") => serve(num(1) as u16, num(2) as u32),
+        Some("dial") => dial(num(1) as u16, num(2) as u32),
         Some("dns") => dns_loop(
             args.get(1).map_or("", String::as_str),
             args.get(2).map_or("", String::as_str),
@@ -280,7 +338,7 @@ fn main() {
         ),
         _ => fail(
             "usage",
-            "connect|denied|udp PORT N, latency PORT MS, exec N, dns ADDR NAME N THREADS",
+            "connect|denied|udp|serve|dial PORT N, latency PORT MS, exec N, dns ADDR NAME N THREADS",
         ),
     }
 }

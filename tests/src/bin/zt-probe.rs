@@ -5,7 +5,7 @@
 //! 11 another error, 12 a spawned program was killed by SIGKILL, 2 bad usage.
 
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, ExitCode};
@@ -16,7 +16,7 @@ use nix::sys::socket::{
     sendmsg, socket,
 };
 
-use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
+use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, TIMEOUT, USAGE};
 
 #[path = "zt-probe/doors.rs"]
 mod doors;
@@ -51,6 +51,12 @@ fn usage() -> ! {
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
          wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
          dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME |\n\
+         listen [--reuseport] ADDR PORT|auto N MILLIS | bind tcp|udp ADDR PORT |\n\
+         udp-recv ADDR PORT MILLIS | udp-ping ADDR PORT MILLIS |\n\
+         connect-wait [--from SRC] ADDR PORT MILLIS |\n\
+         listen-pass UNIX-PATH ADDR PORT | accept-fd UNIX-PATH N MILLIS | fork-storm N HOLD-MS |\n\
+         inherit-listen ADDR PORT PROG ARGS... | accept-env N MILLIS |\n\
+         leader-exit MILLIS ADDR PORT |\n\
          dns-labels udp|udp-connect|tcp SERVER A|AAAA LABEL... |\n\
          dns-flood SERVER NAME N SOCKETS | hold ADDR PORT N SECS HEX|- |\n\
          connects udp|tcp ADDR PORT N | soak DESTFILE |\n\
@@ -330,13 +336,6 @@ fn move_cgroup(dir: &str, rest: &[String]) -> u8 {
 
 /// Create a TCP socket here, hand it to whoever connects to UNIX-PATH, then exit.
 fn fd_server(path: &str) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    // The peer may be an unprivileged workload.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-    // Never wait forever for a peer that failed.
-    l.set_nonblocking(true)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
     let sock = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -344,6 +343,264 @@ fn fd_server(path: &str) -> std::io::Result<()> {
         None,
     )
     .map_err(std::io::Error::from)?;
+    send_fd(path, sock.as_raw_fd())
+}
+
+/// Receive a socket over UNIX-PATH and connect it to ADDR:PORT.
+fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
+    let (conn, fd) = recv_fd(path)?;
+    let s = TcpStream::from(fd);
+    let sa = nix::sys::socket::SockaddrIn::from(match a {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(_) => usage(),
+    });
+    let r = nix::sys::socket::connect(s.as_raw_fd(), &sa).map_err(std::io::Error::from);
+    let _ = (&conn).write_all(b"done");
+    r
+}
+
+/// Connect repeatedly for MILLIS ms; print how many attempts passed and were denied.
+fn loop_tcp(a: SocketAddr, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let (mut ok, mut denied, mut other) = (0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+            Ok(_) => ok += 1,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => denied += 1,
+            Err(_) => other += 1,
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("ok={ok} denied={denied} other={other}");
+    0
+}
+
+/// A socket of ADDR's family and `ty`, not bound.
+fn inet_socket(a: &SocketAddr, ty: libc::c_int) -> std::io::Result<OwnedFd> {
+    let family = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the descriptor is ours.
+    let fd = cvt(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: we own fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int(fd: RawFd, level: i32, name: i32, v: libc::c_int) -> std::io::Result<()> {
+    setsockopt_bytes(fd, level, name, &v.to_ne_bytes())
+}
+
+fn bind_fd(fd: RawFd, a: SocketAddr) -> std::io::Result<()> {
+    let sa = nix::sys::socket::SockaddrStorage::from(a);
+    nix::sys::socket::bind(fd, &sa).map_err(std::io::Error::from)
+}
+
+fn local_port(fd: RawFd) -> u16 {
+    nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd)
+        .ok()
+        .and_then(|s| {
+            s.as_sockaddr_in()
+                .map(nix::sys::socket::SockaddrIn::port)
+                .or_else(|| s.as_sockaddr_in6().map(nix::sys::socket::SockaddrIn6::port))
+        })
+        .unwrap_or(0)
+}
+
+/// A TCP listener on ADDR:PORT, or on ADDR's family with no bind at all when PORT is
+/// `auto` (listen() picks a port). Prints `listening port=P`.
+fn listener(a_host: &str, a_port: &str, reuseport: bool) -> std::io::Result<TcpListener> {
+    let auto = a_port == "auto";
+    let a = addr(a_host, if auto { "0" } else { a_port });
+    let fd = inet_socket(&a, libc::SOCK_STREAM)?;
+    set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if !auto {
+        bind_fd(fd.as_raw_fd(), a)?;
+    }
+    // SAFETY: listen on our own socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
+    println!("listening port={}", local_port(fd.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    Ok(TcpListener::from(fd))
+}
+
+/// Accept up to N connections within MILLIS; over each, data both ways (send `hello`,
+/// read what the peer sent). Prints `accepted=K`.
+fn accept_loop(l: &TcpListener, n: usize, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let _ = l.set_nonblocking(true);
+    let mut accepted = 0;
+    while accepted < n && Instant::now() < end {
+        match l.accept() {
+            Ok((mut c, peer)) => {
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = c.write_all(b"hello");
+                let mut buf = [0u8; 16];
+                let got = c.read(&mut buf).unwrap_or(0);
+                println!("from={peer} read={got}");
+                accepted += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                println!("accept: error ({e})");
+                break;
+            }
+        }
+    }
+    println!("accepted={accepted}");
+    0
+}
+
+fn listen(args: &[&str]) -> u8 {
+    let (reuseport, rest) = match args {
+        ["--reuseport", rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    let [host, port, n, ms] = rest else { usage() };
+    match listener(host, port, reuseport) {
+        Ok(l) => accept_loop(
+            &l,
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        Err(e) => outcome("listen", Err(e)),
+    }
+}
+
+fn bind_only(proto: &str, a: SocketAddr) -> std::io::Result<()> {
+    let ty = match proto {
+        "tcp" => libc::SOCK_STREAM,
+        "udp" => libc::SOCK_DGRAM,
+        _ => usage(),
+    };
+    let fd = inet_socket(&a, ty)?;
+    bind_fd(fd.as_raw_fd(), a)
+}
+
+/// Bind UDP ADDR:PORT and count the datagrams that arrive within MILLIS.
+fn udp_recv(a: SocketAddr, millis: u64) -> u8 {
+    let s = match UdpSocket::bind(a) {
+        Ok(s) => s,
+        Err(e) => return outcome("udp-recv", Err(e)),
+    };
+    println!("listening port={}", local_port(s.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    udp_count(&s, millis)
+}
+
+/// Print `from=PEER` for each datagram within MILLIS, then `received=N`.
+fn udp_count(s: &UdpSocket, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    let mut n = 0;
+    let mut buf = [0u8; 512];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match s.recv_from(&mut buf) {
+            Ok((_, from)) => {
+                println!("from={from}");
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    println!("received={n}");
+    0
+}
+
+/// A UDP client: send `ping` to ADDR:PORT from an ephemeral port, print it, and count
+/// what comes back to that port within MILLIS (replies and anyone else's datagrams).
+fn udp_ping(a: SocketAddr, millis: u64) -> u8 {
+    let s = match udp_socket(a) {
+        Ok(s) => s,
+        Err(e) => return outcome("udp-ping", Err(e)),
+    };
+    if let Err(e) = s.send_to(b"ping", a) {
+        return outcome("udp-ping", Err(e));
+    }
+    println!("port={}", local_port(s.as_raw_fd()));
+    let _ = std::io::stdout().flush();
+    udp_count(&s, millis)
+}
+
+/// Connect to ADDR:PORT (from SRC, when given), waiting up to MILLIS: OK once
+/// connected and greeted, TIMEOUT when no answer came (the SYN was dropped), OTHER
+/// when refused.
+fn connect_wait(src: Option<IpAddr>, a: SocketAddr, millis: u64) -> u8 {
+    let connected = match src {
+        None => TcpStream::connect_timeout(&a, Duration::from_millis(millis)),
+        Some(ip) => connect_from(ip, a, millis),
+    };
+    match connected {
+        Ok(mut c) => {
+            let _ = c.write_all(b"hi");
+            let _ = c.set_read_timeout(Some(Duration::from_millis(millis)));
+            let mut buf = [0u8; 5];
+            match c.read_exact(&mut buf) {
+                Ok(()) => {
+                    println!("connected, read {}", String::from_utf8_lossy(&buf));
+                    0
+                }
+                Err(e) => {
+                    println!("connected, no greeting ({e})");
+                    OTHER
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            println!("connect: timeout");
+            TIMEOUT
+        }
+        Err(e) => outcome("connect", Err(e)),
+    }
+}
+
+/// A TCP connect from a given source address, with a timeout.
+fn connect_from(src: IpAddr, a: SocketAddr, millis: u64) -> std::io::Result<TcpStream> {
+    let fd = inet_socket(&a, libc::SOCK_STREAM)?;
+    bind_fd(fd.as_raw_fd(), SocketAddr::new(src, 0))?;
+    let s = TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    let sa = nix::sys::socket::SockaddrStorage::from(a);
+    match nix::sys::socket::connect(s.as_raw_fd(), &sa) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = cvt(unsafe { libc::poll(&raw mut pfd, 1, millis as libc::c_int) })?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// Send one descriptor to whoever connects to the unix socket at PATH, then wait for
+/// the peer to be done with it.
+fn send_fd(path: &str, fd: RawFd) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    // The peer may be an unprivileged workload.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    // Never wait forever for a peer that failed.
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
     let conn = loop {
         match l.accept() {
             Ok((c, _)) => break c,
@@ -355,7 +612,7 @@ fn fd_server(path: &str) -> std::io::Result<()> {
     };
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let fds = [sock.as_raw_fd()];
+    let fds = [fd];
     let iov = [std::io::IoSlice::new(b"x")];
     sendmsg::<()>(
         conn.as_raw_fd(),
@@ -371,8 +628,9 @@ fn fd_server(path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Receive a socket over UNIX-PATH and connect it to ADDR:PORT.
-fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
+/// Receive one descriptor from the unix socket at PATH; the connection stays open, for
+/// the caller to tell the sender when it is done.
+fn recv_fd(path: &str) -> std::io::Result<(UnixStream, OwnedFd)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let conn = loop {
         match UnixStream::connect(path) {
@@ -402,30 +660,124 @@ fn fd_client(path: &str, a: SocketAddr) -> std::io::Result<()> {
     }
     let fd = fd.ok_or_else(|| std::io::Error::other("no descriptor received"))?;
     // SAFETY: the descriptor arrived through SCM_RIGHTS and is ours now.
-    let s = unsafe { TcpStream::from_raw_fd(fd) };
-    let sa = nix::sys::socket::SockaddrIn::from(match a {
-        SocketAddr::V4(v4) => v4,
-        SocketAddr::V6(_) => usage(),
-    });
-    let r = nix::sys::socket::connect(s.as_raw_fd(), &sa).map_err(std::io::Error::from);
-    let _ = (&conn).write_all(b"done");
-    r
+    Ok((conn, unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Connect repeatedly for MILLIS ms; print how many attempts passed and were denied.
-fn loop_tcp(a: SocketAddr, millis: u64) -> u8 {
-    let end = Instant::now() + Duration::from_millis(millis);
-    let (mut ok, mut denied, mut other) = (0u64, 0u64, 0u64);
-    while Instant::now() < end {
-        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
-            Ok(_) => ok += 1,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => denied += 1,
-            Err(_) => other += 1,
-        }
-        std::thread::sleep(Duration::from_millis(2));
+/// Make a listener on ADDR:PORT here and hand it to whoever connects to PATH.
+fn listen_pass(path: &str, host: &str, port: &str) -> u8 {
+    match listener(host, port, false) {
+        Ok(l) => outcome("listen-pass", send_fd(path, l.as_raw_fd())),
+        Err(e) => outcome("listen-pass", Err(e)),
     }
-    println!("ok={ok} denied={denied} other={other}");
+}
+
+/// Make a listener on ADDR:PORT, then exec PROG ARGS with it open (its number in
+/// LISTEN_FD), as socket activation hands a service its listener.
+fn inherit_listen(host: &str, port: &str, prog: &str, args: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt as _;
+    let l = match listener(host, port, false) {
+        Ok(l) => l,
+        Err(e) => return outcome("inherit-listen", Err(e)),
+    };
+    let fd = l.as_raw_fd();
+    // SAFETY: clearing FD_CLOEXEC on our own descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let e = Command::new(prog)
+        .args(args)
+        .env("LISTEN_FD", fd.to_string())
+        .exec();
+    println!("inherit-listen: exec error ({e})");
+    OTHER
+}
+
+/// Accept on the listener this process inherited (LISTEN_FD), as `listen` does.
+fn accept_env(n: usize, millis: u64) -> u8 {
+    let Some(fd) = std::env::var("LISTEN_FD")
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        usage()
+    };
+    // SAFETY: the descriptor was handed to this process, which owns it now.
+    let l = unsafe { TcpListener::from_raw_fd(fd) };
+    println!("listening port={}", local_port(fd));
+    let _ = std::io::stdout().flush();
+    accept_loop(&l, n, millis)
+}
+
+/// Take a listener from PATH and accept on it, as `listen` does.
+fn accept_fd(path: &str, n: usize, millis: u64) -> u8 {
+    match recv_fd(path) {
+        Ok((conn, fd)) => {
+            let _ = (&conn).write_all(b"k");
+            println!("listening port={}", local_port(fd.as_raw_fd()));
+            let _ = std::io::stdout().flush();
+            accept_loop(&TcpListener::from(fd), n, millis)
+        }
+        Err(e) => outcome("accept-fd", Err(e)),
+    }
+}
+
+/// Fork N children that each sleep HOLD-MS, reporting `forked=K` as it goes; then wait
+/// for them. A fork that fails ends the storm (`fork: error`).
+fn fork_storm(n: u32, hold_ms: u64) -> u8 {
+    let mut forked = 0u32;
+    for _ in 0..n {
+        // SAFETY: the child only closes descriptors, sleeps and exits, all
+        // async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // Sleepers keep no pipe of the parent's open: whoever reads the parent's
+            // output sees it end with the parent.
+            // SAFETY: see above.
+            unsafe {
+                libc::close(1);
+                libc::close(2);
+            }
+            let ts = libc::timespec {
+                tv_sec: (hold_ms / 1000) as libc::time_t,
+                tv_nsec: ((hold_ms % 1000) * 1_000_000) as libc::c_long,
+            };
+            // SAFETY: see above.
+            unsafe {
+                libc::nanosleep(&raw const ts, std::ptr::null_mut());
+                libc::_exit(0);
+            }
+        }
+        if pid < 0 {
+            println!("fork: error ({})", std::io::Error::last_os_error());
+            break;
+        }
+        forked += 1;
+        if forked.is_multiple_of(16) {
+            println!("forked={forked}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!("forked={forked}");
+    let _ = std::io::stdout().flush();
+    // SAFETY: reaping our own children.
+    while unsafe { libc::wait(std::ptr::null_mut()) } > 0 {}
     0
+}
+
+/// The main thread exits at once; another sleeps MILLIS, then connects to ADDR:PORT
+/// and ends the process with the outcome. Meanwhile /proc shows the thread group's
+/// leader as a zombie, though the group lives on.
+fn leader_exit(millis: u64, a: SocketAddr) -> u8 {
+    let _t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(millis));
+        let code = outcome("tcp", tcp(a));
+        let _ = std::io::stdout().flush();
+        std::process::exit(code.into());
+    });
+    println!("leader exits");
+    let _ = std::io::stdout().flush();
+    // exit(2), not exit_group: ends the calling (main) thread only, with no unwinding
+    // through Rust frames; the other thread ends the process.
+    // SAFETY: the main thread holds no lock the other thread needs.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    OTHER
 }
 
 fn dispatch(args: &[String]) -> u8 {
@@ -471,6 +823,36 @@ fn dispatch(args: &[String]) -> u8 {
         ["soak", file] => soak::run(file),
         ["dns-raw", server, hex] => dns_raw(server, hex),
         ["resolve", name] => resolve(name),
+        ["listen", rest @ ..] => listen(rest),
+        ["bind", proto, h, p] => outcome("bind", bind_only(proto, addr(h, p))),
+        ["udp-recv", h, p, ms] => udp_recv(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["udp-ping", h, p, ms] => udp_ping(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["connect-wait", h, p, ms] => {
+            connect_wait(None, addr(h, p), ms.parse().unwrap_or_else(|_| usage()))
+        }
+        ["connect-wait", "--from", src, h, p, ms] => connect_wait(
+            Some(src.parse().unwrap_or_else(|_| usage())),
+            addr(h, p),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        ["listen-pass", path, h, p] => listen_pass(path, h, p),
+        ["inherit-listen", h, p, prog, ..] => inherit_listen(h, p, prog, &args[4..]),
+        ["accept-env", n, ms] => accept_env(
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        ["accept-fd", path, n, ms] => accept_fd(
+            path,
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
+        ["leader-exit", ms, h, p] => {
+            leader_exit(ms.parse().unwrap_or_else(|_| usage()), addr(h, p))
+        }
+        ["fork-storm", n, ms] => fork_storm(
+            n.parse().unwrap_or_else(|_| usage()),
+            ms.parse().unwrap_or_else(|_| usage()),
+        ),
         ["signal", pid, sig] => outcome("signal", doors::signal(pid, sig)),
         ["abstract-listen", name] => outcome("abstract-listen", doors::abstract_listen(name)),
         ["abstract-connect", name] => outcome("abstract-connect", doors::abstract_connect(name)),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{Bins, METRICS, PIN_DIR, PORT, SELECTED_CGROUP, STATE_DIR, peers};
+use super::{Bins, DENIED_PORT, METRICS, PIN_DIR, PORT, SELECTED_CGROUP, STATE_DIR, peers};
 
 /// An identity document of the benchmark; `spec` is its indented spec lines.
 pub fn identity(name: &str, spec: &str) -> String {
@@ -18,7 +18,8 @@ pub fn identity(name: &str, spec: &str) -> String {
 }
 
 /// The benchmark identity: the selected cgroup may reach 127.0.0.1 on PORT (and
-/// `extra_port`), among `rules` destinations.
+/// `extra_port`), among `rules` destinations, and listen on PORT and DENIED_PORT for
+/// 127.0.0.1 (its clients connect to listeners of their own).
 pub fn policy(rules: u32, extra_port: Option<u16>) -> String {
     let mut to = String::from("127.0.0.1");
     for i in 1..rules {
@@ -31,7 +32,7 @@ pub fn policy(rules: u32, extra_port: Option<u16>) -> String {
     identity(
         "bench",
         &format!(
-            "  selectors:\n    - cgroup: {SELECTED_CGROUP}\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n"
+            "  selectors:\n    - cgroup: {SELECTED_CGROUP}\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n  ingress:\n    - from: [127.0.0.1]\n      ports: [{PORT}, {DENIED_PORT}]\n"
         ),
     )
 }

@@ -61,6 +61,38 @@ pub fn measure(cmd: Command) -> anyhow::Result<(f64, f64)> {
     Ok((field(&text, "ns_per_op")?, field(&text, "ns_in_call")?))
 }
 
+/// One inbound case: a listener started with `server` (its arguments end in
+/// `serve PORT N`), and an unenrolled client dialling it N times.
+pub fn inbound(bins: &Bins, mut server: Command, port: u16, n: u32) -> anyhow::Result<(f64, f64)> {
+    use std::io::BufRead as _;
+    let mut child = server
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("inbound listener")?;
+    let mut ready = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut ready);
+    }
+    if ready.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the inbound listener did not start");
+    }
+    let m = measure(client(
+        bins,
+        &args(&["dial", &port.to_string(), &n.to_string()]),
+    ));
+    if m.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let m = m?;
+    if !status.success() {
+        bail!("the inbound listener failed ({status})");
+    }
+    Ok(m)
+}
+
 pub fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }

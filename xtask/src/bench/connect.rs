@@ -1,6 +1,7 @@
-//! The interleaved rounds of the connect and udp cases: no hook, zt-agent at every rule
-//! count (unenrolled, under `zt-agent run`, selected by cgroup, denied), and the peers
-//! (nftables, iptables, OpenSnitch) judging the same connects.
+//! The interleaved rounds of the connect, udp and inbound cases: no hook, zt-agent at
+//! every rule count (unenrolled, under `zt-agent run`, selected by cgroup, denied; for
+//! inbound, a listener unenrolled or enrolled), and the peers (nftables, iptables,
+//! OpenSnitch) judging the same connects.
 
 use std::path::Path;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use super::agent::{Agent, footprint, policy, teardown};
-use super::client::{args, client, enrolled, measure, output};
+use super::client::{args, client, enrolled, inbound, measure, output};
 use super::report::{Footprint, Results};
 use super::{Bins, DENIED_PORT, PEER_CGROUP, PORT, Plan, SELECTED_CGROUP, peers};
 
@@ -47,6 +48,15 @@ pub fn rounds(
         r.push(
             "udp: no hook",
             measure(client(bins, &args(&["udp", &port, &n])))?,
+        );
+        r.push(
+            "inbound: no hook",
+            inbound(
+                bins,
+                client(bins, &args(&["serve", &port, &n])),
+                PORT,
+                plan.n,
+            )?,
         );
         for &rules in plan.agent_rules {
             std::fs::write(policy_dir.join("bench.yaml"), policy(rules, None))?;
@@ -95,6 +105,28 @@ pub fn rounds(
                 r.push(
                     &format!("udp: zt-agent, allowed, zt-agent run ({rules} rules)"),
                     measure(enrolled(bins, &args(&["udp", &port, &n])))?,
+                );
+                // Inbound: an unenrolled client dials a listener, unenrolled or enrolled
+                // by its cgroup (an ingress rule lets 127.0.0.1 in).
+                r.push(
+                    &format!("inbound: zt-agent, unenrolled listener ({rules} rules)"),
+                    inbound(
+                        bins,
+                        client(bins, &args(&["serve", &port, &n])),
+                        PORT,
+                        plan.n,
+                    )?,
+                );
+                r.push(
+                    &format!(
+                        "inbound: zt-agent, enrolled listener, cgroup selector ({rules} rules)"
+                    ),
+                    inbound(
+                        bins,
+                        client(bins, &in_selected(&["serve", &port, &n])),
+                        PORT,
+                        plan.n,
+                    )?,
                 );
                 Ok(())
             })();

@@ -177,7 +177,7 @@ fn bench(
     )?;
     m.reloads = reload::reloads(plan, bins, policy_dir)?;
     (m.exec_rows, m.exec_accounting) = exec::storm(plan, bins, policy_dir, &mut m.footprints)?;
-    m.prog_costs = progs::costs(plan, bins, policy_dir)?;
+    m.prog_costs = progs::costs(plan, bins, cg2, policy_dir)?;
     let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
     Ok(report::render(plan, quick, &m) + &dns_md)
 }

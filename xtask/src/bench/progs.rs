@@ -6,8 +6,8 @@ use std::process::Command;
 use zt_agent_common::PROGRAMS;
 
 use super::agent::{Agent, policy};
-use super::client::{args, client, enrolled, measure};
-use super::{Bins, PORT, Plan};
+use super::client::{args, client, enrolled, inbound, measure};
+use super::{Bins, PORT, Plan, SELECTED_CGROUP};
 
 /// run_time_ns and run_cnt of one program, from bpftool (bpf_stats on).
 fn prog_stats(name: &str) -> Option<(u64, u64)> {
@@ -30,8 +30,20 @@ fn prog_stats(name: &str) -> Option<(u64, u64)> {
     Some((num("run_time_ns"), num("run_cnt")))
 }
 
-/// (program and caller, ns per call) of every program that ran on the connect path.
-pub fn costs(plan: &Plan, bins: &Bins, policy_dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+/// One workload of the pass: a client run to its end, or an inbound case (a listener,
+/// dialled by an unenrolled client).
+enum Case {
+    Run(Command),
+    Inbound(Command),
+}
+
+/// (program and caller, ns per call) of every program that ran on each operation.
+pub fn costs(
+    plan: &Plan,
+    bins: &Bins,
+    cg2: &Path,
+    policy_dir: &Path,
+) -> anyhow::Result<Vec<(String, f64)>> {
     let n = plan.n.to_string();
     let port = PORT.to_string();
     // Each program's own cost; bpf_stats cost two clock reads per run, so they are
@@ -42,21 +54,52 @@ pub fn costs(plan: &Plan, bins: &Bins, policy_dir: &Path) -> anyhow::Result<Vec<
     let agent = Agent::start(bins, policy_dir)?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let res = (|| -> anyhow::Result<()> {
-        for (who, cmd) in [
-            ("unenrolled", client(bins, &args(&["connect", &port, &n]))),
-            ("enrolled", enrolled(bins, &args(&["connect", &port, &n]))),
+        let selected = cg2.join(SELECTED_CGROUP.trim_start_matches('/'));
+        let in_selected = |a: &[&str]| {
+            let mut v = args(&["--cgroup", &selected.display().to_string()]);
+            v.extend(args(a));
+            v
+        };
+        for (who, case) in [
+            (
+                "unenrolled task",
+                Case::Run(client(bins, &args(&["connect", &port, &n]))),
+            ),
+            (
+                "enrolled task",
+                Case::Run(enrolled(bins, &args(&["connect", &port, &n]))),
+            ),
+            (
+                "unenrolled task, udp",
+                Case::Run(client(bins, &args(&["udp", &port, &n]))),
+            ),
+            (
+                "enrolled task, udp",
+                Case::Run(enrolled(bins, &args(&["udp", &port, &n]))),
+            ),
+            (
+                "inbound to an unenrolled listener",
+                Case::Inbound(client(bins, &args(&["serve", &port, &n]))),
+            ),
+            (
+                "inbound to an enrolled listener",
+                Case::Inbound(client(bins, &in_selected(&["serve", &port, &n]))),
+            ),
         ] {
             // Every program of the agent's table that runs on each connect gets a row
             // (fork, exec and exit run once, for the client itself).
             let names = PROGRAMS.iter().map(|p| p.name);
             let before: Vec<_> = names.clone().map(|p| (p, prog_stats(p))).collect();
-            measure(cmd)?;
+            match case {
+                Case::Run(cmd) => drop(measure(cmd)?),
+                Case::Inbound(server) => drop(inbound(bins, server, PORT, plan.n)?),
+            }
             for (p, b) in before {
                 if let (Some((t0, c0)), Some((t1, c1))) = (b, prog_stats(p))
                     && c1 - c0 >= u64::from(plan.n / 2)
                 {
                     prog_costs.push((
-                        format!("{p}, {who} task ({rules} rules)"),
+                        format!("{p}, {who} ({rules} rules)"),
                         (t1 - t0) as f64 / (c1 - c0) as f64,
                     ));
                 }

@@ -95,7 +95,7 @@ pub fn render(plan: &Plan, quick: bool, m: &Measured) -> String {
     );
     let _ = writeln!(
         md,
-        "connect = socket + connect + accept + close (SO_LINGER 0) on loopback in a private network namespace, one client thread pinned to CPU 1; udp = sendto without connect + recv. \
+        "connect = socket + connect + accept + close (SO_LINGER 0) on loopback in a private network namespace, one client thread pinned to CPU 1; udp = sendto without connect + recv; inbound = an unenrolled client's connect to a listener in another process (on CPU 0), which accepts and resets it: the listener's side of a connection. \
          Ratios are to the same operation with no hook at all (1.00 is the physical limit). \
          Enrolled cases run under `zt-agent run`, so they also pay its seccomp filter on every system call. \
          Peers judge the client's cgroup and only SYN packets (no conntrack), as zt-agent judges connect(); iptables uses Debian's default nf_tables backend.\n"

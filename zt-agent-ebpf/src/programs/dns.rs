@@ -4,16 +4,19 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_ANY},
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::generated::bpf_ktime_get_boot_ns,
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use zt_agent_common::{CGROUP_ALLOW, DnsClient, DnsClientKey, IDENTITY_NONE, SockIdentity, errors};
+use zt_agent_common::{
+    CGROUP_ALLOW, DNS_CLIENT_BUDGET, DNS_CLIENT_WINDOW_NS, DnsClient, DnsClientKey, IDENTITY_NONE,
+    SockIdentity, errors,
+};
 
 use super::sock_addr::{Dest, make_dest};
 use crate::events::count_error;
 use crate::kernel::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
-use crate::maps::{ZT_DNS_CLIENTS, ZT_DNS_CONFIG, ZT_SOCK_ID, sock_id_map};
+use crate::maps::{ZT_DNS_BUDGET, ZT_DNS_CLIENTS, ZT_DNS_CONFIG, ZT_SOCK_ID, skb_sock_identity};
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn zt_recvmsg4(ctx: SockAddrContext) -> i32 {
@@ -159,30 +162,49 @@ fn dns_reply_source(ctx: &SockAddrContext, is6: bool) {
     unsafe { (*sa).user_port = u32::from(s.dns_port.to_be()) };
 }
 
+/// Whether `identity` may send one more packet to the resolver in this window, on
+/// this CPU ([`DNS_CLIENT_BUDGET`]).
+#[inline(always)]
+fn within_budget(identity: u32) -> bool {
+    let Some(b) = ZT_DNS_BUDGET.get_ptr_mut(identity) else {
+        return false;
+    };
+    // SAFETY: helper without arguments; per-CPU slot, only this CPU writes it.
+    unsafe {
+        let window = bpf_ktime_get_boot_ns() / DNS_CLIENT_WINDOW_NS;
+        if (*b).window != window {
+            (*b).window = window;
+            (*b).used = 0;
+        }
+        (*b).used += 1;
+        (*b).used <= DNS_CLIENT_BUDGET
+    }
+}
+
 /// A packet to the resolver: record which socket's identity sent it, by source port.
 /// Every such packet overwrites the entry, so a port reused by another socket never
-/// inherits an earlier identity.
+/// inherits an earlier identity. `false`: the sender is past its budget and the
+/// packet must be dropped (its query is lost for it alone).
 #[inline(always)]
-fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, saddr: [u8; 16], sport: u16) {
+fn record_dns_client(
+    skb: *const __sk_buff,
+    family: u8,
+    protocol: u8,
+    saddr: [u8; 16],
+    sport: u16,
+) -> bool {
     let mut client = DnsClient {
         identity: IDENTITY_NONE,
         tgid: 0,
     };
     // SAFETY: reading the socket pointer of this skb.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if !sk.is_null() {
-        // SAFETY: helper calls on the skb's socket; both accept and check it.
-        let full = unsafe { bpf_sk_fullsock(sk) };
-        if !full.is_null() {
-            let p =
-                unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
-            if !p.is_null() {
-                // SAFETY: non-null storage pointer.
-                let s = unsafe { &*(p as *const SockIdentity) };
-                client.identity = s.dns_identity;
-                client.tgid = s.dns_tgid;
-            }
-        }
+    if let Some((_, s)) = skb_sock_identity(unsafe { (*skb).__bindgen_anon_2.sk }) {
+        client.identity = s.dns_identity;
+        client.tgid = s.dns_tgid;
+    }
+    if !within_budget(client.identity) {
+        count_error(errors::DNS_BUDGET);
+        return false;
     }
     let key = DnsClientKey {
         addr: saddr,
@@ -191,27 +213,28 @@ fn record_dns_client(skb: *const __sk_buff, family: u8, protocol: u8, saddr: [u8
         protocol,
     };
     let _ = ZT_DNS_CLIENTS.insert(&key, &client, BPF_ANY.into());
+    true
 }
 
 /// An IPv4 packet without options: if it goes to the resolver (127.0.0.1 at its port,
-/// TCP or UDP), record who sent it. Other packets pay a few loads.
+/// TCP or UDP), record who sent it. Other packets pay a few loads. `false`: drop it.
 #[inline(always)]
-pub(crate) fn note_dns_client_v4(skb: *const __sk_buff, data: usize, end: usize) {
+pub(crate) fn note_dns_client_v4(skb: *const __sk_buff, data: usize, end: usize) -> bool {
     if data + 24 > end {
-        return;
+        return true;
     }
     // SAFETY: within the bounds just checked (a 20-byte header, then the ports).
     let b = |i: usize| unsafe { *((data + i) as *const u8) };
     if b(16) != LO4[0] || b(17) != 0 || b(18) != 0 || b(19) != LO4[3] {
-        return;
+        return true;
     }
     let l4 = b(9);
     if l4 != IPPROTO_TCP as u8 && l4 != IPPROTO_UDP as u8 {
-        return;
+        return true;
     }
     let dns = dns_port();
     if dns == 0 || u16::from_be_bytes([b(22), b(23)]) != dns {
-        return;
+        return true;
     }
     let mut saddr = [0u8; 16];
     saddr[0] = b(12);
@@ -224,30 +247,30 @@ pub(crate) fn note_dns_client_v4(skb: *const __sk_buff, data: usize, end: usize)
         l4,
         saddr,
         u16::from_be_bytes([b(20), b(21)]),
-    );
+    )
 }
 
 /// The same for an IPv6 packet whose next header is `next` (::1 at the resolver's port).
 #[inline(always)]
-pub(crate) fn note_dns_client_v6(skb: *const __sk_buff, data: usize, end: usize, next: u8) {
+pub(crate) fn note_dns_client_v6(skb: *const __sk_buff, data: usize, end: usize, next: u8) -> bool {
     if (next != IPPROTO_TCP as u8 && next != IPPROTO_UDP as u8) || data + 44 > end {
-        return;
+        return true;
     }
     // SAFETY: within the bounds just checked (a 40-byte header, then the ports).
     let b = |i: usize| unsafe { *((data + i) as *const u8) };
     if b(39) != 1 {
-        return;
+        return true;
     }
     let mut i = 24;
     while i < 39 {
         if b(i) != 0 {
-            return;
+            return true;
         }
         i += 1;
     }
     let dns = dns_port();
     if dns == 0 || u16::from_be_bytes([b(42), b(43)]) != dns {
-        return;
+        return true;
     }
     let mut saddr = [0u8; 16];
     let mut k = 0;
@@ -261,5 +284,5 @@ pub(crate) fn note_dns_client_v6(skb: *const __sk_buff, data: usize, end: usize,
         next,
         saddr,
         u16::from_be_bytes([b(40), b(41)]),
-    );
+    )
 }

@@ -3,7 +3,6 @@
 //! before it.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_task, bpf_get_current_uid_gid, generated::bpf_send_signal},
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
@@ -12,7 +11,7 @@ use zt_agent_common::{
     ANY_ID, ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EXE_FLAG_DIGEST, EXE_FLAG_QUARANTINE,
     ExecAllowKey, FileKey, FileStamp, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_EXEC_RESTRICTED,
     IDENTITY_FLAG_IN_POLICY, IDENTITY_NONE, IDENTITY_QUARANTINE, PRINCIPAL_GID, PRINCIPAL_UID,
-    PrincipalKey, Reason, TaskIdentity, Verdict, errors,
+    PrincipalKey, Reason, Verdict, errors,
 };
 
 use crate::events::{count_error, count_exec, emit_exec};
@@ -21,7 +20,8 @@ use crate::kernel::{
     INODE_INO_OFFSET, INODE_SB_OFFSET, SB_DEV_OFFSET, SIGKILL, current_tgid, offset, read_at,
     task_identity,
 };
-use crate::maps::{ZT_EXE_SEL, ZT_EXEC_ALLOW, ZT_IDENTITIES, ZT_PRINCIPALS, ZT_TASKS};
+use crate::maps::{ZT_EXE_SEL, ZT_EXEC_ALLOW, ZT_IDENTITIES, ZT_PRINCIPALS};
+use crate::tasks::{self, Refused};
 use crate::verdict::{ALLOW, Judgement};
 
 const EPERM: i32 = 1;
@@ -226,15 +226,14 @@ fn try_exec(ctx: &BtfTracePointContext) {
     else {
         return;
     };
-    let t = TaskIdentity {
-        identity: new_id,
-        how,
-    };
-    // NOEXIST: a concurrent enrollment (cgroup move) wins; an identity never changes.
-    if ZT_TASKS.insert(&tgid, &t, BPF_NOEXIST.into()).is_err() {
-        if task_identity(tgid) == IDENTITY_NONE {
-            // Could not tag the task: it must not run unjudged.
-            count_error(errors::TASKS_FULL);
+    // A concurrent enrollment (cgroup move) wins; an identity never changes.
+    if let Err(why) = tasks::enroll(tgid, new_id, how, tasks::start_ns(task)) {
+        if why == Refused::Share || task_identity(tgid) == IDENTITY_NONE {
+            // Could not tag the task (its identity holds its whole share of the task
+            // table, or the table is full): it must not run unjudged.
+            if why == Refused::Insert {
+                count_error(errors::TASKS_FULL);
+            }
             // SAFETY: helper call signalling the current task.
             unsafe {
                 bpf_send_signal(SIGKILL);

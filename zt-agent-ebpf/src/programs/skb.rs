@@ -2,23 +2,18 @@
 //! sendmsg() as ancillary data (IPV6_RTHDR, IP_OPTIONS/IP_RETOPTS cmsgs), which no
 //! socket option hook sees. Drop packets of enrolled sockets that carry IPv4 options
 //! or IPv6 extension headers that can hold a routing header. Packets without them pass
-//! after two loads. The same pass notes who sends to the agent's resolver.
+//! after two loads. The same pass notes who sends to the agent's resolver, and drops
+//! what an identity sends there past its budget.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::__sk_buff,
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
-    macros::cgroup_skb,
-    programs::SkBuffContext,
+    EbpfContext as _, bindings::__sk_buff, macros::cgroup_skb, programs::SkBuffContext,
 };
-use zt_agent_common::{
-    EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SKB_DROP, SKB_PASS, SockIdentity, Verdict,
-};
+use zt_agent_common::{EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SKB_DROP, SKB_PASS, Verdict};
 
 use super::dns::{note_dns_client_v4, note_dns_client_v6};
 use crate::events::{count_verdict, emit};
 use crate::kernel::{AF_INET, AF_INET6};
-use crate::maps::sock_id_map;
+use crate::maps::skb_sock_identity;
 use crate::verdict::mode_judgement;
 
 const ETH_P_IP_BE: u32 = 0x0008; // htons(0x0800) as the __sk_buff sees it
@@ -48,7 +43,9 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if first & 0x0f > 5 {
             true
         } else {
-            note_dns_client_v4(skb, data, end);
+            if !note_dns_client_v4(skb, data, end) {
+                return SKB_DROP;
+            }
             false
         }
     } else if proto == ETH_P_IPV6_BE {
@@ -59,7 +56,9 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         if next == 0 || next == 43 || next == 60 {
             true
         } else {
-            note_dns_client_v6(skb, data, end, next);
+            if !note_dns_client_v6(skb, data, end, next) {
+                return SKB_DROP;
+            }
             false
         }
     } else {
@@ -69,24 +68,10 @@ fn try_skb_egress(ctx: &SkBuffContext) -> i32 {
         return SKB_PASS;
     }
     // SAFETY: reading the socket pointer of this skb.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
+    let Some((_, s)) = skb_sock_identity(unsafe { (*skb).__bindgen_anon_2.sk }) else {
         return SKB_PASS;
-    }
-    // SAFETY: helper calls on the skb's socket; both accept and check it.
-    let full = unsafe { bpf_sk_fullsock(sk) };
-    if full.is_null() {
-        return SKB_PASS;
-    }
-    let p = unsafe { bpf_sk_storage_get(sock_id_map(), full.cast(), core::ptr::null_mut(), 0) };
-    if p.is_null() {
-        return SKB_PASS;
-    }
-    // SAFETY: non-null storage pointer.
-    let (id, dns_id) = unsafe {
-        let s = &*(p as *const SockIdentity);
-        (s.identity, s.dns_identity)
     };
+    let (id, dns_id) = (s.identity, s.dns_identity);
     if dns_id != IDENTITY_NONE {
         // A socket that talks to the resolver: its packets must be the plain ones the
         // resolver's client record was made from, audit mode or not.

@@ -166,9 +166,11 @@ fn try_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     // Where the call names (nothing, for a send on a connected socket).
     let given = read_dest(ctx, is6);
     let dns = dns_port();
-    if dns != 0 && given.port == dns && is_loopback(&given) {
+    if dns != 0 && given.port == dns && (is_loopback(&given) || given.addr == [0u8; 16]) {
         // Nobody addresses the resolver itself, enrolled or not: only the kernel's
-        // redirection reaches it, so the resolver always knows who asks.
+        // redirection reaches it, so the resolver always knows who asks. The
+        // unspecified addresses (0.0.0.0, ::, ::ffff:0.0.0.0) count as loopback: the
+        // kernel sends a call to them to loopback after this hook has run.
         return CGROUP_REJECT;
     }
     if task_id == IDENTITY_NONE && sock_id == IDENTITY_NONE {

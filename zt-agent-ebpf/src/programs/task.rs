@@ -1,24 +1,26 @@
 //! Thread-group tagging: a task keeps its identity across fork (children inherit it)
 //! and cgroup moves, takes one when it enters or is born in an enrolled cgroup, and
 //! loses it when its whole thread group has exited.
+//!
+//! An identity that holds its whole share of the task table forks no further: the
+//! task that forks past it is killed (these hooks can signal only the current task,
+//! which is the parent). Its child is still enrolled, never left unjudged; since every
+//! fork past the share costs the forker its life, the identity stays within a few
+//! entries of its share, and the table keeps room for every other identity.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::generated::bpf_send_signal,
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::generated::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use zt_agent_common::{
-    CGROUP_LAUNCHED, ENROLL_CGROUP, ENROLL_INHERIT, IDENTITY_NONE, TaskIdentity, errors,
-};
+use zt_agent_common::{CGROUP_LAUNCHED, ENROLL_CGROUP, ENROLL_INHERIT, IDENTITY_NONE, errors};
 
 use crate::events::count_error;
 use crate::kernel::{
     CGROUP_KN_OFFSET, CGROUP_ROOT_HIERARCHY_ID_OFFSET, CGROUP_ROOT_OFFSET, CSS_SET_DFL_CGRP_OFFSET,
-    KERNFS_NODE_ID_OFFSET, SIGKILL, TASK_CGROUPS_OFFSET, TASK_TGID_OFFSET, current_tgid, offset,
-    read_at, task_identity,
+    KERNFS_NODE_ID_OFFSET, SIGKILL, TASK_CGROUPS_OFFSET, TASK_GROUP_LEADER_OFFSET,
+    TASK_TGID_OFFSET, current_tgid, offset, read_at, task_identity,
 };
-use crate::maps::{ZT_CGROUPS, ZT_TASKS};
+use crate::maps::ZT_CGROUPS;
+use crate::tasks::{self, Refused};
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn zt_fork(ctx: BtfTracePointContext) -> u32 {
@@ -38,9 +40,19 @@ pub fn zt_exit(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// SIGKILL the current task's thread group, or count that it could not be.
+#[inline(always)]
+fn kill_current() {
+    // SAFETY: helper call signalling the current task.
+    if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+        count_error(errors::KILL_FAILED);
+    }
+}
+
 #[inline(always)]
 fn try_fork(ctx: &BtfTracePointContext) {
-    // Runs in the parent's context.
+    // sched_process_fork(struct task_struct *parent, struct task_struct *child); runs
+    // in the parent's context, once the child exists and before it first runs.
     let parent = current_tgid();
     let child: *const u8 = ctx.arg(1);
     let Some(child_tgid) = read_at::<i32>(child, offset(&TASK_TGID_OFFSET)) else {
@@ -50,29 +62,36 @@ fn try_fork(ctx: &BtfTracePointContext) {
     if child_tgid == parent {
         return; // a new thread: the thread group is already enrolled or not
     }
+    // A new process never takes over an entry left by an earlier holder of its pid.
+    tasks::forget(child_tgid);
     let (id, how) = match task_identity(parent) {
         IDENTITY_NONE => match child_cgroup_identity(child) {
             // Born in an enrolled cgroup: the parent's, or another one through
             // clone3(CLONE_INTO_CGROUP), which fires no cgroup_attach_task.
             Some(id) => (id, ENROLL_CGROUP),
-            None => {
-                // A new process never takes over an entry left by an earlier holder
-                // of its pid.
-                let _ = ZT_TASKS.remove(&child_tgid);
-                return;
-            }
+            None => return,
         },
         id => (id, ENROLL_INHERIT),
     };
-    let t = TaskIdentity { identity: id, how };
-    // BPF_ANY: an entry under a pid that was just handed out is stale by definition.
-    if ZT_TASKS.insert(&child_tgid, &t, BPF_ANY.into()).is_err() {
-        // The child could not inherit the identity. It stays judged through its cgroup
-        // if it remains there; count it, and stop the parent (fail closed).
-        count_error(errors::TASKS_FULL);
-        // SAFETY: helper call signalling the current task.
-        unsafe {
-            bpf_send_signal(SIGKILL);
+    let start = tasks::start_ns(child);
+    match tasks::enroll(child_tgid, id, how, start) {
+        Ok(()) => {}
+        Err(Refused::Share) => {
+            // Past the share: the forker dies for it, its child is still enrolled.
+            kill_current();
+            if tasks::enroll_past_share(child_tgid, id, how, start).is_err()
+                && task_identity(child_tgid) == IDENTITY_NONE
+            {
+                count_error(errors::TASKS_FULL);
+            }
+        }
+        Err(Refused::Insert) => {
+            if task_identity(child_tgid) == IDENTITY_NONE {
+                // The table is full: the child cannot inherit the identity. It stays
+                // judged through its cgroup if it remains there; stop the parent.
+                count_error(errors::TASKS_FULL);
+                kill_current();
+            }
         }
     }
 }
@@ -117,16 +136,25 @@ fn try_cgroup_attach(ctx: &BtfTracePointContext) {
     let Some(tgid) = read_at::<i32>(task, offset(&TASK_TGID_OFFSET)) else {
         return;
     };
-    let t = TaskIdentity {
-        identity,
-        how: ENROLL_CGROUP,
+    let tgid = tgid as u32;
+    if task_identity(tgid) != IDENTITY_NONE {
+        return; // an enrolled task never changes identity
+    }
+    let leader = read_at::<*const u8>(task, offset(&TASK_GROUP_LEADER_OFFSET)).unwrap_or(task);
+    let start = tasks::start_ns(leader);
+    let r = match tasks::enroll(tgid, identity, ENROLL_CGROUP, start) {
+        // A task that moves itself in (as `zt-agent run` starts a workload) past the
+        // share dies for it. One moved in by another task (an administrator, a service
+        // manager) is enrolled past the share rather than left unjudged: a workload
+        // cannot move tasks that are not its own already.
+        Err(Refused::Share) if tgid == current_tgid() => {
+            kill_current();
+            return;
+        }
+        Err(Refused::Share) => tasks::enroll_past_share(tgid, identity, ENROLL_CGROUP, start),
+        r => r,
     };
-    // NOEXIST: an enrolled task never changes identity.
-    if ZT_TASKS
-        .insert(&(tgid as u32), &t, BPF_NOEXIST.into())
-        .is_err()
-        && task_identity(tgid as u32) == IDENTITY_NONE
-    {
+    if r.is_err() && task_identity(tgid) == IDENTITY_NONE {
         count_error(errors::TASKS_FULL);
     }
 }
@@ -139,6 +167,5 @@ fn try_exit(ctx: &BtfTracePointContext) {
     if group_dead & 0xff == 0 {
         return;
     }
-    let tgid = current_tgid();
-    let _ = ZT_TASKS.remove(&tgid);
+    tasks::forget(current_tgid());
 }

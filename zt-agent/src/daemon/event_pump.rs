@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
+use prometheus::IntCounter;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
-use zt_agent_common::{EventKind, Reason, Verdict};
+use tokio::sync::{mpsc, watch};
+use zt_agent_common::{
+    ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind, Reason, Verdict,
+};
 
 use crate::bus::{self, Body, Bus};
 use crate::events::decode;
@@ -23,6 +26,10 @@ pub struct Pump {
     ring: AsyncFd<RingBuf<MapData>>,
     digests: Digests,
     metrics: EventMetrics,
+    /// Where the (tgid, identity) of each task an exec enrolled goes, whatever the
+    /// event budgets: its sockets from before then get the identity. The count of
+    /// those lost when the queue was full.
+    enrolled: Option<(mpsc::Sender<(u32, u32)>, IntCounter)>,
 }
 
 impl Pump {
@@ -34,7 +41,17 @@ impl Pump {
             ring: unsafe { AsyncFd::register(events) }?,
             digests: Digests::default(),
             metrics,
+            enrolled: None,
         })
+    }
+
+    /// Send the tasks execs enrolled to `tx` too.
+    #[must_use]
+    pub fn with_enrolled(mut self, tx: mpsc::Sender<(u32, u32)>) -> Self {
+        let lost = self.metrics.lost.with_label_values(&["sockets_backlog"]);
+        lost.inc_by(0);
+        self.enrolled = Some((tx, lost));
+        self
     }
 }
 
@@ -63,29 +80,43 @@ pub async fn run(
             continue;
         }
         let st = state.borrow().clone();
-        for raw in batch {
-            let (Ok(kind), Ok(verdict), Ok(reason)) = (
-                EventKind::try_from(raw.kind),
-                Verdict::try_from(raw.verdict),
-                Reason::try_from(raw.reason),
-            ) else {
-                malformed.inc();
-                continue;
-            };
-            let identity = identity_label(&st, raw.identity);
-            let cause = Cause {
-                identity: &identity,
-                kind: kind.as_str(),
-                verdict: verdict.as_str(),
-                reason: reason.as_str(),
-            };
-            if !bus.admit(cause) {
-                continue;
+        // Enriching reads /proc and may hash a large binary: tell the runtime this
+        // thread blocks, so that the other parts (the ticker, metrics) run meanwhile.
+        tokio::task::block_in_place(|| {
+            for raw in batch {
+                let (Ok(kind), Ok(verdict), Ok(reason)) = (
+                    EventKind::try_from(raw.kind),
+                    Verdict::try_from(raw.verdict),
+                    Reason::try_from(raw.reason),
+                ) else {
+                    malformed.inc();
+                    continue;
+                };
+                let enrolled_now = kind == EventKind::Exec
+                    && matches!(
+                        raw.detail,
+                        ENROLL_EXE | ENROLL_PRINCIPAL | ENROLL_QUARANTINE
+                    );
+                if enrolled_now && let Some((tx, lost)) = &pump.enrolled {
+                    if tx.try_send((raw.tgid, raw.identity)).is_err() {
+                        lost.inc();
+                    }
+                }
+                let identity = identity_label(&st, raw.identity);
+                let cause = Cause {
+                    identity: &identity,
+                    kind: kind.as_str(),
+                    verdict: verdict.as_str(),
+                    reason: reason.as_str(),
+                };
+                if !bus.admit(cause) {
+                    continue;
+                }
+                match decode::enrich(&raw, &st, &mut pump.digests) {
+                    Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
+                    None => malformed.inc(),
+                }
             }
-            match decode::enrich(&raw, &st, &mut pump.digests) {
-                Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
-                None => malformed.inc(),
-            }
-        }
+        });
     }
 }

@@ -14,7 +14,7 @@ use zt_agent_common::{
 
 use super::enforcer::Enforcer;
 use crate::dns::server::Resolver;
-use crate::ebpf::maps::Counters;
+use crate::ebpf::maps::{Counters, sum};
 use crate::metrics::KernelMetrics;
 use crate::metrics::server::{self, Limits, Refresh};
 use crate::policy;
@@ -55,27 +55,26 @@ impl Sources {
         let state = self.state.borrow().clone();
         let names: BTreeMap<u32, String> = state.ids.iter().map(|(n, i)| (*i, n.clone())).collect();
         let counters = &self.counters;
-        self.kernel.update_verdicts(&names, |idx| {
-            counters
-                .verdicts
-                .get(&idx, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        });
+        self.kernel
+            .update_verdicts(&names, |idx| sum(&counters.verdicts, idx));
+        self.kernel
+            .update_ingress(&names, |idx| sum(&counters.ingress_verdicts, idx));
         self.kernel.update_errors(&counters.errors());
         let mut exec_names = names;
         exec_names.insert(IDENTITY_QUARANTINE, policy::QUARANTINE_NAME.to_owned());
         self.kernel.update_exec(&exec_names, |id, v: Verdict| {
-            counters
-                .exec_verdicts
-                .get(&exec_verdict_index(id, v as u8), 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
+            sum(&counters.exec_verdicts, exec_verdict_index(id, v as u8))
         });
         let Ok(stats) = self.enforcer.stats().await else {
             return;
         };
+        let refused = |id: u32| {
+            sum(&counters.task_refused, id) + stats.refused.get(&id).copied().unwrap_or(0)
+        };
+        self.kernel.update_tasks(&exec_names, refused, stats.swept);
         let k = &self.kernel;
+        k.task_share
+            .set(i64::try_from(stats.task_share).unwrap_or(i64::MAX));
         k.identity_tasks.reset();
         for (_, t) in &stats.tasks {
             let name = state.label_of(t.identity);
@@ -86,6 +85,8 @@ impl Sources {
             ("cgroups", stats.cgroups, CGROUPS_CAPACITY),
             ("policy_v4", stats.policy_v4, POLICY_TRIE_CAPACITY),
             ("policy_v6", stats.policy_v6, POLICY_TRIE_CAPACITY),
+            ("ingress_v4", stats.ingress_v4, POLICY_TRIE_CAPACITY),
+            ("ingress_v6", stats.ingress_v6, POLICY_TRIE_CAPACITY),
             ("exe_selectors", stats.exe_selectors, EXE_SELECTORS_CAPACITY),
             ("principals", stats.principals, PRINCIPALS_CAPACITY),
             ("exec_allow", stats.exec_allow, EXEC_ALLOW_CAPACITY),

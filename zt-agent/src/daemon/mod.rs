@@ -1,7 +1,7 @@
 //! `zt-agent daemon`: the kernel side loaded or adopted, then a few parts that each
 //! own one job: the enforcer (the one writer of the policy maps), the reconciler with
 //! its ticker (policy, files, cgroups), the event pump and the sink around the bus, the
-//! resolver, and metrics.
+//! resolver, metrics, and the tamper guard (programs attached, pins in place).
 //!
 //! The daemon is never in the verdict path. Killing it leaves the pinned programs
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
@@ -9,10 +9,12 @@
 mod boot;
 mod enforcer;
 mod event_pump;
+mod guard;
 mod metrics;
 mod parts;
 mod reconciler;
 mod resolver;
+mod sockets;
 mod start;
 mod ticker;
 
@@ -74,6 +76,8 @@ pub enum DaemonError {
     EnforcerStopped(#[from] enforcer::Stopped),
     #[error("{part} stopped: {why}; enforcement stays in place")]
     PartStopped { part: &'static str, why: String },
+    #[error("tamper guard: {0}")]
+    Guard(#[from] crate::tamper::GuardError),
 }
 
 impl DaemonError {

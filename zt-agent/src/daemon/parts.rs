@@ -1,6 +1,6 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
 //! server, the ticker (with the reconciler), the resolver's sockets and its event
-//! builder, and a watch on the enforcer's thread.
+//! builder, the tamper guard, the socket adopter, and a watch on the enforcer's thread.
 //!
 //! A supervisor runs each part: when one fails (an error or a panic), it says which,
 //! marks it down in `zt_agent_part_up{part}`, and starts it again after a pause, counted
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::DaemonError;
 use super::start::Started;
-use super::{event_pump, metrics, ticker};
+use super::{event_pump, guard, metrics, sockets, ticker};
 use crate::events::sink::SinkPart;
 use crate::metrics::PartMetrics;
 
@@ -43,6 +43,8 @@ pub mod name {
     pub const TICKER: &str = "ticker";
     pub const ENFORCER: &str = "enforcer";
     pub const DNS_EVENTS: &str = "dns_events";
+    pub const TAMPER_GUARD: &str = "tamper_guard";
+    pub const SOCKET_ADOPTER: &str = "socket_adopter";
     pub const DNS_UDP4: &str = "dns_udp4";
     pub const DNS_UDP6: &str = "dns_udp6";
     pub const DNS_TCP4: &str = "dns_tcp4";
@@ -126,6 +128,8 @@ impl Parts {
             name::TICKER,
             name::ENFORCER,
             name::DNS_EVENTS,
+            name::TAMPER_GUARD,
+            name::SOCKET_ADOPTER,
         ] {
             health.set_up(part, false);
         }
@@ -149,6 +153,34 @@ impl Parts {
                 let sink = shared.clone();
                 async move {
                     sink.lock().await.run().await;
+                    Ok(())
+                }
+            },
+            health.clone(),
+        ));
+
+        let guarded = Arc::new(Mutex::new(s.guard));
+        let (bus, tamper) = (s.bus.clone(), s.metrics.tamper.clone());
+        set.spawn(supervise(
+            name::TAMPER_GUARD,
+            move || {
+                let (g, bus, m) = (guarded.clone(), bus.clone(), tamper.clone());
+                async move {
+                    guard::run(&mut *g.lock().await, &bus, &m).await;
+                    Ok(())
+                }
+            },
+            health.clone(),
+        ));
+
+        let exec_events = Arc::new(Mutex::new(s.enrolled));
+        let enforcer = s.enforcer.clone();
+        set.spawn(supervise(
+            name::SOCKET_ADOPTER,
+            move || {
+                let (events, enforcer) = (exec_events.clone(), enforcer.clone());
+                async move {
+                    sockets::run(&mut *events.lock().await, &enforcer).await;
                     Ok(())
                 }
             },

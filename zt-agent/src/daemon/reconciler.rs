@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use zt_agent_common::ENROLL_SCAN;
 
 use super::DaemonError;
-use super::enforcer::{Enforcer, Stopped};
+use super::enforcer::{Enforcer, Install, Stopped};
 use crate::bus::{self, Body, Bus};
 use crate::dns::server::Resolver;
 use crate::events::FileEvent;
@@ -37,6 +37,8 @@ pub struct Reconciler {
     notes_seen: BTreeSet<Note>,
     /// Policy source hash last seen on disk, applied or not.
     seen_sha: Option<String>,
+    /// Identities reported to select more cgroups than their share.
+    cgroups_over: BTreeSet<u32>,
     enforcer: Enforcer,
     resolver: Arc<Resolver>,
     bus: Bus,
@@ -69,6 +71,7 @@ impl Reconciler {
             files: HostFiles::default(),
             notes_seen: BTreeSet::new(),
             seen_sha: None,
+            cgroups_over: BTreeSet::new(),
             enforcer: parts.enforcer,
             resolver: parts.resolver,
             bus: parts.bus,
@@ -153,11 +156,15 @@ impl Reconciler {
             tracing::info!(change = %plan::diff(old, &next), "installing policy");
         }
         self.enforcer
-            .install(
-                next.compiled.v4.clone(),
-                next.compiled.v6.clone(),
-                next.exec.entries.clone(),
-            )
+            .install(Install {
+                v4: next.compiled.v4.clone(),
+                v6: next.compiled.v6.clone(),
+                in_v4: next.compiled.in_v4.clone(),
+                in_v6: next.compiled.in_v6.clone(),
+                bind: next.compiled.bind.clone(),
+                exec: next.exec.entries.clone(),
+                holders: next.ids.len(),
+            })
             .await?
             .map_err(DaemonError::Install)?;
         let sha = next.sha256().to_owned();
@@ -292,13 +299,33 @@ impl Reconciler {
         let tree = cgroup::walk(&self.state.cgroup_root);
         let mut want = BTreeMap::new();
         let mut tasks = Vec::new();
+        // One share of the cgroup table per identity (and one for launch cgroups), so
+        // that a workload making cgroups below its own never fills it for others. Its
+        // cgroups past the share are not in the table: the tasks found in them are
+        // still enrolled here, once a second.
+        let share = cgroup_share(self.state.ids.len());
+        let mut per_identity: BTreeMap<u32, usize> = BTreeMap::new();
         for (dir, id) in plan::cgroups(&self.state.identities, &tree) {
+            tasks.extend(cgroup::procs(dir).into_iter().map(|t| (t, id, ENROLL_SCAN)));
+            let n = per_identity.entry(id).or_default();
+            *n += 1;
+            if *n > share {
+                if *n == share + 1 && self.cgroups_over.insert(id) {
+                    tracing::warn!(
+                        identity = %self.state.label_of(id),
+                        share,
+                        "the identity selects more cgroups than its share of the cgroup table; the rest are enrolled by the once-a-second scan only"
+                    );
+                }
+                continue;
+            }
             let Ok(cgid) = cgroup::cgroup_id(dir) else {
                 continue;
             };
             want.insert(cgid, id);
-            tasks.extend(cgroup::procs(dir).into_iter().map(|t| (t, id, ENROLL_SCAN)));
         }
+        self.cgroups_over
+            .retain(|id| per_identity.get(id).is_some_and(|n| *n > share));
         let Ok(results) = self.enforcer.enroll(tasks.clone()).await else {
             return;
         };
@@ -309,6 +336,15 @@ impl Reconciler {
         }
         if let Ok(Err(e)) = self.enforcer.sync_cgroups(want, prune).await {
             tracing::warn!(error = %e, "syncing enrolled cgroups");
+        }
+    }
+
+    /// Remove the task-table entries of thread groups that are gone.
+    pub async fn sweep_tasks(&mut self) {
+        match self.enforcer.sweep().await {
+            Ok(Ok(0)) | Err(Stopped) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed task entries of exited processes"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping the task table"),
         }
     }
 
@@ -326,4 +362,10 @@ impl Reconciler {
         self.state.write(&self.state_dir)?;
         Ok(())
     }
+}
+
+/// The cgroup-table entries one identity may take: an equal part for every identity
+/// that ever had an id, and one part kept for the launch cgroups of `zt-agent run`.
+fn cgroup_share(holders: usize) -> usize {
+    zt_agent_common::CGROUPS_CAPACITY as usize / (holders + 1).max(1)
 }

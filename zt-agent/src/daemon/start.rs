@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::DaemonError;
 use super::boot::Booted;
@@ -22,6 +22,7 @@ use crate::events::limit::{Budget, Limits};
 use crate::events::sink::{Rotation, Sink, SinkPart};
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::tamper::Guard;
 
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
@@ -31,6 +32,8 @@ pub struct Started {
     pub metrics: Metrics,
     pub bus: Bus,
     pub sink: SinkPart,
+    /// Tasks execs enrolled, for their sockets from before.
+    pub enrolled: mpsc::Receiver<(u32, u32)>,
     pub state: watch::Receiver<Arc<State>>,
     pub pump: Pump,
     pub counters: Counters,
@@ -41,6 +44,7 @@ pub struct Started {
     pub dns_serving: Serving,
     pub reconciler: Reconciler,
     pub listener: Arc<TcpListener>,
+    pub guard: Guard,
 }
 
 pub async fn start(
@@ -52,6 +56,8 @@ pub async fn start(
     let adopted = booted.adopted();
     let KernelMaps {
         tasks,
+        task_shares,
+        sockets,
         cgroups,
         policy,
         exec,
@@ -72,12 +78,17 @@ pub async fn start(
     let bus = bus.build();
     let (resolver, dns_events, dns_serving) =
         super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
-    let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
-        tasks,
-        cgroups,
-        policy,
-        exec,
-    })?;
+    let (enforcer, enforcer_ended) = Enforcer::spawn(
+        enforcer::Maps {
+            tasks,
+            task_shares,
+            sockets,
+            cgroups,
+            policy,
+            exec,
+        },
+        args.task_share,
+    )?;
     let (mut reconciler, state) = Reconciler::new(
         args.policy.clone(),
         args.dirs.state_dir.clone(),
@@ -99,6 +110,8 @@ pub async fn start(
         reconciler.sync_cgroups(false).await;
         reconciler.adopt().await;
     }
+    // From here on a removed pin detaches nothing, and a detached program comes back.
+    let guard = Guard::open(&booted.pins, &booted.cgroup_root)?;
     let exec_guard = ExecGuard::of_pins(&booted.pins);
     tracing::info!(
         mechanism = exec_guard.as_str(),
@@ -130,11 +143,13 @@ pub async fn start(
         limits,
         hup: signal(SignalKind::hangup())?,
     };
-    let pump = Pump::new(events, metrics.events.clone())?;
+    let (enrolled_tx, enrolled) = mpsc::channel(super::sockets::BACKLOG);
+    let pump = Pump::new(events, metrics.events.clone())?.with_enrolled(enrolled_tx);
     Ok(Started {
         metrics,
         bus,
         sink,
+        enrolled,
         state,
         pump,
         counters,
@@ -145,6 +160,7 @@ pub async fn start(
         dns_serving,
         reconciler,
         listener: Arc::new(listener),
+        guard,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The ticker: every second, reload a changed policy, enroll new cgroups, follow the
-//! files the policy names and let the resolver drop what lapsed; on SIGHUP, reload at
-//! once.
+//! files the policy names and let the resolver drop what lapsed; every few seconds,
+//! sweep the task table of exited processes; on SIGHUP, reload at once.
 
 use std::time::Duration;
 
@@ -9,8 +9,12 @@ use tokio::signal::unix::Signal;
 use super::reconciler::Reconciler;
 use crate::dns::server::Resolver;
 
+/// Ticks between two sweeps of the task table.
+const SWEEP_EVERY: u32 = 5;
+
 pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u32;
     loop {
         tokio::select! {
             _ = hup.recv() => reconciler.reload(true).await,
@@ -22,6 +26,10 @@ pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Sig
                 reconciler.sync_cgroups(true).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
+                n = n.wrapping_add(1);
+                if n.is_multiple_of(SWEEP_EVERY) {
+                    reconciler.sweep_tasks().await;
+                }
             }
         }
     }

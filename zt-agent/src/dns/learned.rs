@@ -58,6 +58,9 @@ pub struct Learned {
     entries: BTreeMap<(u32, IpAddr), Entry>,
     /// Most addresses one identity may hold.
     pub cap: usize,
+    /// Identities that may learn addresses: each gets at most an equal part of the
+    /// kernel table, so that none can fill it for the others.
+    sharers: usize,
     /// Entries pushed out by the cap, for metrics.
     pub evicted: u64,
 }
@@ -158,7 +161,7 @@ impl Learned {
             addr,
             deadline,
         } = answer;
-        if !self.entries.contains_key(&(identity, addr)) && self.count(identity) >= self.cap {
+        if !self.entries.contains_key(&(identity, addr)) && self.count(identity) >= self.share() {
             self.evict_one(map, identity, now);
         }
         let entry = self.entries.entry((identity, addr)).or_default();
@@ -173,6 +176,19 @@ impl Learned {
             Some(v) => map.insert(&key(identity, addr), &v, 0),
             None => Ok(()),
         }
+    }
+
+    /// How many identities share the kernel table (those with DNS names in their rules).
+    pub fn set_sharers(&mut self, n: usize) {
+        self.sharers = n;
+    }
+
+    /// Most addresses one identity may hold now: the cap, or less when every sharer's
+    /// cap would not fit the kernel table side by side.
+    #[must_use]
+    pub fn share(&self) -> usize {
+        self.cap
+            .min(zt_agent_common::DNS_ALLOW_CAPACITY as usize / self.sharers.max(1))
     }
 
     /// Addresses held, all identities together.
@@ -315,6 +331,19 @@ mod tests {
                 .collect(),
             ranges,
         }
+    }
+
+    #[test]
+    fn shares_fit_the_kernel_table_side_by_side() {
+        let mut l = Learned::new(4096);
+        l.set_sharers(16);
+        assert_eq!(l.share(), 4096);
+        // A 17th identity would let 16 of them fill the table for it.
+        l.set_sharers(17);
+        assert_eq!(l.share(), zt_agent_common::DNS_ALLOW_CAPACITY as usize / 17);
+        assert!(l.share() * 17 <= zt_agent_common::DNS_ALLOW_CAPACITY as usize);
+        l.set_sharers(0);
+        assert_eq!(l.share(), 4096);
     }
 
     #[test]

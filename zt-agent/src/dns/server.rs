@@ -383,6 +383,7 @@ impl Resolver {
         }
         if let Ok(mut l) = self.learned.lock() {
             let (table, map) = &mut *l;
+            table.set_sharers(p.by_id.values().filter(|i| !i.rules.is_empty()).count());
             table.refresh(map, p.as_ref(), boot_ns(), true);
         }
         self.update_gauges();

@@ -21,8 +21,10 @@ use aya::{
 use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
-use super::btf;
-use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
+use super::maps::{
+    Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Sockets, TaskShares, Tasks,
+};
+use super::{btf, sys};
 use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
@@ -299,6 +301,8 @@ impl PinDir {
 /// Handles to every map the daemon and the launcher use.
 pub struct KernelMaps {
     pub tasks: Tasks,
+    pub task_shares: TaskShares,
+    pub sockets: Sockets,
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
@@ -352,10 +356,18 @@ impl KernelMaps {
         use map_names as m;
         Ok(Self {
             tasks: Tasks(typed(get(m::TASKS)?, m::TASKS)?),
+            task_shares: TaskShares {
+                count: typed(get(m::TASK_COUNT)?, m::TASK_COUNT)?,
+                share: typed(get(m::TASK_SHARE)?, m::TASK_SHARE)?,
+            },
+            sockets: Sockets(typed(get(m::SOCK_IDENTITY)?, m::SOCK_IDENTITY)?),
             cgroups: Cgroups(typed(get(m::CGROUPS)?, m::CGROUPS)?),
             policy: PolicyMaps {
                 v4: typed(get(m::POLICY_V4)?, m::POLICY_V4)?,
                 v6: typed(get(m::POLICY_V6)?, m::POLICY_V6)?,
+                in_v4: typed(get(m::INGRESS_V4)?, m::INGRESS_V4)?,
+                in_v6: typed(get(m::INGRESS_V6)?, m::INGRESS_V6)?,
+                in_ports: typed(get(m::INGRESS_PORTS)?, m::INGRESS_PORTS)?,
             },
             exec: ExecMaps {
                 identities: typed(get(m::IDENTITIES)?, m::IDENTITIES)?,
@@ -365,8 +377,10 @@ impl KernelMaps {
             },
             counters: Counters {
                 verdicts: typed(get(m::VERDICTS)?, m::VERDICTS)?,
+                ingress_verdicts: typed(get(m::INGRESS_VERDICTS)?, m::INGRESS_VERDICTS)?,
                 exec_verdicts: typed(get(m::EXEC_VERDICTS)?, m::EXEC_VERDICTS)?,
                 errors: typed(get(m::ERRORS)?, m::ERRORS)?,
+                task_refused: typed(get(m::TASK_REFUSED)?, m::TASK_REFUSED)?,
             },
             shadow: Shadow(typed(get(m::SHADOW)?, m::SHADOW)?),
             dns: DnsMaps {
@@ -436,7 +450,8 @@ pub fn load(pins: &PinDir) -> Result<(Loaded, KernelMaps), LoadError> {
             ProgramKind::CgroupSockAddr(_)
             | ProgramKind::CgroupSock
             | ProgramKind::CgroupSockopt
-            | ProgramKind::CgroupSkbEgress => {
+            | ProgramKind::CgroupSkbEgress
+            | ProgramKind::CgroupSkbIngress => {
                 let prog = ebpf
                     .program_mut(name)
                     .ok_or_else(|| LoadError::MissingProgram { name: name.into() })?;
@@ -595,14 +610,20 @@ impl Loaded {
                 ProgramKind::CgroupSockAddr(_)
                 | ProgramKind::CgroupSock
                 | ProgramKind::CgroupSockopt
-                | ProgramKind::CgroupSkbEgress => self.attach_cgroup(p.name, &root)?,
+                | ProgramKind::CgroupSkbEgress
+                | ProgramKind::CgroupSkbIngress => self.attach_cgroup(p.name, p.kind, &root)?,
             }
         }
         Ok(())
     }
 
     /// Attach one cgroup program at the cgroup2 root and pin its link.
-    fn attach_cgroup(&mut self, name: &str, root: &File) -> Result<(), LoadError> {
+    fn attach_cgroup(
+        &mut self,
+        name: &str,
+        kind: ProgramKind,
+        root: &File,
+    ) -> Result<(), LoadError> {
         let prog = self
             .ebpf
             .program_mut(name)
@@ -624,23 +645,26 @@ impl Loaded {
             aya::programs::Program::CgroupSockAddr(p) => attach_cgroup!(p),
             aya::programs::Program::CgroupSock(p) => attach_cgroup!(p),
             aya::programs::Program::CgroupSkb(p) => {
-                attach_cgroup!(p, aya::programs::CgroupSkbAttachType::Egress)
+                let direction = if kind == ProgramKind::CgroupSkbIngress {
+                    aya::programs::CgroupSkbAttachType::Ingress
+                } else {
+                    aya::programs::CgroupSkbAttachType::Egress
+                };
+                attach_cgroup!(p, direction)
             }
             aya::programs::Program::CgroupSockopt(p) => {
                 // aya 0.16 cannot turn a sockopt link into an FdLink, so create and
                 // pin this one bpf_link directly.
                 let prog_fd = p.fd().map_err(prog_err(name))?;
                 let path = self.pins.link(name);
-                return raw_link::create_and_pin(
-                    prog_fd.as_fd(),
-                    root.as_fd(),
-                    raw_link::BPF_CGROUP_SETSOCKOPT,
-                    &path,
-                )
-                .map_err(|source| LoadError::Pin {
+                let pin_err = |source| LoadError::Pin {
                     path: path.display().to_string(),
                     source,
-                });
+                };
+                let link =
+                    sys::link_create(prog_fd.as_fd(), Some(root.as_fd()), kind.attach_type())
+                        .map_err(pin_err)?;
+                return sys::obj_pin(link.as_fd(), &path).map_err(pin_err);
             }
             _ => return Err(LoadError::MissingProgram { name: name.into() }),
         };
@@ -691,49 +715,6 @@ impl Loaded {
             path: path.display().to_string(),
             source,
         })
-    }
-}
-
-/// Minimal bpf(2) calls for what aya 0.16 does not expose for sockopt programs.
-mod raw_link {
-    use std::ffi::CString;
-    use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
-    use std::os::unix::ffi::OsStrExt as _;
-    use std::path::Path;
-
-    const BPF_OBJ_PIN: libc::c_long = 6;
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
-
-    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
-        // SAFETY: attr is a zero-padded bpf_attr of the size we pass.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-        if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }
-
-    pub fn create_and_pin(
-        prog: BorrowedFd<'_>,
-        cgroup: BorrowedFd<'_>,
-        attach_type: u32,
-        path: &Path,
-    ) -> std::io::Result<()> {
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
-        attr[4..8].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
-        attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
-        let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
-        // SAFETY: the kernel just returned this new descriptor to us.
-        let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        let mut attr = [0u8; 128];
-        attr[0..8].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
-        attr[8..12].copy_from_slice(&(link.as_raw_fd() as u32).to_ne_bytes());
-        bpf(BPF_OBJ_PIN, &mut attr)?;
-        Ok(())
     }
 }
 

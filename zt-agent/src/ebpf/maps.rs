@@ -5,13 +5,13 @@ use std::hash::Hash;
 
 use aya::Pod;
 use aya::maps::{
-    Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key,
+    Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, SkStorage, lpm_trie::Key,
 };
 use zt_agent_common::{
     CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
     ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES,
     POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey, ShadowValue,
-    TaskIdentity, errors,
+    SockIdentity, TaskIdentity, TaskShare, errors, task_entries,
 };
 
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
@@ -23,36 +23,81 @@ const NO_PREALLOC: u32 = 1;
 /// One policy trie entry: (prefix length including the 32 identity bits, key, value).
 pub type TrieEntry<K> = (u32, K, PolicyValue);
 
-/// The two per-family policy tries, swapped whole on every policy change.
+/// The per-family policy tries, egress and ingress, swapped whole on every policy
+/// change, and the ports each identity may bind.
 pub struct PolicyMaps {
     pub v4: ArrayOfMaps<MapData, Trie4>,
     pub v6: ArrayOfMaps<MapData, Trie6>,
+    pub in_v4: ArrayOfMaps<MapData, Trie4>,
+    pub in_v6: ArrayOfMaps<MapData, Trie6>,
+    pub in_ports: Array<MapData, PolicyValue>,
+}
+
+/// What one policy puts into the tries: per family, (prefix length, key, value).
+#[derive(Clone, Copy)]
+pub struct TrieEntries<'a> {
+    pub v4: &'a [TrieEntry<KeyV4>],
+    pub v6: &'a [TrieEntry<KeyV6>],
+}
+
+fn trie<K: Pod>(entries: &[TrieEntry<K>]) -> Result<LpmTrie<MapData, K, PolicyValue>, MapError> {
+    let mut t = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
+    for (len, data, value) in entries {
+        t.insert(&Key::new(*len, *data), value, 0)?;
+    }
+    Ok(t)
 }
 
 impl PolicyMaps {
-    /// Build new tries from these entries and swap them in. Each family is one atomic
-    /// pointer swap; a verdict in flight keeps the trie it started with.
+    /// Build new tries from these entries and swap them in, then set the ports each
+    /// identity may bind (identities not in `bind` bind nothing). Each trie swap is one
+    /// atomic pointer swap; a verdict in flight keeps the trie it started with. On
+    /// failure the tries in force before stay in force.
     pub fn install(
         &mut self,
-        v4: &[TrieEntry<KeyV4>],
-        v6: &[TrieEntry<KeyV6>],
+        egress: TrieEntries<'_>,
+        ingress: TrieEntries<'_>,
+        bind: &BTreeMap<u32, PolicyValue>,
     ) -> Result<(), MapError> {
-        let mut t4: Trie4 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
-        for (len, data, value) in v4 {
-            t4.insert(&Key::new(*len, *data), value, 0)?;
-        }
-        let mut t6: Trie6 = LpmTrie::create(POLICY_TRIE_CAPACITY, NO_PREALLOC)?;
-        for (len, data, value) in v6 {
-            t6.insert(&Key::new(*len, *data), value, 0)?;
-        }
-        let old_v4 = self.v4.get(&0, 0).ok();
-        self.v4.set(0, &t4, 0)?;
-        if let Err(e) = self.v6.set(0, &t6, 0) {
-            // Keep both families on the same policy.
-            if let Some(old) = old_v4 {
-                let _ = self.v4.set(0, &old, 0);
+        let (e4, e6, i4, i6) = (
+            trie(egress.v4)?,
+            trie(egress.v6)?,
+            trie(ingress.v4)?,
+            trie(ingress.v6)?,
+        );
+        let old = (
+            self.v4.get(&0, 0).ok(),
+            self.v6.get(&0, 0).ok(),
+            self.in_v4.get(&0, 0).ok(),
+            self.in_v6.get(&0, 0).ok(),
+        );
+        let swapped = (|| {
+            self.v4.set(0, &e4, 0)?;
+            self.v6.set(0, &e6, 0)?;
+            self.in_v4.set(0, &i4, 0)?;
+            self.in_v6.set(0, &i6, 0)
+        })();
+        if let Err(e) = swapped {
+            // Keep every family and direction on the same policy.
+            if let Some(t) = &old.0 {
+                let _ = self.v4.set(0, t, 0);
+            }
+            if let Some(t) = &old.1 {
+                let _ = self.v6.set(0, t, 0);
+            }
+            if let Some(t) = &old.2 {
+                let _ = self.in_v4.set(0, t, 0);
+            }
+            if let Some(t) = &old.3 {
+                let _ = self.in_v6.set(0, t, 0);
             }
             return Err(e);
+        }
+        for id in 1..MAX_IDENTITIES {
+            let want = bind.get(&id).copied().unwrap_or(PolicyValue::empty(0));
+            if self.in_ports.get(&id, 0).ok() != Some(want) {
+                self.in_ports.set(id, &want, 0)?;
+            }
         }
         Ok(())
     }
@@ -62,22 +107,22 @@ impl PolicyMaps {
 pub struct Tasks(pub HashMap<MapData, u32, TaskIdentity>);
 
 impl Tasks {
-    pub fn enroll(&mut self, tgid: u32, identity: u32, how: u32) -> Result<(), MapError> {
-        self.0.insert(&tgid, &TaskIdentity { identity, how }, 0)
+    /// The entry of `tgid`, if it has one.
+    #[must_use]
+    pub fn get(&self, tgid: u32) -> Option<TaskIdentity> {
+        self.0.get(&tgid, 0).ok()
+    }
+
+    /// Rewrite how an enrolled task was enrolled; never adds an entry.
+    pub fn set_how(&mut self, tgid: u32, how: u32) -> Result<(), MapError> {
+        let t = self.0.get(&tgid, 0)?;
+        self.0
+            .insert(&tgid, &TaskIdentity { how, ..t }, 2 /* BPF_EXIST */)
     }
 
     /// Enroll unless already enrolled: an identity never changes once taken.
-    pub fn enroll_if_absent(
-        &mut self,
-        tgid: u32,
-        identity: u32,
-        how: u32,
-    ) -> Result<bool, MapError> {
-        match self.0.insert(
-            &tgid,
-            &TaskIdentity { identity, how },
-            1, /* BPF_NOEXIST */
-        ) {
+    pub fn enroll_if_absent(&mut self, tgid: u32, t: &TaskIdentity) -> Result<bool, MapError> {
+        match self.0.insert(&tgid, t, 1 /* BPF_NOEXIST */) {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
@@ -91,8 +136,76 @@ impl Tasks {
         self.0.iter().filter_map(Result::ok).collect()
     }
 
-    pub fn remove(&mut self, tgid: u32) -> Result<(), MapError> {
-        self.0.remove(&tgid)
+    /// Remove the entry of `tgid` if it is still `expected`, in one step, so that an
+    /// entry the kernel just made for a new holder of the pid is never lost. `true`
+    /// when `expected` was removed.
+    pub fn remove_if(&mut self, tgid: u32, expected: &TaskIdentity) -> Result<bool, MapError> {
+        use std::os::fd::AsFd as _;
+        let fd = aya::maps::IterableMap::map(&self.0).fd().as_fd();
+        let syscall = |io_error| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_and_delete_elem",
+                io_error,
+            })
+        };
+        let Some(was) =
+            super::sys::lookup_and_delete::<u32, TaskIdentity>(fd, &tgid).map_err(syscall)?
+        else {
+            return Ok(false);
+        };
+        if was == *expected {
+            return Ok(true);
+        }
+        // Someone else's entry: put it back as it was.
+        match self.0.insert(&tgid, &was, 1 /* BPF_NOEXIST */) {
+            Ok(()) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Socket-local storage: the identity each socket was created under.
+pub struct Sockets(pub SkStorage<MapData, SockIdentity>);
+
+impl Sockets {
+    /// Record `identity` for a socket that has none (a socket made before its task was
+    /// enrolled); one that has an identity keeps it. `true` when recorded.
+    pub fn tag(
+        &mut self,
+        socket: &impl std::os::fd::AsRawFd,
+        identity: u32,
+    ) -> Result<bool, MapError> {
+        match self.0.insert(
+            socket,
+            &SockIdentity::new(identity),
+            1, /* BPF_NOEXIST */
+        ) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Each identity's share of the task table: the kernel's own count of the entries it
+/// made, and what the daemon keeps (the share, and its own count).
+pub struct TaskShares {
+    pub count: Array<MapData, u64>,
+    pub share: Array<MapData, TaskShare>,
+}
+
+impl TaskShares {
+    /// The entries `identity` holds.
+    #[must_use]
+    pub fn held(&self, identity: u32) -> u64 {
+        let kernel = self.count.get(&identity, 0).unwrap_or(0);
+        let user = self.share.get(&identity, 0).map_or(0, |s| s.user);
+        task_entries(kernel, user)
     }
 }
 
@@ -236,8 +349,17 @@ impl Shadow {
 /// Per-CPU counters, summed.
 pub struct Counters {
     pub verdicts: PerCpuArray<MapData, u64>,
+    pub ingress_verdicts: PerCpuArray<MapData, u64>,
     pub exec_verdicts: PerCpuArray<MapData, u64>,
     pub errors: PerCpuArray<MapData, u64>,
+    /// Per identity: forks and enrollments refused past the task share.
+    pub task_refused: PerCpuArray<MapData, u64>,
+}
+
+/// One slot of a per-CPU counter array, summed over the CPUs (0 if unreadable).
+#[must_use]
+pub fn sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }
 
 impl Counters {

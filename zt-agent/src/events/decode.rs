@@ -40,16 +40,23 @@ pub fn proc_facts(tgid: u32) -> (Option<String>, Option<String>) {
     (exe, cgroup)
 }
 
+/// The event's address with its port, as `ip:port`.
 #[must_use]
 pub fn dst(ev: &Event) -> Option<String> {
+    addr_port(ev, ev.port)
+}
+
+/// The event's address with `port`, as `ip:port` (`[ip]:port` for IPv6).
+#[must_use]
+pub fn addr_port(ev: &Event, port: u16) -> Option<String> {
     match ev.family {
         2 => {
             let a = Ipv4Addr::new(ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]);
-            Some(format!("{a}:{}", ev.port))
+            Some(format!("{a}:{port}"))
         }
         10 => {
             let a = Ipv6Addr::from(ev.addr);
-            Some(format!("[{}]:{}", IpAddr::V6(a), ev.port))
+            Some(format!("[{}]:{port}", IpAddr::V6(a)))
         }
         _ => None,
     }
@@ -69,7 +76,12 @@ pub fn enrich(raw: &Event, state: &State, digests: &mut Digests) -> Option<Kerne
     let kind = EventKind::try_from(raw.kind).ok()?;
     let verdict = Verdict::try_from(raw.verdict).ok()?;
     let reason = Reason::try_from(raw.reason).ok()?;
-    let (mut exe, cgroup) = proc_facts(raw.tgid);
+    // An inbound packet is judged in no task's context: there is no task to read.
+    let (mut exe, cgroup) = if kind == EventKind::Inbound {
+        (None, None)
+    } else {
+        proc_facts(raw.tgid)
+    };
     let exec = (kind == EventKind::Exec).then(|| {
         let file_key = raw.file;
         let file_id = FileId {

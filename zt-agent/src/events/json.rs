@@ -8,7 +8,7 @@ use zt_agent_common::{
     ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind, ip_protocol_name,
 };
 
-use super::decode::{c_str, comm, dst};
+use super::decode::{addr_port, c_str, comm, dst};
 use super::limit::Suppressed;
 use super::provenance::Ancestor;
 use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent};
@@ -38,6 +38,15 @@ pub struct JsonEvent {
     pub policy_sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<String>,
+    /// Inbound events: the peer, as `ip:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Bind events: the address and port bound, as `ip:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// Bind and inbound events: the local port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<&'static str>,
     pub reason: &'static str,
@@ -83,6 +92,12 @@ impl JsonEvent {
             Body::Kernel(k) => kernel(&ev.time, k, state),
             Body::Dns(d) => dns(&ev.time, d, state),
             Body::File(f) => file(&ev.time, f, state),
+            Body::Tamper(t) => {
+                // No identity: the daemon's own enforcement was the target.
+                let mut j = daemon(&ev.time, "tamper", "", t.what, state);
+                j.detail = Some(t.detail.clone());
+                j
+            }
         }
     }
 
@@ -133,6 +148,9 @@ fn daemon(
         cgroup_id: 0,
         policy_sha256: state.policy_sha256.clone(),
         dst: None,
+        src: None,
+        local: None,
+        port: None,
         protocol: None,
         reason,
         socket_identity: None,
@@ -175,6 +193,8 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
     let name = identity_label(state, ev.identity);
     let is_exec = k.kind == EventKind::Exec;
     let is_addr = matches!(k.kind, EventKind::Connect | EventKind::Sendmsg);
+    let inbound = k.kind == EventKind::Inbound;
+    let bind = k.kind == EventKind::Bind;
     let detail = match k.kind {
         EventKind::SockCreate => Some(format!(
             "family={} type={} protocol={}",
@@ -207,7 +227,13 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         cgroup_id: ev.cgroup_id,
         policy_sha256: state.policy_sha256.clone(),
         dst: if is_addr { dst(ev) } else { None },
-        protocol: is_addr.then(|| ip_protocol_name(ev.protocol)),
+        // The peer's port travels in `detail`.
+        src: inbound
+            .then(|| addr_port(ev, u16::try_from(ev.detail).unwrap_or(0)))
+            .flatten(),
+        local: if bind { dst(ev) } else { None },
+        port: (inbound || bind).then_some(ev.port),
+        protocol: (is_addr || inbound || bind).then(|| ip_protocol_name(ev.protocol)),
         reason: k.reason.as_str(),
         socket_identity: (ev.sock_identity != 0 && ev.sock_identity != ev.identity)
             .then(|| state.label_of(ev.sock_identity)),

@@ -97,3 +97,13 @@ pub struct FileEvent {
     /// The policy location, field, path and what is wrong.
     pub detail: String,
 }
+
+/// Enforcement was tampered with (a program detached, a pin removed), and what the
+/// daemon did about it.
+#[derive(Clone, Debug)]
+pub struct TamperEvent {
+    /// `link_detached`, `link_pin_removed` or `map_pin_removed`.
+    pub what: &'static str,
+    /// What happened and what was done, for people.
+    pub detail: String,
+}

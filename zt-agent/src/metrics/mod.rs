@@ -10,6 +10,7 @@ pub mod parts;
 pub mod policy;
 mod registry;
 pub mod server;
+pub mod tamper;
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -18,6 +19,7 @@ pub use events::EventMetrics;
 pub use kernel::KernelMetrics;
 pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
+pub use tamper::TamperMetrics;
 
 /// Every metric the daemon serves.
 pub struct Metrics {
@@ -26,6 +28,7 @@ pub struct Metrics {
     pub events: EventMetrics,
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
+    pub tamper: TamperMetrics,
     pub parts: PartMetrics,
 }
 
@@ -38,6 +41,7 @@ impl Metrics {
             kernel: KernelMetrics::register(&registry, events.lost.clone()),
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
+            tamper: TamperMetrics::register(&registry),
             parts: PartMetrics::register(&registry),
             events,
             registry,

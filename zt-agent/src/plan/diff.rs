@@ -42,6 +42,10 @@ pub struct PlanDiff {
     pub identities_changed: Vec<String>,
     pub policy_v4: EntryDiff,
     pub policy_v6: EntryDiff,
+    pub ingress_v4: EntryDiff,
+    pub ingress_v6: EntryDiff,
+    /// The ports identities may bind.
+    pub bind: EntryDiff,
     pub exe_selectors: EntryDiff,
     pub principals: EntryDiff,
     pub exec_allow: EntryDiff,
@@ -58,10 +62,13 @@ impl PlanDiff {
             && self.maps().iter().all(|(_, d)| d.is_empty())
     }
 
-    fn maps(&self) -> [(&'static str, EntryDiff); 6] {
+    fn maps(&self) -> [(&'static str, EntryDiff); 9] {
         [
             ("policy_v4", self.policy_v4),
             ("policy_v6", self.policy_v6),
+            ("ingress_v4", self.ingress_v4),
+            ("ingress_v6", self.ingress_v6),
+            ("bind_ports", self.bind),
             ("exe_selectors", self.exe_selectors),
             ("principals", self.principals),
             ("exec_allow", self.exec_allow),
@@ -128,6 +135,9 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
             .collect(),
         policy_v4: EntryDiff::of(&v4(old), &v4(new)),
         policy_v6: EntryDiff::of(&v6(old), &v6(new)),
+        ingress_v4: EntryDiff::of(&trie(&old.compiled.in_v4), &trie(&new.compiled.in_v4)),
+        ingress_v6: EntryDiff::of(&trie(&old.compiled.in_v6), &trie(&new.compiled.in_v6)),
+        bind: EntryDiff::of(&old.compiled.bind, &new.compiled.bind),
         exe_selectors: EntryDiff::of(&oe.exe, &ne.exe),
         principals: EntryDiff::of(&oe.principals, &ne.principals),
         exec_allow: EntryDiff::of(&oe.allow, &ne.allow),
@@ -189,5 +199,23 @@ mod tests {
         assert!(d.policy_v4.changed >= 1, "{d}");
         assert!(!d.is_empty());
         assert!(d.to_string().contains("+new"), "{d}");
+    }
+
+    #[test]
+    fn counts_ingress_entries() {
+        let a = plan(&[(
+            "svc",
+            "  egress: []
+",
+        )]);
+        let b = plan(&[(
+            "svc",
+            "  ingress:\n    - from: [10.0.0.0/8]\n      ports: [8080]\n",
+        )]);
+        let d = diff(&a, &b);
+        assert_eq!(d.ingress_v4.added, 1, "{d}");
+        assert_eq!(d.bind.changed, 1, "{d}");
+        assert!(d.policy_v4.is_empty(), "{d}");
+        assert!(d.to_string().contains("ingress_v4 +1"), "{d}");
     }
 }

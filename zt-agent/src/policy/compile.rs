@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use thiserror::Error;
 use zt_agent_common::{
-    DNS_RANGES, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, KeyV4,
-    KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP,
-    PolicyValue, PortRange, key_v4, key_v6,
+    DNS_RANGES, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS, IDENTITY_NONE,
+    IDENTITY_QUARANTINE, KeyV4, KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY,
+    PROTO_MASK_TCP, PROTO_MASK_UDP, PolicyValue, PortRange, key_v4, key_v6,
 };
 
 use super::model::{DnsName, Identity, Mode, Policy};
@@ -29,6 +29,11 @@ pub struct Compiled {
     /// (prefix length including the 32 identity bits, key, value).
     pub v4: Vec<(u32, KeyV4, PolicyValue)>,
     pub v6: Vec<(u32, KeyV6, PolicyValue)>,
+    /// The ingress tries, keyed by the peer's address; their ranges are local ports.
+    pub in_v4: Vec<(u32, KeyV4, PolicyValue)>,
+    pub in_v6: Vec<(u32, KeyV6, PolicyValue)>,
+    /// Per identity id: the ports it may bind (every port an ingress rule opens).
+    pub bind: BTreeMap<u32, PolicyValue>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,14 +79,25 @@ pub enum CompileError {
         id: u32,
     },
     #[error(
-        "{at}: spec.egress: identity `{identity}`: destination {prefix} needs {count} port ranges, more than the {max} a prefix can hold; merge ports into ranges",
+        "{at}: {field}: identity `{identity}`: {prefix} needs {count} port ranges, more than the {max} a prefix can hold; merge ports into ranges",
         max = MAX_PORT_RANGES
     )]
     TooManyRanges {
-        /// file:line:column of the rule that lists the destination.
+        /// file:line:column of the rule that lists the network.
         at: String,
+        /// `spec.egress` or `spec.ingress`.
+        field: &'static str,
         identity: String,
         prefix: String,
+        count: usize,
+    },
+    #[error(
+        "{at}: spec.ingress: identity `{identity}`: its ingress rules open {count} distinct port ranges, more than the {max} a listener check can hold; merge ports into ranges",
+        max = MAX_PORT_RANGES
+    )]
+    TooManyBindRanges {
+        at: String,
+        identity: String,
         count: usize,
     },
     #[error(
@@ -110,8 +126,9 @@ pub enum CompileError {
 /// ranges; more entries than a trie holds.
 pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled, CompileError> {
     let mut identities = Vec::new();
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let (mut in_v4, mut in_v6) = (Vec::new(), Vec::new());
+    let mut bind = BTreeMap::new();
     let mut used: BTreeMap<u32, &str> = BTreeMap::new();
     let mut sorted: Vec<&Identity> = policy.identities.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -139,25 +156,48 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
             Mode::Audit => IDENTITY_FLAG_AUDIT,
             Mode::Enforce => 0,
         };
-        let (e4, e6) = entries(identity)?;
-        for (net, ranges) in e4 {
-            let IpNet::V4(n) = net else { continue };
-            let key = key_v4(id, n.network().octets());
-            v4.push((
-                IDENTITY_KEY_BITS + u32::from(n.prefix_len()),
-                key,
-                value(flags, &ranges),
-            ));
-        }
-        for (net, ranges) in e6 {
-            let IpNet::V6(n) = net else { continue };
-            let key = key_v6(id, n.network().octets());
-            v6.push((
-                IDENTITY_KEY_BITS + u32::from(n.prefix_len()),
-                key,
-                value(flags, &ranges),
-            ));
-        }
+        let egress: Vec<NetRule<'_>> = identity
+            .egress
+            .iter()
+            .map(|r| NetRule {
+                nets: &r.to,
+                ports: &r.ports,
+                protocol: r.protocol,
+                location: &r.location,
+            })
+            .collect();
+        let ingress: Vec<NetRule<'_>> = identity
+            .ingress
+            .iter()
+            .map(|r| NetRule {
+                nets: &r.from,
+                ports: &r.ports,
+                protocol: r.protocol,
+                location: &r.location,
+            })
+            .collect();
+        let add = |rules: &[NetRule<'_>],
+                   field: &'static str,
+                   t4: &mut Vec<(u32, KeyV4, PolicyValue)>,
+                   t6: &mut Vec<(u32, KeyV6, PolicyValue)>| {
+            let (e4, e6) = entries(identity, field, rules)?;
+            for (net, ranges) in e4 {
+                let IpNet::V4(n) = net else { continue };
+                let key = key_v4(id, n.network().octets());
+                let len = IDENTITY_KEY_BITS + u32::from(n.prefix_len());
+                t4.push((len, key, value(flags, &ranges)));
+            }
+            for (net, ranges) in e6 {
+                let IpNet::V6(n) = net else { continue };
+                let key = key_v6(id, n.network().octets());
+                let len = IDENTITY_KEY_BITS + u32::from(n.prefix_len());
+                t6.push((len, key, value(flags, &ranges)));
+            }
+            Ok::<(), CompileError>(())
+        };
+        add(&egress, "spec.egress", &mut v4, &mut v6)?;
+        add(&ingress, "spec.ingress", &mut in_v4, &mut in_v6)?;
+        bind.insert(id, bind_ports(identity, flags)?);
         identities.push(CompiledIdentity {
             id,
             name: identity.name.clone(),
@@ -179,7 +219,12 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
                 .collect(),
         });
     }
-    for (family, entries) in [("IPv4", v4.len()), ("IPv6", v6.len())] {
+    for (family, entries) in [
+        ("IPv4", v4.len()),
+        ("IPv6", v6.len()),
+        ("IPv4 ingress", in_v4.len()),
+        ("IPv6 ingress", in_v6.len()),
+    ] {
         if entries > POLICY_TRIE_CAPACITY as usize {
             return Err(CompileError::TrieFull {
                 family,
@@ -193,7 +238,46 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
         identities,
         v4,
         v6,
+        in_v4,
+        in_v6,
+        bind,
     })
+}
+
+/// The ports an identity may bind: every port its ingress rules open, whoever the
+/// peer, with its flags and [`IDENTITY_FLAG_IN_POLICY`].
+fn bind_ports(identity: &Identity, flags: u32) -> Result<PolicyValue, CompileError> {
+    let (mut tcp, mut udp) = (Vec::new(), Vec::new());
+    for r in &identity.ingress {
+        let mask = r.protocol.mask();
+        if mask & PROTO_MASK_TCP != 0 {
+            tcp.extend(r.ports.iter().copied());
+        }
+        if mask & PROTO_MASK_UDP != 0 {
+            udp.extend(r.ports.iter().copied());
+        }
+    }
+    let ranges = combine(merge(tcp), merge(udp));
+    if ranges.len() > MAX_PORT_RANGES {
+        let at = identity
+            .ingress
+            .last()
+            .map_or_else(|| identity.location.to_string(), |r| r.location.to_string());
+        return Err(CompileError::TooManyBindRanges {
+            at,
+            identity: identity.name.clone(),
+            count: ranges.len(),
+        });
+    }
+    Ok(value(flags | IDENTITY_FLAG_IN_POLICY, &ranges))
+}
+
+/// The part of an egress or ingress rule the tries are built from.
+struct NetRule<'a> {
+    nets: &'a [IpNet],
+    ports: &'a [(u16, u16)],
+    protocol: super::model::Protocol,
+    location: &'a super::model::Location,
 }
 
 /// Inclusive port ranges of one protocol.
@@ -205,14 +289,18 @@ type Entries = Vec<(IpNet, Ranges)>;
 
 /// The entries of one identity per family: the root (/0) first, then every distinct
 /// network of its rules, each with the union of the ranges of the rules containing it.
-fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
+fn entries(
+    identity: &Identity,
+    field: &'static str,
+    rules: &[NetRule<'_>],
+) -> Result<(Entries, Entries), CompileError> {
     let root4 = IpNet::V4(ipnet::Ipv4Net::default());
     let root6 = IpNet::V6(ipnet::Ipv6Net::default());
     // Distinct networks per family, ordered for determinism (root first).
     let mut nets4: BTreeSet<(u8, IpNet)> = BTreeSet::from([(0, root4)]);
     let mut nets6: BTreeSet<(u8, IpNet)> = BTreeSet::from([(0, root6)]);
-    for rule in &identity.egress {
-        for net in &rule.to {
+    for rule in rules {
+        for net in rule.nets {
             let net = net.trunc();
             match net {
                 IpNet::V4(_) => nets4.insert((net.prefix_len(), net)),
@@ -226,9 +314,9 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
     // value is the union over its ancestors (at most 129 lists of a few ranges each),
     // however many rules list a covering network.
     let mut per_net: BTreeMap<IpNet, (PortList, PortList)> = BTreeMap::new();
-    for rule in &identity.egress {
+    for rule in rules {
         let mask = rule.protocol.mask();
-        for net in &rule.to {
+        for net in rule.nets {
             let (tcp, udp) = per_net.entry(net.trunc()).or_default();
             if mask & PROTO_MASK_TCP != 0 {
                 tcp.extend(rule.ports.iter().copied());
@@ -256,13 +344,13 @@ fn entries(identity: &Identity) -> Result<(Entries, Entries), CompileError> {
                 }
                 let ranges = combine(merge(tcp), merge(udp));
                 if ranges.len() > MAX_PORT_RANGES {
-                    let at = identity
-                        .egress
+                    let at = rules
                         .iter()
-                        .find(|r| r.to.iter().any(|n| n.trunc() == prefix))
+                        .find(|r| r.nets.iter().any(|n| n.trunc() == prefix))
                         .map_or_else(|| identity.location.to_string(), |r| r.location.to_string());
                     return Err(CompileError::TooManyRanges {
                         at,
+                        field,
                         identity: identity.name.clone(),
                         prefix: prefix.to_string(),
                         count: ranges.len(),
@@ -558,7 +646,7 @@ mod tests {
         assert!(
             matches!(
                 &err,
-                Some(CompileError::TooManyRanges { at, identity, prefix, count: 17 })
+                Some(CompileError::TooManyRanges { at, identity, prefix, count: 17, .. })
                     if at.starts_with("t.yaml:") && identity == "many" && prefix == "10.0.0.0/8"
             ),
             "{err:?}"

@@ -6,8 +6,8 @@
 use super::PolicyError;
 use super::model::{
     ALL_PORTS, API_VERSION, CgroupSelector, EgressRule, ExeSelector, ExecPath, Identity,
-    KIND_IDENTITY, Location, Mode, PrincipalSelector, Protocol, QUARANTINE_NAME, RESERVED_NAME,
-    Target,
+    IngressRule, KIND_IDENTITY, Location, Mode, PrincipalSelector, Protocol, QUARANTINE_NAME,
+    RESERVED_NAME, Target,
 };
 use super::values::{check_cgroup_glob, parse_port, parse_port_str, parse_target};
 use super::yaml::{Kind, Node, ScalarType};
@@ -238,6 +238,7 @@ impl Decoder<'_> {
             exe_selectors: spec.exe_selectors,
             principal_selectors: spec.principal_selectors,
             egress: spec.egress,
+            ingress: spec.ingress,
             exec_allow: spec.exec_allow,
         })
     }
@@ -278,7 +279,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             "spec",
-            &["spiffeId", "mode", "selectors", "egress", "exec"],
+            &["spiffeId", "mode", "selectors", "egress", "ingress", "exec"],
         )?;
         let mut spec = Spec::default();
         if let Some(n) = f.get("spiffeId") {
@@ -315,6 +316,15 @@ impl Decoder<'_> {
             for (i, item) in items.iter().enumerate() {
                 if let Some(rule) = self.rule(item, &index("spec.egress", i)) {
                     spec.egress.push(rule);
+                }
+            }
+        }
+        if let Some(n) = f.get("ingress")
+            && let Some(items) = self.list(n, "spec.ingress")
+        {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(rule) = self.ingress_rule(item, &index("spec.ingress", i)) {
+                    spec.ingress.push(rule);
                 }
             }
         }
@@ -571,75 +581,23 @@ impl Decoder<'_> {
         let mut ok = true;
         let mut to = Vec::new();
         let mut names = Vec::new();
-        if let Some(n) = self.required(&f, path, "to") {
-            let field = join(path, "to");
-            match self.list(n, &field) {
-                Some([]) => {
-                    self.at(
-                        n,
-                        &field,
-                        "`to` must not be empty; remove the rule to allow nothing",
-                    );
-                    ok = false;
-                }
-                Some(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        match self.target(item, &index(&field, i)) {
-                            Some(Target::Net(net)) => to.push(net),
-                            Some(Target::Name(name)) => names.push(name),
-                            None => ok = false,
-                        }
+        match self.targets(&f, path, "to") {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match self.target(item, &index(&join(path, "to"), i)) {
+                        Some(Target::Net(net)) => to.push(net),
+                        Some(Target::Name(name)) => names.push(name),
+                        None => ok = false,
                     }
                 }
-                None => ok = false,
             }
-        } else {
-            ok = false;
+            None => ok = false,
         }
-        let mut ports = Vec::new();
-        match f.get("ports") {
-            None => ports.push(ALL_PORTS),
-            Some(n) => {
-                let field = join(path, "ports");
-                match self.list(n, &field) {
-                    Some([]) => {
-                        self.at(
-                            n,
-                            &field,
-                            "`ports` must not be empty; omit it to allow all ports",
-                        );
-                        ok = false;
-                    }
-                    Some(items) => {
-                        for (i, item) in items.iter().enumerate() {
-                            match self.port_range(item, &index(&field, i)) {
-                                Some(r) => ports.push(r),
-                                None => ok = false,
-                            }
-                        }
-                    }
-                    None => ok = false,
-                }
-            }
-        }
-        let mut protocol = Protocol::Any;
-        if let Some(n) = f.get("protocol") {
-            let field = join(path, "protocol");
-            match self.string(n, &field).as_deref() {
-                Some("tcp") => protocol = Protocol::Tcp,
-                Some("udp") => protocol = Protocol::Udp,
-                Some("any") => protocol = Protocol::Any,
-                Some(s) => {
-                    self.at(
-                        n,
-                        &field,
-                        format!("invalid protocol `{s}`, expected tcp, udp or any"),
-                    );
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
+        let ports = self.ports(&f, path);
+        let protocol = self.protocol(&f, path);
+        let (Some(ports), Some(protocol)) = (ports, protocol) else {
+            return None;
+        };
         ok.then(|| EgressRule {
             to,
             names,
@@ -647,6 +605,111 @@ impl Decoder<'_> {
             protocol,
             location: self.location(node),
         })
+    }
+
+    /// One `spec.ingress` entry: `from` holds addresses and networks only, since the
+    /// kernel judges a peer by the address its packets come from.
+    fn ingress_rule(&mut self, node: &Node, path: &str) -> Option<IngressRule> {
+        let f = self.fields(node, path, &["from", "ports", "protocol"])?;
+        let mut ok = true;
+        let mut from = Vec::new();
+        match self.targets(&f, path, "from") {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let field = index(&join(path, "from"), i);
+                    match self.target(item, &field) {
+                        Some(Target::Net(net)) => from.push(net),
+                        Some(Target::Name(name)) => {
+                            self.at(
+                                item,
+                                &field,
+                                format!(
+                                    "`{name}` is a DNS name; `from` takes addresses and networks (CIDR), the peers' own addresses"
+                                ),
+                            );
+                            ok = false;
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+        let ports = self.ports(&f, path);
+        let protocol = self.protocol(&f, path);
+        let (Some(ports), Some(protocol)) = (ports, protocol) else {
+            return None;
+        };
+        ok.then(|| IngressRule {
+            from,
+            ports,
+            protocol,
+            location: self.location(node),
+        })
+    }
+
+    /// The required, non-empty list of a rule's peers (`to` or `from`).
+    fn targets<'n>(&mut self, f: &Fields<'n>, path: &str, name: &str) -> Option<&'n [Node]> {
+        let n = self.required(f, path, name)?;
+        let field = join(path, name);
+        match self.list(n, &field)? {
+            [] => {
+                self.at(
+                    n,
+                    &field,
+                    format!("`{name}` must not be empty; remove the rule to allow nothing"),
+                );
+                None
+            }
+            items => Some(items),
+        }
+    }
+
+    /// A rule's `ports`: all of them when omitted.
+    fn ports(&mut self, f: &Fields<'_>, path: &str) -> Option<Vec<(u16, u16)>> {
+        let Some(n) = f.get("ports") else {
+            return Some(vec![ALL_PORTS]);
+        };
+        let field = join(path, "ports");
+        let items = self.list(n, &field)?;
+        if items.is_empty() {
+            self.at(
+                n,
+                &field,
+                "`ports` must not be empty; omit it to allow all ports",
+            );
+            return None;
+        }
+        let mut ports = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.port_range(item, &index(&field, i)) {
+                Some(r) => ports.push(r),
+                None => ok = false,
+            }
+        }
+        ok.then_some(ports)
+    }
+
+    /// A rule's `protocol`: any when omitted.
+    fn protocol(&mut self, f: &Fields<'_>, path: &str) -> Option<Protocol> {
+        let Some(n) = f.get("protocol") else {
+            return Some(Protocol::Any);
+        };
+        let field = join(path, "protocol");
+        match self.string(n, &field)?.as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "any" => Some(Protocol::Any),
+            s => {
+                self.at(
+                    n,
+                    &field,
+                    format!("invalid protocol `{s}`, expected tcp, udp or any"),
+                );
+                None
+            }
+        }
     }
 
     fn target(&mut self, node: &Node, field: &str) -> Option<Target> {
@@ -697,6 +760,7 @@ struct Spec {
     exe_selectors: Vec<ExeSelector>,
     principal_selectors: Vec<PrincipalSelector>,
     egress: Vec<EgressRule>,
+    ingress: Vec<IngressRule>,
     exec_allow: Option<Vec<ExecPath>>,
 }
 

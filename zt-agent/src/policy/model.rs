@@ -62,7 +62,7 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Transport protocol an egress rule applies to.
+/// Transport protocol an egress or ingress rule applies to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -121,6 +121,19 @@ pub struct EgressRule {
     /// answer's TTL.
     pub names: Vec<DnsName>,
     /// Inclusive port ranges; never empty (an omitted `ports` is [`ALL_PORTS`]).
+    pub ports: Vec<(u16, u16)>,
+    pub protocol: Protocol,
+    pub location: Location,
+}
+
+/// One `spec.ingress` entry: connections and datagrams from any of `from` to the
+/// identity's own `ports`, over `protocol`. A listening socket may bind these ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngressRule {
+    /// Peers' networks, normalised as [`EgressRule::to`] is.
+    #[serde(serialize_with = "nets_as_strings")]
+    pub from: Vec<IpNet>,
+    /// The identity's local ports, inclusive ranges; never empty.
     pub ports: Vec<(u16, u16)>,
     pub protocol: Protocol,
     pub location: Location,
@@ -187,6 +200,8 @@ pub struct Identity {
     pub principal_selectors: Vec<PrincipalSelector>,
     /// Empty means deny all.
     pub egress: Vec<EgressRule>,
+    /// Empty means no inbound at all: no listening port, no datagram but replies.
+    pub ingress: Vec<IngressRule>,
     /// `spec.exec.allow`: `None` means exec is not restricted; empty means no exec.
     pub exec_allow: Option<Vec<ExecPath>>,
     /// Where `metadata.name` was written.
@@ -322,6 +337,7 @@ mod tests {
             exe_selectors: vec![],
             principal_selectors: vec![],
             egress: vec![],
+            ingress: vec![],
             exec_allow: None,
             location: Location::default(),
         };

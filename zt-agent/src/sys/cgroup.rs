@@ -71,3 +71,41 @@ pub fn enter(dir: &Path) -> Result<(), CgroupError> {
         .and_then(|mut fh| fh.write_all(b"0"))
         .map_err(CgroupError::io(&f))
 }
+
+/// Why a launch cgroup has no `pids.max`.
+#[derive(Debug, thiserror::Error)]
+pub enum PidsError {
+    #[error(
+        "the pids controller is not available to cgroup v2 here (it is not in {path}; a hybrid layout may bind it to cgroup v1)"
+    )]
+    Unavailable { path: String },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+/// Limit the tasks (processes and threads) in `dir` to `max`: enable the pids
+/// controller from `root` (the cgroup2 mount) down to `dir`'s parent, then write
+/// `pids.max`. The cgroups on the way must hold no tasks of their own, as launch
+/// cgroups' parents never do.
+pub fn limit_pids(root: &Path, dir: &Path, max: u64) -> Result<(), PidsError> {
+    let controllers = root.join("cgroup.controllers");
+    let available = std::fs::read_to_string(&controllers).unwrap_or_default();
+    if !available.split_whitespace().any(|c| c == "pids") {
+        return Err(PidsError::Unavailable {
+            path: controllers.display().to_string(),
+        });
+    }
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    let mut at = root.to_path_buf();
+    for part in rel.iter() {
+        let control = at.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+        if !enabled.split_whitespace().any(|c| c == "pids") {
+            std::fs::write(&control, b"+pids").map_err(CgroupError::io(&control))?;
+        }
+        at.push(part);
+    }
+    let file = dir.join("pids.max");
+    std::fs::write(&file, max.to_string()).map_err(CgroupError::io(&file))?;
+    Ok(())
+}
