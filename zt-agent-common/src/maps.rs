@@ -41,7 +41,9 @@ pub mod map_names {
     pub const DNS_CONFIG: &str = "ZT_DNS_CONFIG";
     pub const DNS_CLIENTS: &str = "ZT_DNS_CLIENTS";
     pub const DNS_ALLOW: &str = "ZT_DNS_ALLOW";
-    pub const ALL: [&str; 17] = [
+    pub const GRANTS_V4: &str = "ZT_GRANTS_V4";
+    pub const GRANTS_V6: &str = "ZT_GRANTS_V6";
+    pub const ALL: [&str; 19] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -59,5 +61,7 @@ pub mod map_names {
         DNS_CONFIG,
         DNS_CLIENTS,
         DNS_ALLOW,
+        GRANTS_V4,
+        GRANTS_V6,
     ];
 }

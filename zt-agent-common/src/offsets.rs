@@ -46,6 +46,8 @@ macro_rules! kernel_offsets {
             TASK_CGROUPS_OFFSET: member(task_struct, cgroups),
             CSS_SET_DFL_CGRP_OFFSET: member(css_set, dfl_cgrp),
             TASK_TGID_OFFSET: member(task_struct, tgid),
+            TASK_GROUP_LEADER_OFFSET: member(task_struct, group_leader),
+            TASK_START_BOOTTIME_OFFSET: member(task_struct, start_boottime),
             CGROUP_KN_OFFSET: member(cgroup, kn),
             CGROUP_ROOT_OFFSET: member(cgroup, root),
             KERNFS_NODE_ID_OFFSET: member(kernfs_node, id),

@@ -8,7 +8,7 @@ use zt_agent_common::{
     CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
     DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
     EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
-    IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
+    GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
     PolicyValue, Principal, PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity,
     TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS, errors,
 };
@@ -95,6 +95,16 @@ pub(crate) static ZT_DNS_ALLOW: HashMap<
     DnsAllowValue,
     { DNS_ALLOW_CAPACITY as usize },
 > = HashMap::new();
+
+/// Grants, open windows and `ask` markers per identity and prefix, written in place
+/// by the daemon: each value carries its own deadlines and scopes.
+#[btf_map]
+pub(crate) static ZT_GRANTS_V4: LpmTrie<GrantKeyV4, GrantValue, { GRANT_TRIE_CAPACITY as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub(crate) static ZT_GRANTS_V6: LpmTrie<GrantKeyV6, GrantValue, { GRANT_TRIE_CAPACITY as usize }> =
+    LpmTrie::new();
 
 /// The socket-storage map as a helper argument: a BTF map is addressed by its static.
 #[inline(always)]

@@ -3,11 +3,12 @@
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use zt_agent_common::{
-    DnsAllowKey, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, PolicyValue, Reason, Verdict,
+    DnsAllowKey, GrantMatch, GrantValue, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS,
+    PolicyValue, Reason, Verdict,
 };
 
-use crate::kernel::{AF_INET, AF_INET6};
-use crate::maps::{ZT_DNS_ALLOW, ZT_POLICY_V4, ZT_POLICY_V6};
+use crate::kernel::{AF_INET, AF_INET6, caller};
+use crate::maps::{ZT_DNS_ALLOW, ZT_GRANTS_V4, ZT_GRANTS_V6, ZT_POLICY_V4, ZT_POLICY_V6};
 
 /// Result of judging one identity.
 #[derive(Clone, Copy)]
@@ -61,7 +62,15 @@ pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) 
     a[1] = addr[1];
     a[2] = addr[2];
     a[3] = addr[3];
-    dns_learned(j, identity, AF_INET, a, port, proto_mask)
+    let j = dns_learned(j, identity, AF_INET, a, port, proto_mask);
+    if (j.reason as u8) != (Reason::NoRule as u8) {
+        return j;
+    }
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 32,
+        data: zt_agent_common::key_v4(identity, addr),
+    };
+    grants(j, ZT_GRANTS_V4.get(&key), port, proto_mask)
 }
 
 #[inline(always)]
@@ -71,7 +80,48 @@ pub(crate) fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8)
         data: zt_agent_common::key_v6(identity, addr),
     };
     let j = judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask);
-    dns_learned(j, identity, AF_INET6, addr, port, proto_mask)
+    let j = dns_learned(j, identity, AF_INET6, addr, port, proto_mask);
+    if (j.reason as u8) != (Reason::NoRule as u8) {
+        return j;
+    }
+    let key = Key {
+        prefix_len: IDENTITY_KEY_BITS + 128,
+        data: zt_agent_common::grant_key_v6(identity, addr),
+    };
+    grants(j, ZT_GRANTS_V6.get(&key), port, proto_mask)
+}
+
+/// Nothing else allows the destination: a grant or an open window may, for the
+/// calling task, until its deadline; an `ask` rule or a closed window says why not.
+#[inline(always)]
+fn grants(j: Judgement, v: Option<&GrantValue>, port: u16, proto_mask: u8) -> Judgement {
+    let Some(v) = v else {
+        return j;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let reason = match v.judge(port, proto_mask, now, |_| caller()) {
+        GrantMatch::Granted => {
+            return Judgement {
+                verdict: Verdict::Allow,
+                reason: Reason::Granted,
+            };
+        }
+        GrantMatch::WindowOpen => {
+            return Judgement {
+                verdict: Verdict::Allow,
+                reason: Reason::WindowOpen,
+            };
+        }
+        GrantMatch::AskRequired => Reason::AskRequired,
+        GrantMatch::OutsideWindow => Reason::OutsideWindow,
+        GrantMatch::GrantExpired => Reason::GrantExpired,
+        GrantMatch::None => return j,
+    };
+    Judgement {
+        verdict: j.verdict,
+        reason,
+    }
 }
 
 /// No rule covers the destination: a DNS answer may have installed it for this

@@ -1,4 +1,4 @@
-//! The in-process event bus: kernel, DNS and file events (next: grants, anomalies) as
+//! The in-process event bus: kernel, DNS, file and grant events (next: anomalies) as
 //! one typed enum, from their producers to every subscriber. Events become JSON only at
 //! the sink.
 //!
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use crate::events::{DnsEvent, FileEvent, KernelEvent};
+use crate::events::{DnsEvent, FileEvent, GrantEvent, KernelEvent};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -32,6 +32,8 @@ pub enum Body {
     Dns(Box<DnsEvent>),
     /// The daemon found a file the policy names missing, or failing its digest.
     File(FileEvent),
+    /// A grant given, requested, decided or ended.
+    Grant(Box<GrantEvent>),
 }
 
 impl Event {

@@ -1,4 +1,4 @@
-//! The enforcer: the one writer of the policy, exec, task and cgroup maps. Other parts
+//! The enforcer: the one writer of the policy, exec, task, cgroup and grant maps. Other parts
 //! send it what the kernel should hold and wait for the answer; it runs on a thread of
 //! its own, so that building a large trie never holds up the daemon's runtime.
 //!
@@ -13,7 +13,8 @@ use aya::maps::MapError;
 use tokio::sync::{mpsc, oneshot};
 use zt_agent_common::{KeyV4, KeyV6, TaskIdentity};
 
-use crate::ebpf::maps::{Cgroups, ExecEntries, ExecMaps, PolicyMaps, Tasks, TrieEntry};
+use crate::ebpf::maps::{Cgroups, ExecEntries, ExecMaps, GrantMaps, PolicyMaps, Tasks, TrieEntry};
+use crate::grants::entries::Tries;
 
 /// The maps the enforcer owns.
 pub struct Maps {
@@ -21,6 +22,7 @@ pub struct Maps {
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
+    pub grants: GrantMaps,
 }
 
 /// What the maps hold, for metrics and status.
@@ -33,6 +35,8 @@ pub struct Stats {
     pub exec_allow: usize,
     pub policy_v4: usize,
     pub policy_v6: usize,
+    pub grants_v4: usize,
+    pub grants_v6: usize,
 }
 
 /// A task to enroll: (tgid, identity, how).
@@ -57,6 +61,10 @@ enum Command {
     Enroll {
         tasks: Vec<Enrollment>,
         reply: oneshot::Sender<Vec<Result<bool, MapError>>>,
+    },
+    SyncGrants {
+        tries: Box<Tries>,
+        reply: oneshot::Sender<Result<(), MapError>>,
     },
     Stats {
         reply: oneshot::Sender<Stats>,
@@ -142,6 +150,15 @@ impl Enforcer {
         self.ask(|reply| Command::Enroll { tasks, reply }).await
     }
 
+    /// Make the grant tries hold exactly `tries` (grants, windows, `ask` markers).
+    pub async fn sync_grants(&self, tries: Tries) -> Result<Result<(), MapError>, Stopped> {
+        self.ask(|reply| Command::SyncGrants {
+            tries: Box::new(tries),
+            reply,
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(|reply| Command::Stats { reply }).await
     }
@@ -191,8 +208,12 @@ impl State {
                 Command::Enroll { tasks, reply } => {
                     let _ = reply.send(tasks.into_iter().map(|t| self.enroll(t)).collect());
                 }
+                Command::SyncGrants { tries, reply } => {
+                    let _ = reply.send(self.maps.grants.sync(&tries.v4, &tries.v6).map(|_| ()));
+                }
                 Command::Stats { reply } => {
                     let (exe_selectors, principals, exec_allow) = self.maps.exec.counts();
+                    let (grants_v4, grants_v6) = self.maps.grants.len();
                     let _ = reply.send(Stats {
                         tasks: self.maps.tasks.all(),
                         cgroups: self.maps.cgroups.len(),
@@ -201,6 +222,8 @@ impl State {
                         exec_allow,
                         policy_v4: self.rules.0,
                         policy_v6: self.rules.1,
+                        grants_v4,
+                        grants_v6,
                     });
                 }
             }

@@ -7,6 +7,7 @@
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
 
 mod boot;
+mod control;
 mod enforcer;
 mod event_pump;
 mod metrics;
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 use crate::state::State;
 use crate::sys::mounts;
 use parts::Parts;
+
+pub use enforcer::Enforcer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -64,6 +67,14 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     EnforcerStopped(#[from] enforcer::Stopped),
+    #[error(transparent)]
+    Store(#[from] crate::grants::store::StoreError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{part} stopped: {why}; enforcement stays in place")]
     PartStopped { part: &'static str, why: String },
 }
@@ -74,6 +85,7 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
+            Self::Store(_) | Self::Control { .. } => exit::CANTCREAT,
             Self::Mount(_)
             | Self::Load(_)
             | Self::Incomplete { .. }

@@ -1,5 +1,6 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
-//! server, the ticker (with the reconciler) and a watch on the enforcer's thread. The
+//! server, the ticker (with the reconciler), the grant manager, the control socket and
+//! a watch on the enforcer's thread. The
 //! daemon stops when any of them ends, saying which.
 
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::DaemonError;
 use super::start::Started;
-use super::{event_pump, metrics, ticker};
+use super::{control, event_pump, metrics, ticker};
 
 /// A part's name, and why it ended.
 type Ended = (&'static str, String);
@@ -67,6 +68,19 @@ impl Parts {
         set.spawn(async move {
             ticker::run(reconciler, resolver, hup).await;
             ("ticker", "ended".into())
+        });
+
+        let (manager, inbox) = s.grants;
+        set.spawn(async move {
+            manager.run(inbox).await;
+            ("grant manager", "ended".into())
+        });
+        let (listener, tasks, calls) = s.control;
+        set.spawn(async move {
+            (
+                "control socket",
+                why(control::serve(listener, tasks, calls).await),
+            )
         });
 
         let ended = s.enforcer_ended;

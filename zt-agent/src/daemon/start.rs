@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
+use zt_agent_common::map_names;
 
 use super::DaemonError;
 use super::boot::Booted;
@@ -14,14 +15,20 @@ use super::reconciler::{self, Reconciler};
 use crate::bus::{self, Bus};
 use crate::cli::DaemonArgs;
 use crate::dns::server::Resolver;
-use crate::ebpf::loader::{ExecGuard, KernelMaps};
-use crate::ebpf::maps::Counters;
+use crate::ebpf::loader::{self, ExecGuard, KernelMaps};
+use crate::ebpf::maps::{Counters, Tasks};
 use crate::events::sink::Sink;
+use crate::grants::manager::{self as grant_manager, ControlCall, Inbox, Manager};
+use crate::grants::{self, GrantPolicy};
 use crate::metrics::Metrics;
 use crate::state::State;
 
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
+/// The grant manager's queue: denials (for `why` and requests) and grant events.
+const GRANTS_BACKLOG: usize = 4096;
+/// Ended grants and decided requests are kept this long, for `why` and listings.
+const GRANT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Everything the parts run on.
 pub struct Started {
@@ -37,6 +44,8 @@ pub struct Started {
     pub resolver: Arc<Resolver>,
     pub reconciler: Reconciler,
     pub listener: TcpListener,
+    pub grants: (Manager, Inbox),
+    pub control: (UnixListener, Tasks, mpsc::Sender<ControlCall>),
 }
 
 pub async fn start(
@@ -53,17 +62,28 @@ pub async fn start(
         counters,
         shadow: _,
         dns,
+        grants: grant_maps,
         events,
     } = booted.maps;
     let mut bus = bus::Builder::new(&metrics.events);
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
+    let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
     let bus = bus.build();
+    // Readers of the task table, besides the enforcer's handle: the manager checks
+    // `--pid`, the control socket its peers.
+    let reader = || {
+        loader::open_pinned_map(&booted.pins, map_names::TASKS)
+            .map(Tasks)
+            .map_err(DaemonError::Load)
+    };
+    let (grant_policy, grant_policy_rx) = watch::channel(Arc::new(GrantPolicy::default()));
     let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
     let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
         tasks,
         cgroups,
         policy,
         exec,
+        grants: grant_maps,
     })?;
     let (mut reconciler, state) = Reconciler::new(
         args.policy.clone(),
@@ -74,6 +94,7 @@ pub async fn start(
             resolver: resolver.clone(),
             bus: bus.clone(),
             metrics: metrics.policy.clone(),
+            grants: grant_policy,
         },
     );
     reconciler.start(booted.policy, adopted).await?;
@@ -109,9 +130,38 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let sink = Sink::open(&args.events).map_err(|source| DaemonError::Sink {
-        spec: args.events.clone(),
-        source,
+    let sink = Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| {
+        DaemonError::Sink {
+            spec: args.events.clone(),
+            source,
+        }
+    })?;
+    let (manager, inbox, handle) = Manager::new(
+        &args.dirs.state_dir,
+        grant_manager::Parts {
+            settings: grants::Settings {
+                ask_timeout: args.grants.ask_timeout.into(),
+                ask_hold: args.grants.ask_hold.into(),
+                webhook: args.grants.approval_webhook.clone(),
+                retention: GRANT_RETENTION,
+                cgroup_root: booted.cgroup_root.clone(),
+            },
+            enforcer: enforcer.clone(),
+            tasks: reader()?,
+            bus: bus.clone(),
+            events: grant_events,
+            policy: grant_policy_rx,
+            metrics: metrics.grants.clone(),
+        },
+    )?;
+    resolver.set_grants(handle.clone());
+    let control = super::control::bind(&args.dirs.state_dir).map_err(|source| {
+        DaemonError::Control {
+            path: super::control::socket_path(&args.dirs.state_dir)
+                .display()
+                .to_string(),
+            source,
+        }
     })?;
     Ok(Started {
         metrics,
@@ -126,5 +176,7 @@ pub async fn start(
         resolver,
         reconciler,
         listener,
+        grants: (manager, inbox),
+        control: (control, reader()?, handle.control),
     })
 }

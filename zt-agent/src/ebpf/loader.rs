@@ -21,7 +21,7 @@ use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::btf;
-use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
+use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Tasks};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
@@ -191,6 +191,7 @@ pub struct KernelMaps {
     pub counters: Counters,
     pub shadow: Shadow,
     pub dns: DnsMaps,
+    pub grants: GrantMaps,
     pub events: RingBuf<MapData>,
 }
 
@@ -259,6 +260,10 @@ impl KernelMaps {
                 config: typed(get(m::DNS_CONFIG)?, m::DNS_CONFIG)?,
                 clients: typed(get(m::DNS_CLIENTS)?, m::DNS_CLIENTS)?,
                 allow: typed(get(m::DNS_ALLOW)?, m::DNS_ALLOW)?,
+            },
+            grants: GrantMaps {
+                v4: typed(get(m::GRANTS_V4)?, m::GRANTS_V4)?,
+                v6: typed(get(m::GRANTS_V6)?, m::GRANTS_V6)?,
             },
             events: typed(get(m::EVENTS)?, m::EVENTS)?,
         })

@@ -9,7 +9,8 @@ use aya::maps::{
 };
 use zt_agent_common::{
     CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
-    ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES,
+    ExecAllowKey, FileKey, FileStamp, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4,
+    KeyV6, MAX_IDENTITIES,
     POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey, ShadowValue,
     TaskIdentity, errors,
 };
@@ -93,6 +94,12 @@ impl Tasks {
 
     pub fn remove(&mut self, tgid: u32) -> Result<(), MapError> {
         self.0.remove(&tgid)
+    }
+
+    /// The identity a thread group is enrolled under, if any.
+    #[must_use]
+    pub fn get(&self, tgid: u32) -> Option<TaskIdentity> {
+        self.0.get(&tgid, 0).ok()
     }
 }
 
@@ -260,5 +267,59 @@ impl DnsMaps {
     /// Send enrolled tasks' DNS to the resolver on `port`.
     pub fn set_port(&mut self, port: u16) -> Result<(), MapError> {
         self.config.set(0, &DnsConfig { port, _pad: [0; 6] }, 0)
+    }
+}
+
+/// One grant trie entry: (prefix length including the 32 identity bits, key data).
+pub type GrantPrefix<K> = (u32, K);
+
+/// The grant tries: grants, open windows and `ask` markers, written in place, one
+/// prefix at a time (each value is replaced whole, so a verdict sees the old value or
+/// the new one).
+pub struct GrantMaps {
+    pub v4: LpmTrie<MapData, GrantKeyV4, GrantValue>,
+    pub v6: LpmTrie<MapData, GrantKeyV6, GrantValue>,
+}
+
+/// Make one grant trie hold exactly `want`: changed and new prefixes first, then
+/// removals.
+fn sync_trie<K: Pod + Ord>(
+    trie: &mut LpmTrie<MapData, K, GrantValue>,
+    want: &BTreeMap<GrantPrefix<K>, GrantValue>,
+) -> Result<usize, MapError> {
+    let have: BTreeMap<GrantPrefix<K>, GrantValue> = trie
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+        .collect();
+    let mut writes = 0;
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            trie.insert(&Key::new(k.0, k.1), v, 0)?;
+            writes += 1;
+        }
+    }
+    for k in have.keys().filter(|k| !want.contains_key(k)) {
+        let _ = trie.remove(&Key::new(k.0, k.1));
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+impl GrantMaps {
+    /// Make the tries hold exactly these entries. Returns how many entries were
+    /// written or removed.
+    pub fn sync(
+        &mut self,
+        v4: &BTreeMap<GrantPrefix<GrantKeyV4>, GrantValue>,
+        v6: &BTreeMap<GrantPrefix<GrantKeyV6>, GrantValue>,
+    ) -> Result<usize, MapError> {
+        Ok(sync_trie(&mut self.v4, v4)? + sync_trie(&mut self.v6, v6)?)
+    }
+
+    /// Entries held, both families.
+    #[must_use]
+    pub fn len(&self) -> (usize, usize) {
+        (self.v4.keys().count(), self.v6.keys().count())
     }
 }

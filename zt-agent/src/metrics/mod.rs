@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod events;
+pub mod grants;
 pub mod kernel;
 pub mod policy;
 mod registry;
@@ -14,6 +15,7 @@ use prometheus::{Encoder as _, Registry, TextEncoder};
 
 pub use dns::DnsMetrics;
 pub use events::EventMetrics;
+pub use grants::GrantMetrics;
 pub use kernel::KernelMetrics;
 pub use policy::PolicyMetrics;
 
@@ -24,6 +26,7 @@ pub struct Metrics {
     pub events: EventMetrics,
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
+    pub grants: GrantMetrics,
 }
 
 impl Metrics {
@@ -35,6 +38,7 @@ impl Metrics {
             kernel: KernelMetrics::register(&registry, events.lost.clone()),
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
+            grants: GrantMetrics::register(&registry),
             events,
             registry,
         }

@@ -18,8 +18,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use compile::{CompileError, Compiled, CompiledIdentity, NameRule, compile};
+pub use compile::{
+    CompileError, Compiled, CompiledIdentity, DynamicKind, DynamicRule, NameRule, compile,
+    port_ranges,
+};
 pub use model::*;
+pub use values::{format_duration, parse_duration, parse_port_str, parse_target};
 
 /// One problem in the policy source.
 #[derive(Clone, Debug, PartialEq, Eq)]
