@@ -145,35 +145,33 @@ impl GrantSlot {
         self.proto_mask & proto_mask != 0 && self.lo <= port && port <= self.hi
     }
 
-    /// Whether the scope takes in the caller; `caller` is read only when needed.
+    /// Whether the scope takes in the caller.
     #[inline(always)]
-    pub fn in_scope(&self, caller: &mut impl FnMut(u8) -> Caller) -> bool {
+    #[must_use]
+    pub fn in_scope(&self, c: &Caller) -> bool {
         match self.scope {
             GRANT_SCOPE_IDENTITY => true,
-            GRANT_SCOPE_CGROUP => caller(GRANT_SCOPE_CGROUP).cgroup_id == self.scope_id,
-            GRANT_SCOPE_TGID => {
-                let c = caller(GRANT_SCOPE_TGID);
-                c.tgid == self.scope_id && c.start_ticks == self.scope_start
-            }
+            GRANT_SCOPE_CGROUP => c.cgroup_id == self.scope_id,
+            GRANT_SCOPE_TGID => c.tgid == self.scope_id && c.start_ticks == self.scope_start,
             _ => false,
         }
     }
 }
 
+/// Bit of `seen` for "a slot of kind k covers the call": `1 << k`; "a slot of kind k
+/// in scope covered it and lapsed": `LAPSED << k`.
+const LAPSED: u32 = 1 << 8;
+
 impl GrantValue {
-    /// Judge `port` over `proto_mask` at boot-clock time `now_ns`. `caller` gives the
-    /// calling task's facts for the scope kind asked, read only if a slot needs them.
+    /// Judge `port` over `proto_mask` at boot-clock time `now_ns` for `caller`.
+    ///
+    /// Written for the verifier: what the slots said is kept as bits computed from
+    /// the slots' own (unknown) kinds rather than set to constants on branches, so
+    /// that the paths through the unrolled loop merge instead of multiplying.
     #[inline(always)]
-    pub fn judge(
-        &self,
-        port: u16,
-        proto_mask: u8,
-        now_ns: u64,
-        mut caller: impl FnMut(u8) -> Caller,
-    ) -> GrantMatch {
-        let mut ask = false;
-        let mut closed = false;
-        let mut expired = false;
+    #[must_use]
+    pub fn judge(&self, port: u16, proto_mask: u8, now_ns: u64, caller: &Caller) -> GrantMatch {
+        let mut seen: u32 = 0;
         let mut i = 0;
         while i < GRANT_SLOTS {
             if i as u32 >= self.n_slots {
@@ -184,11 +182,9 @@ impl GrantValue {
             if !s.covers(port, proto_mask) {
                 continue;
             }
-            if s.kind == GRANT_KIND_ASK {
-                ask = true;
-                continue;
-            }
-            if !s.in_scope(&mut caller) {
+            let kind = u32::from(s.kind) & 7;
+            seen |= 1 << kind;
+            if s.kind == GRANT_KIND_ASK || !s.in_scope(caller) {
                 continue;
             }
             if now_ns < s.deadline_ns {
@@ -198,17 +194,13 @@ impl GrantValue {
                     GrantMatch::Granted
                 };
             }
-            if s.kind == GRANT_KIND_WINDOW {
-                closed = true;
-            } else {
-                expired = true;
-            }
+            seen |= LAPSED << kind;
         }
-        if ask {
+        if seen & (1 << GRANT_KIND_ASK) != 0 {
             GrantMatch::AskRequired
-        } else if closed {
+        } else if seen & (LAPSED << GRANT_KIND_WINDOW) != 0 {
             GrantMatch::OutsideWindow
-        } else if expired {
+        } else if seen & (LAPSED << GRANT_KIND_GRANT) != 0 {
             GrantMatch::GrantExpired
         } else {
             GrantMatch::None
@@ -251,13 +243,13 @@ mod tests {
 
     #[test]
     fn scope_deadline_and_kind_decide() {
-        let me = |_| ME;
+        let me = &ME;
         let v = value(&[slot(GRANT_KIND_GRANT, GRANT_SCOPE_CGROUP, 77, 100)]);
         assert_eq!(v.judge(443, 1, 50, me), GrantMatch::Granted);
         assert_eq!(v.judge(443, 1, 100, me), GrantMatch::GrantExpired);
         assert_eq!(v.judge(443, 2, 50, me), GrantMatch::None);
         assert_eq!(v.judge(80, 1, 50, me), GrantMatch::None);
-        let other = |_| Caller {
+        let other = &Caller {
             cgroup_id: 78,
             ..ME
         };
@@ -265,7 +257,7 @@ mod tests {
         // A later holder of the pid started at another time.
         let v = value(&[slot(GRANT_KIND_GRANT, GRANT_SCOPE_TGID, 9, 100)]);
         assert_eq!(v.judge(443, 1, 50, me), GrantMatch::Granted);
-        let reused = |_| Caller {
+        let reused = &Caller {
             start_ticks: 6,
             ..ME
         };

@@ -100,7 +100,7 @@ fn grants(j: Judgement, v: Option<&GrantValue>, port: u16, proto_mask: u8) -> Ju
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let reason = match v.judge(port, proto_mask, now, |_| caller()) {
+    let reason = match v.judge(port, proto_mask, now, &caller()) {
         GrantMatch::Granted => {
             return Judgement {
                 verdict: Verdict::Allow,

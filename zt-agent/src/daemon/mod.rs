@@ -103,6 +103,19 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
     }
     let pins = PinDir::new(&args.dirs.pin_dir);
     pins.remove_all()?;
+    // Grants, requests and the audit head belong to this enforcement: start afresh.
+    for f in [
+        crate::grants::store::Store::path(&args.dirs.state_dir),
+        crate::events::chain::head_path(&args.dirs.state_dir),
+        control::socket_path(&args.dirs.state_dir),
+    ] {
+        let _ = std::fs::remove_file(&f);
+        for suffix in ["-wal", "-shm"] {
+            let mut side = f.clone().into_os_string();
+            side.push(suffix);
+            let _ = std::fs::remove_file(side);
+        }
+    }
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
     Ok(())

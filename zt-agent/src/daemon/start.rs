@@ -124,19 +124,9 @@ pub async fn start(
             format!("metrics address {}: {e}", args.metrics_addr),
         ))
     })?;
-    let st = reconciler.state_mut();
-    st.exec_guard = Some(exec_guard.as_str().to_owned());
-    st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
-    st.daemon_pid = Some(std::process::id());
-    st.dns_port = Some(resolver.port());
-    reconciler.write_state()?;
-    let sink = Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| {
-        DaemonError::Sink {
-            spec: args.events.clone(),
-            source,
-        }
-    })?;
-    let (manager, inbox, handle) = Manager::new(
+    // The grant manager and the control socket are ready before the state file says
+    // the daemon is.
+    let (mut manager, mut inbox, handle) = Manager::new(
         &args.dirs.state_dir,
         grant_manager::Parts {
             settings: grants::Settings {
@@ -154,12 +144,25 @@ pub async fn start(
             metrics: metrics.grants.clone(),
         },
     )?;
+    manager.prepare(&mut inbox).await;
     resolver.set_grants(handle.clone());
     let control = super::control::bind(&args.dirs.state_dir).map_err(|source| {
         DaemonError::Control {
             path: super::control::socket_path(&args.dirs.state_dir)
                 .display()
                 .to_string(),
+            source,
+        }
+    })?;
+    let st = reconciler.state_mut();
+    st.exec_guard = Some(exec_guard.as_str().to_owned());
+    st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
+    st.daemon_pid = Some(std::process::id());
+    st.dns_port = Some(resolver.port());
+    reconciler.write_state()?;
+    let sink = Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| {
+        DaemonError::Sink {
+            spec: args.events.clone(),
             source,
         }
     })?;

@@ -50,6 +50,8 @@ pub(super) struct Asked {
     pub tgid: u32,
     /// The task's cgroup id as the kernel reported it, if it did.
     pub cgroup_id: Option<u64>,
+    /// What the event pump saw of the task, if it reported it (the task may be gone).
+    pub seen: Option<(String, Option<String>, Option<String>)>,
     pub ancestors: Vec<Ancestor>,
 }
 
@@ -87,6 +89,11 @@ impl Manager {
             protocol: zt_agent_common::ip_protocol_name(ev.protocol),
             tgid: ev.tgid,
             cgroup_id: Some(ev.cgroup_id),
+            seen: Some((
+                crate::events::decode::comm(&ev.comm),
+                k.exe.clone(),
+                k.cgroup.clone(),
+            )),
             ancestors: Vec::new(),
         };
         self.raise(asked);
@@ -110,6 +117,7 @@ impl Manager {
             protocol: "dns",
             tgid,
             cgroup_id: None,
+            seen: None,
             ancestors: Vec::new(),
         };
         match self.raise(asked) {
@@ -134,8 +142,14 @@ impl Manager {
         }) {
             return Some(r.id.clone());
         }
-        let task = crate::events::TaskFacts::read(a.tgid);
-        let cgroup = cgroup_path(a.tgid).or(task.cgroup.clone());
+        let mut task = crate::events::TaskFacts::read(a.tgid);
+        let mut cgroup = cgroup_path(a.tgid).or(task.cgroup.clone());
+        if let Some((comm, exe, cg)) = a.seen {
+            // What the event pump read while the task was there beats a later look.
+            task.comm = comm;
+            task.exe = exe.or(task.exe);
+            cgroup = cg.or(cgroup);
+        }
         let scope = task_scope(&ident.name, a.tgid, a.cgroup_id, cgroup.as_deref());
         let now = Self::ms_now();
         let timeout_ms = i64::try_from(self.settings.ask_timeout.as_millis()).unwrap_or(i64::MAX);
@@ -186,6 +200,7 @@ impl Manager {
         tracing::info!(request = %r.id, identity = %r.identity, destination = %r.destination, pid = r.pid, "access requested");
         let id = r.id.clone();
         self.requests.push(r);
+        self.update_metrics();
         Some(id)
     }
 
@@ -332,16 +347,13 @@ impl Manager {
             .requests
             .with_label_values(&[r.identity.as_str(), state.as_str()])
             .inc();
+        self.update_metrics();
         tracing::info!(request = %r.id, state = state.as_str(), who, "request decided");
     }
 
-    /// Tell the lookups held on request `id` how it went.
+    /// Tell the lookups held on request `id` how it went (after the next sync).
     pub(super) fn wake(&mut self, id: &str, approved: bool) {
-        if let Some(w) = self.waiting.remove(id) {
-            for tx in w.waiters {
-                let _ = tx.send(approved);
-            }
-        }
+        self.wakes.push((id.to_owned(), approved));
     }
 }
 
@@ -354,7 +366,7 @@ fn task_scope(identity: &str, tgid: u32, cgroup_id: Option<u64>, cgroup: Option<
         .filter(|rest| !rest.is_empty() && !rest.contains('/'))
     {
         let task = TaskScope::read(tgid);
-        if let Some(cgroup_id) = task.cgroup_id.or(cgroup_id) {
+        if let Some(cgroup_id) = cgroup_id.or(task.cgroup_id) {
             return Scope::Run {
                 run_id: run_id.to_owned(),
                 cgroup_id,

@@ -226,12 +226,12 @@ mod tests {
         ])
         .expect("fits");
         assert_eq!(t.v4.len(), 3);
-        let me = |_| Caller {
+        let me = &Caller {
             cgroup_id: 42,
             tgid: 1,
             start_ticks: 1,
         };
-        let other = |_| Caller {
+        let other = &Caller {
             cgroup_id: 43,
             tgid: 1,
             start_ticks: 1,

@@ -109,6 +109,8 @@ pub struct Manager {
     pub(super) grants: Vec<Grant>,
     pub(super) requests: Vec<Request>,
     pub(super) waiting: BTreeMap<String, Waiting>,
+    /// Decided requests whose held lookups are told after the next sync.
+    pub(super) wakes: Vec<(String, bool)>,
     pub(super) learned: Vec<LearnedAddr>,
     /// Per (identity id, rule position): the end of the open window, and the boot
     /// deadline given for it (kept while the end stays the same).
@@ -172,6 +174,7 @@ impl Manager {
             grants,
             requests,
             waiting: BTreeMap::new(),
+            wakes: Vec::new(),
             learned: Vec::new(),
             windows: BTreeMap::new(),
             installed: None,
@@ -193,20 +196,25 @@ impl Manager {
         Ok((me, inbox, handle))
     }
 
-    /// Serve until every sender is gone.
-    pub async fn run(mut self, mut inbox: Inbox) {
+    /// Put what the store holds and the windows open now into the kernel: before the
+    /// daemon says it is ready.
+    pub async fn prepare(&mut self, inbox: &mut Inbox) {
         self.policy = inbox.policy.borrow_and_update().clone();
         self.restore();
         self.windows_now(Self::now_boot());
         self.sync().await;
+    }
+
+    /// Serve until every sender is gone.
+    pub async fn run(mut self, mut inbox: Inbox) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(call) = inbox.control.recv() => {
                     let response = self.control(call.request, &call.peer);
-                    let _ = call.reply.send(response);
                     self.sync().await;
+                    let _ = call.reply.send(response);
                 }
                 Some(call) = inbox.dns.recv() => self.dns(call).await,
                 Some(ev) = inbox.events.recv() => self.event(&ev),
@@ -217,6 +225,15 @@ impl Manager {
                 _ = tick.tick() => {
                     self.sweep();
                     self.sync().await;
+                }
+            }
+            // Held lookups hear of decisions only once the kernel and the resolver's view
+            // hold what they gave.
+            for (id, approved) in std::mem::take(&mut self.wakes) {
+                if let Some(w) = self.waiting.remove(&id) {
+                    for tx in w.waiters {
+                        let _ = tx.send(approved);
+                    }
                 }
             }
         }
@@ -445,7 +462,7 @@ impl Manager {
         true
     }
 
-    fn update_metrics(&self) {
+    pub(super) fn update_metrics(&self) {
         self.metrics.active.reset();
         for ident in self.policy.by_name.values() {
             let n = self
