@@ -319,7 +319,10 @@ impl Daemon {
     /// check`, `audit verify`): (exit code, stdout, stderr).
     #[must_use]
     pub fn cli_no_dirs(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(agent_bin()).args(args).output().expect("zt-agent");
+        let out = Command::new(agent_bin())
+            .args(args)
+            .output()
+            .expect("zt-agent");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

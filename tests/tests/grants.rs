@@ -48,18 +48,18 @@ fn pending(d: &Daemon, identity: &str, destination: &str) -> serde_json::Value {
 }
 
 fn grants_of(d: &Daemon) -> Vec<serde_json::Value> {
-    d.cli_json(&["grants"]).as_array().cloned().unwrap_or_default()
+    d.cli_json(&["grants"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The run id (last part of its launch cgroup) of the enrolled task of `identity`
 /// started by the `zt-agent run` process `launcher`.
 fn run_id_of(launcher: &Child) -> String {
     wait_for("the run's workload", 20, || {
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            launcher.id()
-        ))
-        .ok()?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", launcher.id())).ok()?;
         let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let path = cg.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
@@ -89,8 +89,18 @@ fn grant_opens_and_lapses_on_time_while_the_daemon_is_killed() {
     assert_eq!(tcp(&d, "gr-lapse", srv.port), DENIED);
     let port = srv.port.to_string();
     let (code, out, err) = d.cli(&[
-        "grant", "gr-lapse", "--to", LO, "--ports", &port, "--protocol", "tcp", "--for", "4s",
-        "--reason", "debugging",
+        "grant",
+        "gr-lapse",
+        "--to",
+        LO,
+        "--ports",
+        &port,
+        "--protocol",
+        "tcp",
+        "--for",
+        "4s",
+        "--reason",
+        "debugging",
     ]);
     // The grant's clock started before the command returned.
     let t0 = Instant::now();
@@ -100,11 +110,16 @@ fn grant_opens_and_lapses_on_time_while_the_daemon_is_killed() {
     assert_eq!(tcp(&d, "gr-lapse", srv.port), OK);
     // UDP was not granted.
     assert_eq!(d.run("gr-lapse", &["udp-sendto", LO, &port]).0, DENIED);
-    let ev = d.wait_event("grant issued", |e| e["kind"] == "grant" && e["action"] == "issued");
+    let ev = d.wait_event("grant issued", |e| {
+        e["kind"] == "grant" && e["action"] == "issued"
+    });
     assert_eq!(ev["grant_id"], id.as_str());
     assert_eq!(ev["why"], "debugging");
     assert_eq!(ev["scope"], "identity");
-    assert!(ev["who"].as_str().is_some_and(|w| w.starts_with("root")), "{ev}");
+    assert!(
+        ev["who"].as_str().is_some_and(|w| w.starts_with("root")),
+        "{ev}"
+    );
     assert_eq!(
         d.metric("zt_agent_grants_active{identity=\"gr-lapse\"}"),
         1.0
@@ -112,8 +127,14 @@ fn grant_opens_and_lapses_on_time_while_the_daemon_is_killed() {
     // The kernel lapses it on time with nobody to remove it.
     d.kill9();
     assert_eq!(tcp(&d, "gr-lapse", srv.port), OK, "still in force");
-    std::thread::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed()) + Duration::from_millis(300));
-    assert_eq!(tcp(&d, "gr-lapse", srv.port), DENIED, "lapsed while the daemon was down");
+    std::thread::sleep(
+        Duration::from_secs(4).saturating_sub(t0.elapsed()) + Duration::from_millis(300),
+    );
+    assert_eq!(
+        tcp(&d, "gr-lapse", srv.port),
+        DENIED,
+        "lapsed while the daemon was down"
+    );
     d.restart();
     assert_eq!(tcp(&d, "gr-lapse", srv.port), DENIED);
     let g = wait_for("the grant recorded expired", 10, || {
@@ -122,7 +143,9 @@ fn grant_opens_and_lapses_on_time_while_the_daemon_is_killed() {
             .find(|g| g["id"] == id.as_str() && g["state"] == "expired")
     });
     assert_eq!(g["identity"], "gr-lapse");
-    d.wait_event("grant expired", |e| e["action"] == "expired" && e["grant_id"] == id.as_str());
+    d.wait_event("grant expired", |e| {
+        e["action"] == "expired" && e["grant_id"] == id.as_str()
+    });
 }
 
 #[test]
@@ -134,8 +157,18 @@ fn run_grant_is_no_use_to_another_run_and_dies_with_its_run() {
     let first = d.spawn_run("gr-run", &["until-tcp", LO, &port, "20000"]);
     let run = run_id_of(&first);
     let (code, out, err) = d.cli(&[
-        "grant", "gr-run", "--to", "127.0.0.0/8", "--ports", &port, "--for", "1m",
-        "--reason", "this run only", "--run", &run,
+        "grant",
+        "gr-run",
+        "--to",
+        "127.0.0.0/8",
+        "--ports",
+        &port,
+        "--for",
+        "1m",
+        "--reason",
+        "this run only",
+        "--run",
+        &run,
     ]);
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_owned();
@@ -166,7 +199,15 @@ fn run_grant_is_no_use_to_another_run_and_dies_with_its_run() {
             .ok()
     });
     let (code, _, err) = d.cli(&[
-        "grant", "gr-run", "--to", LO, "--for", "1m", "--reason", "one task", "--pid",
+        "grant",
+        "gr-run",
+        "--to",
+        LO,
+        "--for",
+        "1m",
+        "--reason",
+        "one task",
+        "--pid",
         &pid.to_string(),
     ]);
     assert_eq!(code, 0, "{err}");
@@ -193,7 +234,9 @@ impl Webhook {
                 let mut chunk = [0u8; 4096];
                 // Headers, then as many body bytes as Content-Length says.
                 let body = loop {
-                    let Ok(n) = c.read(&mut chunk) else { break None };
+                    let Ok(n) = c.read(&mut chunk) else {
+                        break None;
+                    };
                     if n == 0 {
                         break None;
                     }
@@ -228,18 +271,28 @@ fn ask_then_approve_lets_the_task_connect() {
     let srv = TcpServer::new(LO);
     let port = srv.port.to_string();
     let hook = Webhook::start();
-    let policy = Identity::new("gr-ask").egress(
-        Rule::to([LO]).ports([srv.port]).tcp().ask().max_grant("2m"),
-    );
+    let policy = Identity::new("gr-ask")
+        .egress(Rule::to([LO]).ports([srv.port]).tcp().ask().max_grant("2m"));
     let d = Daemon::start_with("gr-ask", &policy, &["--approval-webhook", &hook.url]);
     let task = d.spawn_run("gr-ask", &["until-tcp", LO, &port, "20000"]);
     let r = pending(&d, "gr-ask", LO);
     assert_eq!(r["port"], srv.port);
     assert_eq!(r["protocol"], "tcp");
     assert_eq!(r["owner"], "tests@example.com");
-    assert!(r["rule"].as_str().is_some_and(|at| at.contains("policy.yaml:")), "{r}");
-    assert!(r["exe"].as_str().is_some_and(|e| e.ends_with("zt-probe")), "{r}");
-    assert!(r["scope"].as_str().is_some_and(|s| s.starts_with("run:")), "{r}");
+    assert!(
+        r["rule"]
+            .as_str()
+            .is_some_and(|at| at.contains("policy.yaml:")),
+        "{r}"
+    );
+    assert!(
+        r["exe"].as_str().is_some_and(|e| e.ends_with("zt-probe")),
+        "{r}"
+    );
+    assert!(
+        r["scope"].as_str().is_some_and(|s| s.starts_with("run:")),
+        "{r}"
+    );
     assert!(!r["ancestors"].as_array().is_some_and(Vec::is_empty), "{r}");
     assert_eq!(d.metric("zt_agent_grant_requests_pending"), 1.0);
     let req = r["id"].as_str().expect("id").to_owned();
@@ -265,7 +318,9 @@ fn ask_then_approve_lets_the_task_connect() {
         .expect("grant listed");
     assert_eq!(g["request"], req.as_str());
     assert_eq!(g["to"], serde_json::json!([LO]));
-    d.wait_event("approved", |e| e["action"] == "approved" && e["request_id"] == req.as_str());
+    d.wait_event("approved", |e| {
+        e["action"] == "approved" && e["request_id"] == req.as_str()
+    });
     d.wait_event("requested", |e| {
         e["action"] == "requested" && e["dst"] == format!("{LO}:{port}") && e["comm"] == "zt-probe"
     });
@@ -283,10 +338,8 @@ fn ask_then_approve_lets_the_task_connect() {
         (!b.is_empty()).then_some(b)
     });
     assert!(bodies[0].starts_with("POST /hook"), "{}", bodies[0]);
-    let json: serde_json::Value = serde_json::from_str(
-        bodies[0].split_once('\n').map_or("", |(_, b)| b),
-    )
-    .expect("json body");
+    let json: serde_json::Value =
+        serde_json::from_str(bodies[0].split_once('\n').map_or("", |(_, b)| b)).expect("json body");
     assert_eq!(json["identity"], "gr-ask");
     assert_eq!(json["destination"], LO);
     assert_eq!(json["state"], "pending");
@@ -305,7 +358,9 @@ fn ask_then_deny_or_timeout_stays_denied_with_no_lasting_rule() {
     let (code, _, err) = d.cli(&["deny", &req, "--reason", "not needed"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(exit_of(task).0, DENIED);
-    let ev = d.wait_event("denied", |e| e["action"] == "denied" && e["request_id"] == req.as_str());
+    let ev = d.wait_event("denied", |e| {
+        e["action"] == "denied" && e["request_id"] == req.as_str()
+    });
     assert_eq!(ev["why"], "not needed");
     // Approving a denied request is refused, and nothing was granted.
     let (code, _, err) = d.cli(&["approve", &req]);
@@ -340,11 +395,13 @@ fn dns_name_under_ask_is_held_then_answered_after_approval() {
     let up = Dnsmasq::start("grants", &[("10.232.1.1", "pkg.gr-dns.test")], 60);
     let srv = TcpServer::new("10.232.1.1");
     let port = srv.port.to_string();
-    let policy = Identity::new("gr-dns").egress(
-        Rule::to(["pkg.gr-dns.test"]).ports([srv.port]).tcp().ask(),
-    );
+    let policy =
+        Identity::new("gr-dns").egress(Rule::to(["pkg.gr-dns.test"]).ports([srv.port]).tcp().ask());
     let d = Daemon::start_with("gr-dns", &policy, &["--dns-upstream", &up.upstream()]);
-    let task = d.spawn_run("gr-dns", &["dns-tcp", "192.0.2.53", "pkg.gr-dns.test", &port]);
+    let task = d.spawn_run(
+        "gr-dns",
+        &["dns-tcp", "192.0.2.53", "pkg.gr-dns.test", &port],
+    );
     let r = pending(&d, "gr-dns", "pkg.gr-dns.test");
     assert_eq!(r["protocol"], "dns");
     std::thread::sleep(Duration::from_millis(300));
@@ -352,15 +409,23 @@ fn dns_name_under_ask_is_held_then_answered_after_approval() {
     assert_eq!(code, 0, "{err}");
     let (code, out) = exit_of(task);
     assert_eq!(code, OK, "{out}");
-    assert!(out.contains("\"rcode\":\"NOERROR\"") && out.contains("10.232.1.1"), "{out}");
+    assert!(
+        out.contains("\"rcode\":\"NOERROR\"") && out.contains("10.232.1.1"),
+        "{out}"
+    );
     // A denied lookup is refused.
-    let task = d.spawn_run("gr-dns", &["dns-tcp", "192.0.2.53", "pkg.gr-dns.test", &port]);
+    let task = d.spawn_run(
+        "gr-dns",
+        &["dns-tcp", "192.0.2.53", "pkg.gr-dns.test", &port],
+    );
     let r = pending(&d, "gr-dns", "pkg.gr-dns.test");
     let (code, _, err) = d.cli(&["deny", r["id"].as_str().expect("id")]);
     assert_eq!(code, 0, "{err}");
     let (_, out) = exit_of(task);
     assert!(out.contains("\"rcode\":\"REFUSED\""), "{out}");
-    let ev = d.wait_event("refused lookup", |e| e["kind"] == "dns" && e["reason"] == "ask_denied");
+    let ev = d.wait_event("refused lookup", |e| {
+        e["kind"] == "dns" && e["reason"] == "ask_denied"
+    });
     assert_eq!(ev["query"], "pkg.gr-dns.test");
 }
 
@@ -384,8 +449,16 @@ fn window_opens_and_closes_around_the_clock() {
     let now_window = format!("{}-{}", clock(-3, 0), clock(12, 0));
     let later_window = format!("{}-{}", clock(13, kolkata), clock(60, kolkata));
     let policy = Identity::new("gr-win")
-        .egress(Rule::to([LO]).ports([open_now.port]).when(&now_window, "UTC"))
-        .egress(Rule::to([LO]).ports([opens_later.port]).when(&later_window, "Asia/Kolkata"));
+        .egress(
+            Rule::to([LO])
+                .ports([open_now.port])
+                .when(&now_window, "UTC"),
+        )
+        .egress(
+            Rule::to([LO])
+                .ports([opens_later.port])
+                .when(&later_window, "Asia/Kolkata"),
+        );
     let t0 = Instant::now();
     let mut d = Daemon::start("gr-win", &policy);
     assert_eq!(tcp(&d, "gr-win", open_now.port), OK);
@@ -397,7 +470,11 @@ fn window_opens_and_closes_around_the_clock() {
     d.kill9();
     std::thread::sleep(Duration::from_secs(14).saturating_sub(t0.elapsed()));
     assert_eq!(tcp(&d, "gr-win", open_now.port), DENIED, "closed on time");
-    assert_eq!(tcp(&d, "gr-win", opens_later.port), DENIED, "opens only with the daemon");
+    assert_eq!(
+        tcp(&d, "gr-win", opens_later.port),
+        DENIED,
+        "opens only with the daemon"
+    );
     d.restart();
     wait_for("the later window to open", 5, || {
         (tcp(&d, "gr-win", opens_later.port) == OK).then_some(())
@@ -422,15 +499,25 @@ fn control_socket_refuses_other_users_and_enrolled_tasks() {
         .gid(65534)
         .output()
         .expect("zt-agent as nobody");
-    assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A root process enrolled by a cgroup selector.
     let procs = cg.path.join("cgroup.procs");
-    let mut c = d.cli_command(&["grant", "gr-sock", "--to", LO, "--for", "1m", "--reason", "x"]);
+    let mut c = d.cli_command(&[
+        "grant", "gr-sock", "--to", LO, "--for", "1m", "--reason", "x",
+    ]);
     // SAFETY: only a file write between fork and exec.
     unsafe {
         c.pre_exec(move || std::fs::write(&procs, b"0"));
     }
-    let out = c.stderr(Stdio::piped()).output().expect("enrolled zt-agent");
+    let out = c
+        .stderr(Stdio::piped())
+        .output()
+        .expect("enrolled zt-agent");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{err}");
     assert!(err.contains("enrolled task"), "{err}");
@@ -449,7 +536,14 @@ fn grants_survive_a_restart_and_revoke_ends_them() {
     let policy = Identity::new("gr-keep");
     let mut d = Daemon::start("gr-keep", &policy);
     let (code, out, err) = d.cli(&[
-        "grant", "gr-keep", "--to", LO, "--for", "5m", "--reason", "migration",
+        "grant",
+        "gr-keep",
+        "--to",
+        LO,
+        "--for",
+        "5m",
+        "--reason",
+        "migration",
     ]);
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_owned();
@@ -467,7 +561,9 @@ fn grants_survive_a_restart_and_revoke_ends_them() {
     assert_eq!(code, 65, "a revoked grant is not in force");
     // Revoke by identity.
     for _ in 0..2 {
-        let (code, _, err) = d.cli(&["grant", "gr-keep", "--to", LO, "--for", "5m", "--reason", "r"]);
+        let (code, _, err) = d.cli(&[
+            "grant", "gr-keep", "--to", LO, "--for", "5m", "--reason", "r",
+        ]);
         assert_eq!(code, 0, "{err}");
     }
     let (code, out, _) = d.cli(&["revoke", "--identity", "gr-keep"]);
@@ -488,13 +584,22 @@ fn audit_verify_finds_a_removed_and_an_edited_line() {
         (d.events().iter().filter(|e| e["kind"] == "connect").count() >= 3).then_some(())
     });
     // The chain continues across a restart.
-    let before = d.events().iter().filter_map(|e| e["seq"].as_u64()).max().unwrap_or(0);
+    let before = d
+        .events()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
     d.restart();
     assert_eq!(tcp(&d, "gr-audit", srv.port), DENIED);
     d.wait_event("the denial after the restart", |e| {
         e["kind"] == "connect" && e["seq"].as_u64() > Some(before)
     });
-    let seqs: Vec<u64> = d.events().iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let seqs: Vec<u64> = d
+        .events()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let verify = |text: &str| {
         let f = d.work.join("check.jsonl");
@@ -525,12 +630,55 @@ fn bad_input_gets_a_clear_error_and_its_code() {
     let policy = Identity::new("gr-bad").max_grant("10m");
     let d = Daemon::start("gr-bad", &policy);
     let cases: [(&[&str], i32, &str); 8] = [
-        (&["grant", "gr-nope", "--to", LO, "--for", "1m", "--reason", "x"], 78, "unknown identity"),
-        (&["grant", "gr-bad", "--to", LO, "--for", "11m", "--reason", "x"], 65, "maxDuration"),
-        (&["grant", "gr-bad", "--to", "10.0.0.1/8", "--for", "1m", "--reason", "x"], 64, "host bits"),
-        (&["grant", "gr-bad", "--to", "a.*.com", "--for", "1m", "--reason", "x"], 64, "--to"),
-        (&["grant", "gr-bad", "--to", LO, "--for", "soon", "--reason", "x"], 64, "--for"),
-        (&["grant", "gr-bad", "--to", LO, "--for", "1m", "--reason", "x", "--run", "nope"], 65, "no run"),
+        (
+            &[
+                "grant", "gr-nope", "--to", LO, "--for", "1m", "--reason", "x",
+            ],
+            78,
+            "unknown identity",
+        ),
+        (
+            &[
+                "grant", "gr-bad", "--to", LO, "--for", "11m", "--reason", "x",
+            ],
+            65,
+            "maxDuration",
+        ),
+        (
+            &[
+                "grant",
+                "gr-bad",
+                "--to",
+                "10.0.0.1/8",
+                "--for",
+                "1m",
+                "--reason",
+                "x",
+            ],
+            64,
+            "host bits",
+        ),
+        (
+            &[
+                "grant", "gr-bad", "--to", "a.*.com", "--for", "1m", "--reason", "x",
+            ],
+            64,
+            "--to",
+        ),
+        (
+            &[
+                "grant", "gr-bad", "--to", LO, "--for", "soon", "--reason", "x",
+            ],
+            64,
+            "--for",
+        ),
+        (
+            &[
+                "grant", "gr-bad", "--to", LO, "--for", "1m", "--reason", "x", "--run", "nope",
+            ],
+            65,
+            "no run",
+        ),
         (&["approve", "r-000000000000"], 65, "unknown request"),
         (&["revoke", "g-000000000000"], 65, "unknown grant"),
     ];
@@ -580,5 +728,8 @@ fn bad_input_gets_a_clear_error_and_its_code() {
     .expect("write");
     let (code, _, err) = d.cli_no_dirs(&["policy", "check", &dir.display().to_string()]);
     assert_eq!(code, 78);
-    assert!(err.contains("maxGrant 1h is longer than spec.grants.maxDuration 10m"), "{err}");
+    assert!(
+        err.contains("maxGrant 1h is longer than spec.grants.maxDuration 10m"),
+        "{err}"
+    );
 }

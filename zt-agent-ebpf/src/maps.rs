@@ -8,9 +8,10 @@ use zt_agent_common::{
     CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
     DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
     EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
-    GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
-    PolicyValue, Principal, PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity,
-    TASKS_CAPACITY, TaskIdentity, VERDICT_SLOTS, errors,
+    GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4, KeyV6,
+    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, PolicyValue, Principal,
+    PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY,
+    TaskIdentity, VERDICT_SLOTS, errors,
 };
 
 #[btf_map]

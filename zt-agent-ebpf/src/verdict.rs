@@ -3,8 +3,8 @@
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use zt_agent_common::{
-    DnsAllowKey, GrantMatch, GrantValue, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS,
-    PolicyValue, Reason, Verdict,
+    DnsAllowKey, GrantMatch, GrantValue, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, PolicyValue,
+    Reason, Verdict,
 };
 
 use crate::kernel::{AF_INET, AF_INET6, caller};

@@ -461,7 +461,13 @@ fn lookup_then_tcp(server: &str, name: &str, port: &str) -> u8 {
         })
     );
     match first {
-        Some(a) => outcome("tcp", tcp(SocketAddr::new(a.into(), port.parse().unwrap_or_else(|_| usage())))),
+        Some(a) => outcome(
+            "tcp",
+            tcp(SocketAddr::new(
+                a.into(),
+                port.parse().unwrap_or_else(|_| usage()),
+            )),
+        ),
         None => OTHER,
     }
 }

@@ -106,11 +106,7 @@ async fn answer(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
     stream.shutdown().await
 }
 
-async fn serve_one(
-    mut stream: UnixStream,
-    tasks: Arc<Tasks>,
-    manager: mpsc::Sender<ControlCall>,
-) {
+async fn serve_one(mut stream: UnixStream, tasks: Arc<Tasks>, manager: mpsc::Sender<ControlCall>) {
     let response = match admit(&stream, &tasks) {
         Err(why) => Response::err(ErrorKind::Refused, why),
         Ok(peer) => match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {

@@ -146,26 +146,24 @@ pub async fn start(
     )?;
     manager.prepare(&mut inbox).await;
     resolver.set_grants(handle.clone());
-    let control = super::control::bind(&args.dirs.state_dir).map_err(|source| {
-        DaemonError::Control {
+    let control =
+        super::control::bind(&args.dirs.state_dir).map_err(|source| DaemonError::Control {
             path: super::control::socket_path(&args.dirs.state_dir)
                 .display()
                 .to_string(),
             source,
-        }
-    })?;
+        })?;
     let st = reconciler.state_mut();
     st.exec_guard = Some(exec_guard.as_str().to_owned());
     st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let sink = Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| {
-        DaemonError::Sink {
+    let sink =
+        Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| DaemonError::Sink {
             spec: args.events.clone(),
             source,
-        }
-    })?;
+        })?;
     Ok(Started {
         metrics,
         bus,

@@ -368,7 +368,11 @@ impl Resolver {
             .collect();
         Dynamic {
             allowances,
-            asks: if audit { Vec::new() } else { names.asks.clone() },
+            asks: if audit {
+                Vec::new()
+            } else {
+                names.asks.clone()
+            },
         }
     }
 
@@ -831,14 +835,17 @@ impl Resolver {
         for a in &granted {
             let addrs: Vec<(IpAddr, u32)> = ans.learned.iter().map(|l| (l.addr, l.ttl)).collect();
             self.learn_dynamic(client, a, addrs).await;
-            installed.extend(
-                ans.learned
-                    .iter()
-                    .map(|l| format!("{} ttl={} ({})", l.addr, l.ttl, match &a.source {
+            installed.extend(ans.learned.iter().map(|l| {
+                format!(
+                    "{} ttl={} ({})",
+                    l.addr,
+                    l.ttl,
+                    match &a.source {
                         crate::grants::view::Source::Grant(id) => format!("grant {id}"),
                         crate::grants::view::Source::Window(_) => "window".to_owned(),
-                    })),
-            );
+                    }
+                )
+            }));
         }
         if fwd.outcome == Outcome::Allowed && own_hit {
             let now = boot_ns();

@@ -261,10 +261,10 @@ impl KernelMaps {
                 clients: typed(get(m::DNS_CLIENTS)?, m::DNS_CLIENTS)?,
                 allow: typed(get(m::DNS_ALLOW)?, m::DNS_ALLOW)?,
             },
-            grants: GrantMaps {
-                v4: typed(get(m::GRANTS_V4)?, m::GRANTS_V4)?,
-                v6: typed(get(m::GRANTS_V6)?, m::GRANTS_V6)?,
-            },
+            grants: GrantMaps::new(
+                typed(get(m::GRANTS_V4)?, m::GRANTS_V4)?,
+                typed(get(m::GRANTS_V6)?, m::GRANTS_V6)?,
+            ),
             events: typed(get(m::EVENTS)?, m::EVENTS)?,
         })
     }

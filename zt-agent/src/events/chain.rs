@@ -167,7 +167,11 @@ pub fn verify(input: impl BufRead) -> std::io::Result<Verdict> {
                     return broken(format!(
                         "seq {seq} follows seq {}: {} missing or out of order",
                         p.seq,
-                        if seq > p.seq + 1 { "lines are" } else { "a line is" }
+                        if seq > p.seq + 1 {
+                            "lines are"
+                        } else {
+                            "a line is"
+                        }
                     ));
                 }
                 p.chain.clone()

@@ -214,7 +214,13 @@ fn grant(time: &str, g: &GrantEvent, state: &State) -> JsonEvent {
         d.ports = Some(
             x.ports
                 .iter()
-                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
                 .collect(),
         );
         j.protocol = Some(x.protocol.as_str());

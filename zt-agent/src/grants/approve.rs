@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 
 use super::control::{ErrorKind, NewGrant, Response};
 use super::manager::{Manager, Waiting, grant_allowances};
-use super::model::{Ancestor, Request, RequestState, Scope, TaskScope, cgroup_path, new_id, rfc3339};
+use super::model::{
+    Ancestor, Request, RequestState, Scope, TaskScope, cgroup_path, new_id, rfc3339,
+};
 use crate::events::{GrantAction, KernelEvent};
 use crate::policy::{self, format_duration, parse_duration};
 
@@ -297,7 +299,13 @@ impl Manager {
             return Response::err(ErrorKind::TooMany, e.to_string());
         }
         let grant_id = g.id.clone();
-        self.decide(i, RequestState::Approved, peer, &why, Some(grant_id.clone()));
+        self.decide(
+            i,
+            RequestState::Approved,
+            peer,
+            &why,
+            Some(grant_id.clone()),
+        );
         self.issue(g);
         self.wake(id, true);
         Response::ok(json!({ "request": id, "grant": grant_id }))

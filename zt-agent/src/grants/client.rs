@@ -70,7 +70,12 @@ pub fn call(state_dir: &Path, req: &Request) -> Result<Response, ClientError> {
 
 /// Run one request for a command: print the error and return its exit code, or hand
 /// the result to `show`.
-pub fn run(state_dir: &Path, what: &str, req: &Request, show: impl FnOnce(&serde_json::Value)) -> u8 {
+pub fn run(
+    state_dir: &Path,
+    what: &str,
+    req: &Request,
+    show: impl FnOnce(&serde_json::Value),
+) -> u8 {
     match call(state_dir, req) {
         Ok(r) if r.ok => {
             show(&r.result);
@@ -78,7 +83,8 @@ pub fn run(state_dir: &Path, what: &str, req: &Request, show: impl FnOnce(&serde
         }
         Ok(r) => {
             eprintln!("zt-agent {what}: {}", r.message);
-            r.error.map_or(exit::SOFTWARE, super::control::ErrorKind::exit_code)
+            r.error
+                .map_or(exit::SOFTWARE, super::control::ErrorKind::exit_code)
         }
         Err(e) => {
             eprintln!("zt-agent {what}: {}", exit::chain(&e));

@@ -277,10 +277,7 @@ impl Manager {
         if policy::port_ranges(&ports, protocol).len() > zt_agent_common::GRANT_SLOTS {
             return Response::err(
                 ErrorKind::BadInput,
-                format!(
-                    "--ports: more than {} ranges",
-                    zt_agent_common::GRANT_SLOTS
-                ),
+                format!("--ports: more than {} ranges", zt_agent_common::GRANT_SLOTS),
             );
         }
         let scope = match (&a.run, a.pid) {
@@ -342,7 +339,13 @@ impl Manager {
     /// Put a grant in force: store, record, announce.
     pub(super) fn issue(&mut self, g: Grant) {
         self.save_grant(&g);
-        self.log("issued", Some(&g.id), g.request.as_deref(), &g.who, &g.reason);
+        self.log(
+            "issued",
+            Some(&g.id),
+            g.request.as_deref(),
+            &g.who,
+            &g.reason,
+        );
         let mut e = self.event_of(GrantAction::Issued, "issued");
         e.who = Some(g.who.clone());
         e.why = Some(g.reason.clone());
@@ -388,9 +391,7 @@ impl Manager {
     fn pid_scope(&self, id: u32, identity: &str, pid: u32) -> Result<Scope, String> {
         let enrolled = self.tasks.get(pid).map(|t| t.identity);
         if enrolled != Some(id) {
-            return Err(format!(
-                "--pid {pid}: not a task of identity `{identity}`"
-            ));
+            return Err(format!("--pid {pid}: not a task of identity `{identity}`"));
         }
         let task = TaskScope::read(pid);
         match task.start_ticks {

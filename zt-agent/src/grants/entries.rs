@@ -240,8 +240,14 @@ mod tests {
         assert_eq!(host.judge(443, PROTO_MASK_TCP, 10, me), GrantMatch::Granted);
         assert_eq!(host.judge(22, PROTO_MASK_TCP, 10, me), GrantMatch::Granted);
         assert_eq!(host.judge(22, PROTO_MASK_TCP, 10, other), GrantMatch::None);
-        assert_eq!(host.judge(5432, PROTO_MASK_TCP, 10, me), GrantMatch::AskRequired);
-        assert_eq!(host.judge(443, PROTO_MASK_TCP, 100, me), GrantMatch::GrantExpired);
+        assert_eq!(
+            host.judge(5432, PROTO_MASK_TCP, 10, me),
+            GrantMatch::AskRequired
+        );
+        assert_eq!(
+            host.judge(443, PROTO_MASK_TCP, 100, me),
+            GrantMatch::GrantExpired
+        );
         let wide = lookup(&t, 3, [10, 9, 9, 9]).expect("entry");
         assert_eq!(wide.judge(22, PROTO_MASK_TCP, 10, me), GrantMatch::None);
         assert!(lookup(&t, 4, [10, 1, 2, 3]).is_none(), "identities apart");
@@ -251,14 +257,20 @@ mod tests {
     #[test]
     fn same_allowances_merge_and_too_many_fail() {
         let all = KernelScope::default();
-        let t = build(&[grant("10.0.0.1/32", 443, all, 5), grant("10.0.0.1/32", 443, all, 9)])
-            .expect("fits");
+        let t = build(&[
+            grant("10.0.0.1/32", 443, all, 5),
+            grant("10.0.0.1/32", 443, all, 9),
+        ])
+        .expect("fits");
         let v = t.v4.values().next().expect("one");
         assert_eq!(v.n_slots, 1);
         assert_eq!(v.slots[0].deadline_ns, 9);
         let many: Vec<Allowance> = (0..=GRANT_SLOTS as u16)
             .map(|p| grant("10.0.0.1/32", 1000 + p, all, 5))
             .collect();
-        assert!(matches!(build(&many), Err(EntriesError::TooManySlots { .. })));
+        assert!(matches!(
+            build(&many),
+            Err(EntriesError::TooManySlots { .. })
+        ));
     }
 }

@@ -37,7 +37,11 @@ impl Manager {
                 self.save_grant(&g);
             }
         }
-        for r in self.requests.iter().filter(|r| r.state == RequestState::Pending) {
+        for r in self
+            .requests
+            .iter()
+            .filter(|r| r.state == RequestState::Pending)
+        {
             let left = u64::try_from(r.expires_ms.saturating_sub(now_ms)).unwrap_or(0);
             self.waiting.entry(r.id.clone()).or_default().deadline_ns =
                 now_ns.saturating_add(left.saturating_mul(1_000_000));
@@ -74,7 +78,13 @@ impl Manager {
         } else {
             GrantAction::Revoked
         };
-        self.log(action.as_str(), Some(&g.id), g.request.as_deref(), who.unwrap_or("zt-agent"), why);
+        self.log(
+            action.as_str(),
+            Some(&g.id),
+            g.request.as_deref(),
+            who.unwrap_or("zt-agent"),
+            why,
+        );
         let mut e = self.event_of(action, why);
         e.who = who.map(str::to_owned);
         e.grant = Some(g.clone());
@@ -133,7 +143,13 @@ impl Manager {
             .collect();
         for i in timed_out {
             let id = self.requests[i].id.clone();
-            self.decide(i, RequestState::TimedOut, "zt-agent", "no decision in time", None);
+            self.decide(
+                i,
+                RequestState::TimedOut,
+                "zt-agent",
+                "no decision in time",
+                None,
+            );
             self.wake(&id, false);
         }
         self.learned.retain(|l| l.deadline_ns > now_ns);

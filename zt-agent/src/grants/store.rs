@@ -59,7 +59,9 @@ fn prepare(path: &Path) -> Result<(), StoreError> {
         return Err(untrusted("not owned by root"));
     }
     if md.mode() & 0o077 != 0 {
-        return Err(untrusted("readable or writable by others than root (want 0600)"));
+        return Err(untrusted(
+            "readable or writable by others than root (want 0600)",
+        ));
     }
     Ok(())
 }
@@ -145,7 +147,9 @@ impl Store {
     }
 
     pub fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        let mut st = self.db.prepare("SELECT body FROM grants ORDER BY expires_ms")?;
+        let mut st = self
+            .db
+            .prepare("SELECT body FROM grants ORDER BY expires_ms")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for body in rows {
@@ -155,7 +159,9 @@ impl Store {
     }
 
     pub fn requests(&self) -> Result<Vec<Request>, StoreError> {
-        let mut st = self.db.prepare("SELECT body FROM requests ORDER BY created_ms")?;
+        let mut st = self
+            .db
+            .prepare("SELECT body FROM requests ORDER BY created_ms")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for body in rows {
@@ -192,9 +198,10 @@ impl Store {
             "DELETE FROM requests WHERE state != 'pending' AND created_ms < ?1",
             params![before_ms],
         )?;
-        let d = self
-            .db
-            .execute("DELETE FROM decisions WHERE time_ms < ?1", params![before_ms])?;
+        let d = self.db.execute(
+            "DELETE FROM decisions WHERE time_ms < ?1",
+            params![before_ms],
+        )?;
         Ok(g + r + d)
     }
 }

@@ -112,7 +112,12 @@ fn denial(ev: &bus::Event, policy: &GrantPolicy) -> Option<Denial> {
                 .map_or_else(|| format!("id-{}", raw.identity), |i| i.name.clone());
             let is_addr = matches!(k.kind, EventKind::Connect | EventKind::Sendmsg);
             let addr = match raw.family {
-                2 if is_addr => Some(IpAddr::from([raw.addr[0], raw.addr[1], raw.addr[2], raw.addr[3]])),
+                2 if is_addr => Some(IpAddr::from([
+                    raw.addr[0],
+                    raw.addr[1],
+                    raw.addr[2],
+                    raw.addr[3],
+                ])),
                 10 if is_addr => Some(IpAddr::from(raw.addr)),
                 _ => None,
             };
@@ -154,8 +159,7 @@ fn denial(ev: &bus::Event, policy: &GrantPolicy) -> Option<Denial> {
 /// Quote an argument for a POSIX shell when it needs it.
 fn sh(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b))
     {
         s.to_owned()
@@ -203,18 +207,18 @@ impl Manager {
         let grant = |to: &str, ports: Option<String>, proto: Option<&str>| {
             let ident = self.policy.by_name.get(&d.identity);
             let secs = ident.map_or(3600, |i| i.max_grant.min(3600));
-            let mut c = format!(
-                "zt-agent grant {} --to {}",
-                sh(&d.identity),
-                sh(to)
-            );
+            let mut c = format!("zt-agent grant {} --to {}", sh(&d.identity), sh(to));
             if let Some(p) = ports {
                 c.push_str(&format!(" --ports {p}"));
             }
             if let Some(p) = proto {
                 c.push_str(&format!(" --protocol {p}"));
             }
-            c.push_str(&format!(" --for {} --reason {}", format_duration(secs), sh("REASON")));
+            c.push_str(&format!(
+                " --for {} --reason {}",
+                format_duration(secs),
+                sh("REASON")
+            ));
             c.push_str(&self.scope_flag(&d.identity, d.pid));
             c
         };

@@ -12,12 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use thiserror::Error;
 use zt_agent_common::{
-    DNS_RANGES, GRANT_SLOTS, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE, IDENTITY_QUARANTINE, KeyV4,
-    KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY, PROTO_MASK_TCP, PROTO_MASK_UDP,
-    PolicyValue, PortRange, key_v4, key_v6,
+    DNS_RANGES, GRANT_SLOTS, IDENTITY_FLAG_AUDIT, IDENTITY_KEY_BITS, IDENTITY_NONE,
+    IDENTITY_QUARANTINE, KeyV4, KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY,
+    PROTO_MASK_TCP, PROTO_MASK_UDP, PolicyValue, PortRange, key_v4, key_v6,
 };
 
-use super::model::{Access, DnsName, EgressRule, Identity, Location, Mode, Policy, Protocol, Window};
+use super::model::{
+    Access, DnsName, EgressRule, Identity, Location, Mode, Policy, Protocol, Window,
+};
 
 /// The policy as map entries, plus what the daemon reports about each identity.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -334,9 +334,11 @@ impl Decoder<'_> {
         let ceiling = spec.grants.max_duration;
         if let Some(Kind::Seq(items)) = f.get("egress").map(|n| &n.kind) {
             for (i, item) in items.iter().enumerate() {
-                let Some(rule) = spec.egress.iter().find(|r| {
-                    (r.location.line, r.location.column) == (item.line, item.column)
-                }) else {
+                let Some(rule) = spec
+                    .egress
+                    .iter()
+                    .find(|r| (r.location.line, r.location.column) == (item.line, item.column))
+                else {
                     continue;
                 };
                 if let Some(max) = rule.max_grant

@@ -89,7 +89,11 @@ fn to_mapped_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
 /// # Errors
 /// The text is not such a duration, or it is zero or absurdly long.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid duration `{s}`: expected a number and a unit s, m, h or d, like 90s, 30m, 1h30m or 7d");
+    let bad = || {
+        format!(
+            "invalid duration `{s}`: expected a number and a unit s, m, h or d, like 90s, 30m, 1h30m or 7d"
+        )
+    };
     let mut total: u64 = 0;
     let mut num = String::new();
     let mut parts = 0;
@@ -183,9 +187,9 @@ pub(super) fn parse_hours(s: &str) -> Result<(u32, u32), String> {
 
 /// An IANA time zone name the bundled database knows.
 pub(super) fn check_timezone(s: &str) -> Result<(), String> {
-    jiff::tz::TimeZone::get(s)
-        .map(|_| ())
-        .map_err(|_| format!("unknown time zone `{s}`: expected an IANA name such as Europe/Berlin, or UTC"))
+    jiff::tz::TimeZone::get(s).map(|_| ()).map_err(|_| {
+        format!("unknown time zone `{s}`: expected an IANA name such as Europe/Berlin, or UTC")
+    })
 }
 
 /// Checks the glob syntax; overlaps between identities are checked in `validate`.
@@ -298,7 +302,14 @@ mod tests {
         assert_eq!(parse_hours("22:00-06:00"), Ok((79_200, 21_600)));
         assert_eq!(parse_hours("00:00-24:00"), Ok((0, 86_400)));
         assert_eq!(parse_hours("08:00:30-08:01:00"), Ok((28_830, 28_860)));
-        for bad in ["8-18", "08:00", "24:00-01:00", "08:60-09:00", "08:00-08:00", "8:00-9:00"] {
+        for bad in [
+            "8-18",
+            "08:00",
+            "24:00-01:00",
+            "08:60-09:00",
+            "08:00-08:00",
+            "8:00-9:00",
+        ] {
             assert!(parse_hours(bad).is_err(), "{bad}");
         }
         assert!(check_timezone("Europe/Berlin").is_ok());
