@@ -445,9 +445,10 @@ fn window_opens_and_closes_around_the_clock() {
     let opens_later = TcpServer::new(LO);
     // Asia/Kolkata is UTC+05:30 all year: the window's hours are local time there.
     let kolkata = 5 * 3600 + 1800;
-    // Wide enough for a daemon that starts slowly on a busy machine.
-    let now_window = format!("{}-{}", clock(-3, 0), clock(12, 0));
-    let later_window = format!("{}-{}", clock(13, kolkata), clock(60, kolkata));
+    // Wide enough for a daemon that starts slowly on a busy machine: the first window
+    // is open for 20 s, the second opens as it closes.
+    let now_window = format!("{}-{}", clock(-3, 0), clock(20, 0));
+    let later_window = format!("{}-{}", clock(20, kolkata), clock(90, kolkata));
     let policy = Identity::new("gr-win")
         .egress(
             Rule::to([LO])
@@ -461,6 +462,11 @@ fn window_opens_and_closes_around_the_clock() {
         );
     let t0 = Instant::now();
     let mut d = Daemon::start("gr-win", &policy);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the daemon took {:?} to start: too slow for the windows under test",
+        t0.elapsed()
+    );
     assert_eq!(tcp(&d, "gr-win", open_now.port), OK);
     assert_eq!(tcp(&d, "gr-win", opens_later.port), DENIED);
     d.wait_event("outside the window", |e| {
@@ -468,7 +474,7 @@ fn window_opens_and_closes_around_the_clock() {
     });
     // With the daemon down the open window closes on time, and the other does not open.
     d.kill9();
-    std::thread::sleep(Duration::from_secs(14).saturating_sub(t0.elapsed()));
+    std::thread::sleep(Duration::from_secs(21).saturating_sub(t0.elapsed()));
     assert_eq!(tcp(&d, "gr-win", open_now.port), DENIED, "closed on time");
     assert_eq!(
         tcp(&d, "gr-win", opens_later.port),

@@ -62,15 +62,12 @@ pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) 
     a[1] = addr[1];
     a[2] = addr[2];
     a[3] = addr[3];
-    let j = dns_learned(j, identity, AF_INET, a, port, proto_mask);
-    if (j.reason as u8) != (Reason::NoRule as u8) {
-        return j;
-    }
-    let key = Key {
-        prefix_len: IDENTITY_KEY_BITS + 32,
-        data: zt_agent_common::key_v4(identity, addr),
-    };
-    grants(j, ZT_GRANTS_V4.get(&key), port, proto_mask)
+    beyond_policy(j, identity, AF_INET, a, port, proto_mask, || {
+        ZT_GRANTS_V4.get(&Key {
+            prefix_len: IDENTITY_KEY_BITS + 32,
+            data: zt_agent_common::key_v4(identity, addr),
+        })
+    })
 }
 
 #[inline(always)]
@@ -80,15 +77,30 @@ pub(crate) fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8)
         data: zt_agent_common::key_v6(identity, addr),
     };
     let j = judge_value(ZT_POLICY_V6.get_value_ptr_mut(0, &key), port, proto_mask);
-    let j = dns_learned(j, identity, AF_INET6, addr, port, proto_mask);
+    beyond_policy(j, identity, AF_INET6, addr, port, proto_mask, || {
+        ZT_GRANTS_V6.get(&Key {
+            prefix_len: IDENTITY_KEY_BITS + 128,
+            data: zt_agent_common::grant_key_v6(identity, addr),
+        })
+    })
+}
+
+/// No rule allows the destination: a DNS answer, then a grant or a window, may.
+#[inline(always)]
+fn beyond_policy(
+    j: Judgement,
+    identity: u32,
+    family: u16,
+    addr: [u8; 16],
+    port: u16,
+    proto_mask: u8,
+    grant_entry: impl FnOnce() -> Option<&'static GrantValue>,
+) -> Judgement {
+    let j = dns_learned(j, identity, family, addr, port, proto_mask);
     if (j.reason as u8) != (Reason::NoRule as u8) {
         return j;
     }
-    let key = Key {
-        prefix_len: IDENTITY_KEY_BITS + 128,
-        data: zt_agent_common::grant_key_v6(identity, addr),
-    };
-    grants(j, ZT_GRANTS_V6.get(&key), port, proto_mask)
+    grants(j, grant_entry(), port, proto_mask)
 }
 
 /// Nothing else allows the destination: a grant or an open window may, for the

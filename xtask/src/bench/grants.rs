@@ -111,7 +111,7 @@ pub fn bench(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## Grants\n\nA connect allowed by a policy rule, and one allowed only by a grant, with 1 and with {many} grants in force for the identity (one per destination), interleaved over {rounds} rounds on one daemon. Grants are looked up only when no rule (and no learned address) allows a destination, so the first pair should not differ; the second pays one more trie lookup.\n"
+        "\n## Grants\n\nA connect allowed by a policy rule with 0 and with {many} grants in force, and one allowed only by a grant with 1 and with {many} for the identity (one per destination), interleaved over {rounds} rounds on one daemon. Grants are looked up only when no rule (and no learned address) allows a destination, so the first pair should not differ; the second pays one more trie lookup.\n"
     );
     let _ = writeln!(
         md,
@@ -127,7 +127,7 @@ pub fn bench(
     let ratio = |a: &str, b: &str| r.median(b).zip(r.median(a)).map(|(b, a)| b / a);
     if let (Some(rule), Some(granted)) = (
         ratio(
-            "connect: allowed by a rule, 0 other grants",
+            "connect: allowed by a rule, 0 grants",
             &format!("connect: allowed by a rule, {many} grants"),
         ),
         ratio(
@@ -137,7 +137,7 @@ pub fn bench(
     ) {
         let _ = writeln!(
             md,
-            "\n{many} grants against 1: {rule:.3} for a connect a rule allows, {granted:.3} for one a grant allows."
+            "\n{many} grants against none: {rule:.3} for a connect a rule allows; against 1: {granted:.3} for one a grant allows."
         );
     }
     Ok(md)

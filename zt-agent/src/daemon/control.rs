@@ -106,31 +106,41 @@ async fn answer(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
     stream.shutdown().await
 }
 
-async fn serve_one(mut stream: UnixStream, tasks: Arc<Tasks>, manager: mpsc::Sender<ControlCall>) {
+async fn serve_one(
+    mut stream: UnixStream,
+    tasks: Arc<Tasks>,
+    manager: mpsc::Sender<ControlCall>,
+) {
+    // The whole request first, from everyone: a peer that is answered before it has
+    // written could lose the answer to a reset when the socket closes.
+    let Ok(Ok(bytes)) = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await
+    else {
+        // A peer that sends nothing, or too much, gets nothing.
+        return;
+    };
     let response = match admit(&stream, &tasks) {
-        Err(why) => Response::err(ErrorKind::Refused, why),
-        Ok(peer) => match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-            Ok(Ok(bytes)) => match serde_json::from_slice::<Request>(&bytes) {
-                Ok(request) => {
-                    let (reply, rx) = oneshot::channel();
-                    let call = ControlCall {
-                        request,
-                        peer,
-                        reply,
-                    };
-                    if manager.send(call).await.is_err() {
-                        Response::err(ErrorKind::Internal, "the grant manager has stopped")
-                    } else {
-                        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-                            Ok(Ok(r)) => r,
-                            _ => Response::err(ErrorKind::Internal, "no answer in time"),
-                        }
+        Err(why) => {
+            tracing::warn!(%why, "control socket: peer refused");
+            Response::err(ErrorKind::Refused, why)
+        }
+        Ok(peer) => match serde_json::from_slice::<Request>(&bytes) {
+            Ok(request) => {
+                let (reply, rx) = oneshot::channel();
+                let call = ControlCall {
+                    request,
+                    peer,
+                    reply,
+                };
+                if manager.send(call).await.is_err() {
+                    Response::err(ErrorKind::Internal, "the grant manager has stopped")
+                } else {
+                    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+                        Ok(Ok(r)) => r,
+                        _ => Response::err(ErrorKind::Internal, "no answer in time"),
                     }
                 }
-                Err(e) => Response::err(ErrorKind::BadInput, format!("not a request: {e}")),
-            },
-            // A peer that sends nothing, or too much, gets nothing.
-            _ => return,
+            }
+            Err(e) => Response::err(ErrorKind::BadInput, format!("not a request: {e}")),
         },
     };
     let _ = tokio::time::timeout(READ_TIMEOUT, answer(&mut stream, &response)).await;

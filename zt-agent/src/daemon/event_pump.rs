@@ -40,11 +40,16 @@ pub async fn run(
             continue;
         }
         let st = state.borrow().clone();
-        for raw in batch {
-            match decode::enrich(&raw, &st, &mut digests) {
-                Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
-                None => malformed.inc(),
+        // Enriching reads /proc and may hash a large binary for an exec event: let the
+        // runtime move the other parts (the control socket, the resolver's events) off
+        // this worker meanwhile.
+        tokio::task::block_in_place(|| {
+            for raw in batch {
+                match decode::enrich(&raw, &st, &mut digests) {
+                    Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
+                    None => malformed.inc(),
+                }
             }
-        }
+        });
     }
 }

@@ -16,6 +16,7 @@ use zt_agent_common::{
 };
 
 use crate::ebpf::maps::GrantPrefix;
+use crate::policy::{DynamicKind, DynamicRule};
 
 /// Who an allowance is for, as the kernel compares it with the calling task.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,6 +73,33 @@ pub enum EntriesError {
     TooManyEntries { identity: u32, count: usize },
     #[error("the grant tries would need {count} entries, more than their capacity of {max}", max = GRANT_TRIE_CAPACITY)]
     Full { count: usize },
+}
+
+/// The allowances of one identity's `ask` and `when` rules: `ask` markers that never
+/// lapse, and windows until `window(rule position)` (0: closed).
+pub fn rule_allowances(
+    identity: u32,
+    rules: &[DynamicRule],
+    window: impl Fn(usize) -> u64,
+) -> Vec<Allowance> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let (kind, deadline_ns) = match &rule.kind {
+            DynamicKind::Ask { .. } => (zt_agent_common::GRANT_KIND_ASK, u64::MAX),
+            DynamicKind::Window(_) => (zt_agent_common::GRANT_KIND_WINDOW, window(rule.index)),
+        };
+        for net in &rule.nets {
+            out.push(Allowance {
+                identity,
+                net: *net,
+                ranges: rule.ranges.clone(),
+                kind,
+                scope: KernelScope::default(),
+                deadline_ns,
+            });
+        }
+    }
+    out
 }
 
 /// The slot key that makes two allowances the same but for their deadline.

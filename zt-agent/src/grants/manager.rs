@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
-use zt_agent_common::{GRANT_KIND_ASK, GRANT_KIND_GRANT, GRANT_KIND_WINDOW, PortRange};
+use zt_agent_common::{GRANT_KIND_GRANT, GRANT_KIND_WINDOW, PortRange};
 
-use super::entries::{self, Allowance, KernelScope, Tries};
+use super::entries::{self, Allowance, Tries};
 use super::model::{Grant, GrantState, Request, RequestState, Scope, now_ms};
 use super::store::{Store, StoreError};
 use super::view::{AskNames, GrantPolicy, IdentityNames, NameAllowance, NameView, Source};
@@ -344,27 +344,9 @@ impl Manager {
     pub(super) fn allowances(&self) -> Vec<Allowance> {
         let mut out = Vec::new();
         for ident in self.policy.by_name.values() {
-            for rule in &ident.dynamic {
-                let (kind, deadline_ns) = match &rule.kind {
-                    DynamicKind::Ask { .. } => (GRANT_KIND_ASK, u64::MAX),
-                    DynamicKind::Window(_) => (
-                        GRANT_KIND_WINDOW,
-                        self.windows
-                            .get(&(ident.id, rule.index))
-                            .map_or(0, |(_, d)| *d),
-                    ),
-                };
-                for net in &rule.nets {
-                    out.push(Allowance {
-                        identity: ident.id,
-                        net: *net,
-                        ranges: rule.ranges.clone(),
-                        kind,
-                        scope: KernelScope::default(),
-                        deadline_ns,
-                    });
-                }
-            }
+            out.extend(entries::rule_allowances(ident.id, &ident.dynamic, |rule| {
+                self.windows.get(&(ident.id, rule)).map_or(0, |(_, d)| *d)
+            }));
         }
         for g in self.grants.iter().filter(|g| g.state == GrantState::Active) {
             let Some(ident) = self.policy.by_name.get(&g.identity) else {
