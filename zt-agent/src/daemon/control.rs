@@ -106,15 +106,10 @@ async fn answer(stream: &mut UnixStream, r: &Response) -> io::Result<()> {
     stream.shutdown().await
 }
 
-async fn serve_one(
-    mut stream: UnixStream,
-    tasks: Arc<Tasks>,
-    manager: mpsc::Sender<ControlCall>,
-) {
+async fn serve_one(mut stream: UnixStream, tasks: Arc<Tasks>, manager: mpsc::Sender<ControlCall>) {
     // The whole request first, from everyone: a peer that is answered before it has
     // written could lose the answer to a reset when the socket closes.
-    let Ok(Ok(bytes)) = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await
-    else {
+    let Ok(Ok(bytes)) = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await else {
         // A peer that sends nothing, or too much, gets nothing.
         return;
     };
