@@ -88,6 +88,22 @@ fn grant_opens_and_lapses_on_time_while_the_daemon_is_killed() {
     let mut d = Daemon::start("gr-lapse", &policy);
     assert_eq!(tcp(&d, "gr-lapse", srv.port), DENIED);
     let port = srv.port.to_string();
+    // `why` names the cause and the command that would give access.
+    let why = wait_for("the denial in `why`", 20, || {
+        d.cli_json(&["why", "--identity", "gr-lapse"])
+            .as_array()?
+            .first()
+            .cloned()
+    });
+    assert_eq!(why["cause"], "no rule", "{why}");
+    assert_eq!(why["dst"], format!("{LO}:{port}"));
+    let command = why["command"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        command.starts_with(&format!(
+            "zt-agent grant gr-lapse --to {LO} --ports {port} --protocol tcp --for 1h --reason"
+        )),
+        "{command}"
+    );
     let (code, out, err) = d.cli(&[
         "grant",
         "gr-lapse",
@@ -296,6 +312,19 @@ fn ask_then_approve_lets_the_task_connect() {
     assert!(!r["ancestors"].as_array().is_some_and(Vec::is_empty), "{r}");
     assert_eq!(d.metric("zt_agent_grant_requests_pending"), 1.0);
     let req = r["id"].as_str().expect("id").to_owned();
+    let pid = r["pid"].as_u64().expect("pid").to_string();
+    let why = wait_for("the pending request in `why`", 20, || {
+        d.cli_json(&["why", "--pid", &pid])
+            .as_array()?
+            .iter()
+            .find(|w| {
+                w["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("request pending"))
+            })
+            .cloned()
+    });
+    assert_eq!(why["command"], format!("zt-agent approve {req}"), "{why}");
     // The task retries meanwhile: still one request.
     std::thread::sleep(Duration::from_millis(500));
     let n = d
