@@ -85,7 +85,7 @@ pub fn bench(
             ))
             .context("the grant does not open its port")?;
             r.push(
-                "connect: allowed by a rule, 0 other grants",
+                "connect: allowed by a rule, 0 grants",
                 measure(selected(bins, cg2, &["connect", &port, &n]))?,
             );
             r.push(
