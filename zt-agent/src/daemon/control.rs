@@ -144,11 +144,10 @@ async fn serve_one(mut stream: UnixStream, tasks: Arc<Tasks>, manager: mpsc::Sen
 /// Serve until the listener fails for good. Accept errors (out of descriptors) wait a
 /// moment instead of ending the part.
 pub async fn serve(
-    listener: UnixListener,
-    tasks: Tasks,
+    listener: Arc<UnixListener>,
+    tasks: Arc<Tasks>,
     manager: mpsc::Sender<ControlCall>,
 ) -> io::Result<()> {
-    let tasks = Arc::new(tasks);
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
     loop {
         let stream = match listener.accept().await {

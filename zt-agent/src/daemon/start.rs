@@ -5,45 +5,49 @@
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use zt_agent_common::map_names;
 
 use super::DaemonError;
 use super::boot::Booted;
 use super::enforcer::{self, Enforcer};
+use super::event_pump::Pump;
 use super::reconciler::{self, Reconciler};
 use crate::bus::{self, Bus};
 use crate::cli::DaemonArgs;
-use crate::dns::server::Resolver;
+use crate::dns::server::{DnsEvents, Resolver, Serving};
 use crate::ebpf::loader::{self, ExecGuard, KernelMaps};
 use crate::ebpf::maps::{Counters, Tasks};
-use crate::events::sink::Sink;
 use crate::grants::manager::{self as grant_manager, ControlCall, Inbox, Manager};
 use crate::grants::{self, GrantPolicy};
+use crate::events::limit::{Budget, Limits};
+use crate::events::sink::{Rotation, Sink, SinkPart};
 use crate::metrics::Metrics;
 use crate::state::State;
 
-/// Events a bus subscriber may have waiting before it starts losing them.
-const SINK_BACKLOG: usize = 16_384;
 /// The grant manager's queue: denials (for `why` and requests) and grant events.
 const GRANTS_BACKLOG: usize = 4096;
 /// Ended grants and decided requests are kept this long, for `why` and listings.
 const GRANT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Events a bus subscriber may have waiting before it starts losing them.
+const SINK_BACKLOG: usize = 16_384;
 
 /// Everything the parts run on.
 pub struct Started {
     pub metrics: Metrics,
     pub bus: Bus,
-    pub sink: Sink,
-    pub sink_events: mpsc::Receiver<Arc<bus::Event>>,
+    pub sink: SinkPart,
     pub state: watch::Receiver<Arc<State>>,
-    pub events: aya::maps::RingBuf<aya::maps::MapData>,
+    pub pump: Pump,
     pub counters: Counters,
     pub enforcer: Enforcer,
     pub enforcer_ended: oneshot::Receiver<()>,
     pub resolver: Arc<Resolver>,
+    pub dns_events: DnsEvents,
+    pub dns_serving: Serving,
     pub reconciler: Reconciler,
-    pub listener: TcpListener,
+    pub listener: Arc<TcpListener>,
     pub grants: (Manager, Inbox),
     pub control: (UnixListener, Tasks, mpsc::Sender<ControlCall>),
 }
@@ -51,6 +55,7 @@ pub struct Started {
 pub async fn start(
     args: &DaemonArgs,
     booted: Booted,
+    sink: Sink,
     metrics: Metrics,
 ) -> Result<Started, DaemonError> {
     let adopted = booted.adopted();
@@ -65,7 +70,14 @@ pub async fn start(
         grants: grant_maps,
         events,
     } = booted.maps;
-    let mut bus = bus::Builder::new(&metrics.events);
+    let limits = Limits::new(
+        Budget {
+            per_second: f64::from(args.events_rate),
+            burst: f64::from(args.events_burst),
+        },
+        metrics.events.suppressed.clone(),
+    );
+    let mut bus = bus::Builder::new(&metrics.events, limits.clone());
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
     let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
     let bus = bus.build();
@@ -77,7 +89,8 @@ pub async fn start(
             .map_err(DaemonError::Load)
     };
     let (grant_policy, grant_policy_rx) = watch::channel(Arc::new(GrantPolicy::default()));
-    let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
+    let (resolver, dns_events, dns_serving) =
+        super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
     let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
         tasks,
         cgroups,
@@ -146,38 +159,66 @@ pub async fn start(
     )?;
     manager.prepare(&mut inbox).await;
     resolver.set_grants(handle.clone());
-    let control =
-        super::control::bind(&args.dirs.state_dir).map_err(|source| DaemonError::Control {
+    let control = super::control::bind(&args.dirs.state_dir).map_err(|source| {
+        DaemonError::Control {
             path: super::control::socket_path(&args.dirs.state_dir)
                 .display()
                 .to_string(),
             source,
-        })?;
+        }
+    })?;
     let st = reconciler.state_mut();
     st.exec_guard = Some(exec_guard.as_str().to_owned());
     st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let sink =
-        Sink::open(&args.events, &args.dirs.state_dir).map_err(|source| DaemonError::Sink {
-            spec: args.events.clone(),
-            source,
-        })?;
+    let mut sink = sink;
+    sink.resume_chain(&args.dirs.state_dir);
+    let sink = SinkPart {
+        sink,
+        events: sink_events,
+        state: state.clone(),
+        metrics: metrics.events.clone(),
+        limits,
+        hup: signal(SignalKind::hangup())?,
+    };
+    let pump = Pump::new(events, metrics.events.clone())?;
     Ok(Started {
         metrics,
         bus,
         sink,
-        sink_events,
         state,
-        events,
+        pump,
         counters,
         enforcer,
         enforcer_ended,
         resolver,
+        dns_events,
+        dns_serving,
         reconciler,
-        listener,
+        listener: Arc::new(listener),
         grants: (manager, inbox),
         control: (control, reader()?, handle.control),
     })
+}
+
+/// The event sink, opened before the programs are attached or the state written: a
+/// path the agent will not write is a configuration error, found first.
+pub fn open_sink(args: &DaemonArgs) -> Result<Sink, DaemonError> {
+    let rotation = Rotation {
+        max_bytes: args.events_max_bytes,
+        keep: args.events_keep,
+    };
+    let err = |source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    };
+    let group = args
+        .events_group
+        .as_deref()
+        .map(crate::sys::fs::group_id)
+        .transpose()
+        .map_err(err)?;
+    Sink::open(&args.events, rotation, group).map_err(err)
 }

@@ -205,8 +205,9 @@ impl Manager {
         self.sync().await;
     }
 
-    /// Serve until every sender is gone.
-    pub async fn run(mut self, mut inbox: Inbox) {
+    /// Serve until every sender is gone (restartable: the supervisor calls it again
+    /// after a failure).
+    pub async fn run(&mut self, inbox: &mut Inbox) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

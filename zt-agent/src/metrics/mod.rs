@@ -7,6 +7,7 @@ pub mod dns;
 pub mod events;
 pub mod grants;
 pub mod kernel;
+pub mod parts;
 pub mod policy;
 mod registry;
 pub mod server;
@@ -17,6 +18,7 @@ pub use dns::DnsMetrics;
 pub use events::EventMetrics;
 pub use grants::GrantMetrics;
 pub use kernel::KernelMetrics;
+pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
 
 /// Every metric the daemon serves.
@@ -27,6 +29,7 @@ pub struct Metrics {
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
     pub grants: GrantMetrics,
+    pub parts: PartMetrics,
 }
 
 impl Metrics {
@@ -39,6 +42,7 @@ impl Metrics {
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
             grants: GrantMetrics::register(&registry),
+            parts: PartMetrics::register(&registry),
             events,
             registry,
         }
