@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zt_agent_tests::{
-    Cgroup, DENIED, Daemon, Dnsmasq, Identity, OK, Rule, Selector, TcpServer, Veth,
+    Cgroup, DENIED, Daemon, Dnsmasq, Identity, OK, Peer, Rule, Selector, TcpServer,
 };
 
 const LO: &str = "127.0.0.1";
@@ -420,9 +420,9 @@ fn ask_then_deny_or_timeout_stays_denied_with_no_lasting_rule() {
 
 #[test]
 fn dns_name_under_ask_is_held_then_answered_after_approval() {
-    let _veth = Veth::new("ztgr1", &["10.232.1.1/24"]);
+    let peer = Peer::new("ztgr1", &["10.232.1.1/24"]);
     let up = Dnsmasq::start("grants", &[("10.232.1.1", "pkg.gr-dns.test")], 60);
-    let srv = TcpServer::new("10.232.1.1");
+    let srv = peer.tcp_server("10.232.1.1");
     let port = srv.port.to_string();
     let policy =
         Identity::new("gr-dns").egress(Rule::to(["pkg.gr-dns.test"]).ports([srv.port]).tcp().ask());

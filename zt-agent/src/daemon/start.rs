@@ -19,10 +19,10 @@ use crate::cli::DaemonArgs;
 use crate::dns::server::{DnsEvents, Resolver, Serving};
 use crate::ebpf::loader::{self, ExecGuard, KernelMaps};
 use crate::ebpf::maps::{Counters, Tasks};
-use crate::grants::manager::{self as grant_manager, ControlCall, Inbox, Manager};
-use crate::grants::{self, GrantPolicy};
 use crate::events::limit::{Budget, Limits};
 use crate::events::sink::{Rotation, Sink, SinkPart};
+use crate::grants::manager::{self as grant_manager, ControlCall, Inbox, Manager};
+use crate::grants::{self, GrantPolicy};
 use crate::metrics::Metrics;
 use crate::state::State;
 
@@ -159,14 +159,13 @@ pub async fn start(
     )?;
     manager.prepare(&mut inbox).await;
     resolver.set_grants(handle.clone());
-    let control = super::control::bind(&args.dirs.state_dir).map_err(|source| {
-        DaemonError::Control {
+    let control =
+        super::control::bind(&args.dirs.state_dir).map_err(|source| DaemonError::Control {
             path: super::control::socket_path(&args.dirs.state_dir)
                 .display()
                 .to_string(),
             source,
-        }
-    })?;
+        })?;
     let st = reconciler.state_mut();
     st.exec_guard = Some(exec_guard.as_str().to_owned());
     st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());

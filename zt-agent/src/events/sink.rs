@@ -122,7 +122,8 @@ impl Sink {
     /// Keep the chain's head in the state dir, at most every `HEAD_EVERY` unless `now`.
     pub fn save_head(&mut self, now: bool) {
         let Some(dir) = &self.state_dir else { return };
-        if self.head.seq == 0 || (!now && self.head_saved.is_some_and(|t| t.elapsed() < HEAD_EVERY)) {
+        if self.head.seq == 0 || (!now && self.head_saved.is_some_and(|t| t.elapsed() < HEAD_EVERY))
+        {
             return;
         }
         if let Err(e) = chain::write_head(dir, &self.head) {
