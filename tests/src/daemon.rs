@@ -364,6 +364,51 @@ impl Daemon {
             .status();
     }
 
+    /// `zt-agent ARGS... --pin-dir ... --state-dir ...` against this daemon: (exit
+    /// code, stdout, stderr).
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cli_command(args).output().expect("zt-agent");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `zt-agent ARGS...` for commands that take no pin or state directory (`policy
+    /// check`, `audit verify`): (exit code, stdout, stderr).
+    #[must_use]
+    pub fn cli_no_dirs(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(agent_bin())
+            .args(args)
+            .output()
+            .expect("zt-agent");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The command of [`Self::cli`], not started.
+    #[must_use]
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.args(args).args(self.dir_args());
+        c
+    }
+
+    /// `zt-agent ARGS... --json` against this daemon, parsed; panics on failure.
+    #[must_use]
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let (code, out, err) = self.cli(&a);
+        assert_eq!(code, 0, "zt-agent {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// `zt-agent ps --json` against this daemon.
     #[must_use]
     pub fn ps(&self) -> serde_json::Value {

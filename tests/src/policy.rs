@@ -31,6 +31,8 @@ pub struct Identity {
     exec_allow: Option<Vec<ExecEntry>>,
     egress: Vec<Rule>,
     ingress: Vec<InRule>,
+    /// `spec.grants.maxDuration`.
+    max_grant: Option<String>,
 }
 
 impl Identity {
@@ -44,7 +46,15 @@ impl Identity {
             exec_allow: None,
             egress: Vec::new(),
             ingress: Vec::new(),
+            max_grant: None,
         }
+    }
+
+    /// `spec.grants.maxDuration`: the ceiling of every grant to this identity.
+    #[must_use]
+    pub fn max_grant(mut self, d: impl Into<String>) -> Self {
+        self.max_grant = Some(d.into());
+        self
     }
 
     /// Audit mode: nothing is blocked, what enforce mode would block is reported.
@@ -138,6 +148,10 @@ impl Display for Identity {
                 }
             }
         }
+        if let Some(d) = &self.max_grant {
+            writeln!(f, "  grants:")?;
+            writeln!(f, "    maxDuration: {}", quoted(d))?;
+        }
         if self.egress.is_empty() {
             writeln!(f, "  egress: []")?;
         } else {
@@ -194,6 +208,10 @@ pub struct Rule {
     /// Rendered entries: `443` or `"8000-8100"`. Empty: all ports.
     ports: Vec<String>,
     protocol: Option<&'static str>,
+    ask: bool,
+    max_grant: Option<String>,
+    /// Rendered `when` entries.
+    when: Vec<String>,
 }
 
 impl Rule {
@@ -204,7 +222,36 @@ impl Rule {
             to: destinations.into_iter().map(Into::into).collect(),
             ports: Vec::new(),
             protocol: None,
+            ask: false,
+            max_grant: None,
+            when: Vec::new(),
         }
+    }
+
+    /// `access: ask`: reachable only through an approved grant.
+    #[must_use]
+    pub fn ask(mut self) -> Self {
+        self.ask = true;
+        self
+    }
+
+    /// `maxGrant`: the longest an approval of this rule may last.
+    #[must_use]
+    pub fn max_grant(mut self, d: impl Into<String>) -> Self {
+        self.max_grant = Some(d.into());
+        self
+    }
+
+    /// One `when` window: on every day, `hours` (`"HH:MM[:SS]-HH:MM[:SS]"`) in
+    /// `timezone`.
+    #[must_use]
+    pub fn when(mut self, hours: &str, timezone: &str) -> Self {
+        self.when.push(format!(
+            "{{hours: {}, timezone: {}}}",
+            quoted(hours),
+            quoted(timezone)
+        ));
+        self
     }
 
     #[must_use]
@@ -251,6 +298,15 @@ impl Display for Rule {
         }
         if let Some(p) = self.protocol {
             writeln!(f, "      protocol: {p}")?;
+        }
+        if self.ask {
+            writeln!(f, "      access: ask")?;
+        }
+        if let Some(d) = &self.max_grant {
+            writeln!(f, "      maxGrant: {}", quoted(d))?;
+        }
+        if !self.when.is_empty() {
+            writeln!(f, "      when: [{}]", self.when.join(", "))?;
         }
         Ok(())
     }

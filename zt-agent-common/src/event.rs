@@ -59,6 +59,17 @@ wire_enum! {
         Quarantined = 8 => "quarantined",
         /// An address a DNS answer installed for the identity, within its TTL.
         DnsLearned = 9 => "dns_learned",
+        /// A grant in the calling task's scope, within its deadline.
+        Granted = 10 => "granted",
+        /// A `when` rule inside its window.
+        WindowOpen = 11 => "window_open",
+        /// Only an `ask` rule covers the destination, and no grant is in force: the
+        /// daemon raises a request.
+        AskRequired = 12 => "ask_required",
+        /// A `when` rule covers the destination, outside its window.
+        OutsideWindow = 13 => "outside_window",
+        /// A grant covered the destination, and has lapsed.
+        GrantExpired = 14 => "grant_expired",
     }
 }
 

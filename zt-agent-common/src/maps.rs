@@ -51,7 +51,9 @@ pub mod map_names {
     pub const INGRESS_PORTS: &str = "ZT_IN_PORTS";
     pub const INGRESS_VERDICTS: &str = "ZT_IN_VERDICTS";
     pub const DNS_BUDGET: &str = "ZT_DNS_BUDGET";
-    pub const ALL: [&str; 25] = [
+    pub const GRANTS_V4: &str = "ZT_GRANTS_V4";
+    pub const GRANTS_V6: &str = "ZT_GRANTS_V6";
+    pub const ALL: [&str; 27] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -77,5 +79,7 @@ pub mod map_names {
         INGRESS_PORTS,
         INGRESS_VERDICTS,
         DNS_BUDGET,
+        GRANTS_V4,
+        GRANTS_V6,
     ];
 }

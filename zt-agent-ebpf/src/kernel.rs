@@ -2,8 +2,11 @@
 //! BTF at load time (Rust eBPF has no CO-RE field relocation), reads through them,
 //! and the calling task's identity.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
-use zt_agent_common::IDENTITY_NONE;
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_probe_read_kernel,
+};
+use zt_agent_common::{Caller, IDENTITY_NONE, NS_PER_CLOCK_TICK};
 
 use crate::maps::ZT_TASKS;
 
@@ -52,5 +55,23 @@ pub(crate) fn task_identity(tgid: u32) -> u32 {
         // SAFETY: the pointer comes from a successful lookup and is read once.
         Some(t) => unsafe { (*t).identity },
         None => IDENTITY_NONE,
+    }
+}
+
+/// The calling task as a grant's scope sees it: its cgroup, its thread group, and when
+/// that thread group started (the leader's boot-clock start, in clock ticks as
+/// /proc/PID/stat gives it).
+#[inline(always)]
+pub(crate) fn caller() -> Caller {
+    // SAFETY: helpers without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let start_ticks = read_at::<*const u8>(task, offset(&TASK_GROUP_LEADER_OFFSET))
+        .and_then(|leader| read_at::<u64>(leader, offset(&TASK_START_BOOTTIME_OFFSET)))
+        .map_or(u64::MAX, |ns| ns / NS_PER_CLOCK_TICK);
+    Caller {
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: u64::from(current_tgid()),
+        start_ticks,
     }
 }

@@ -8,9 +8,10 @@ use zt_agent_common::{
     Budget, CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
     DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
     EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
-    IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
-    PolicyValue, Principal, PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity,
-    TASKS_CAPACITY, TaskIdentity, TaskShare, VERDICT_SLOTS, errors,
+    GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4, KeyV6,
+    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, PolicyValue, Principal,
+    PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY,
+    TaskIdentity, TaskShare, VERDICT_SLOTS, errors,
 };
 
 #[btf_map]
@@ -129,6 +130,15 @@ pub(crate) static ZT_IN_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> =
 #[btf_map]
 pub(crate) static ZT_DNS_BUDGET: PerCpuArray<Budget, { MAX_IDENTITIES as usize }> =
     PerCpuArray::new();
+/// Grants, open windows and `ask` markers per identity and prefix, written in place
+/// by the daemon: each value carries its own deadlines and scopes.
+#[btf_map]
+pub(crate) static ZT_GRANTS_V4: LpmTrie<GrantKeyV4, GrantValue, { GRANT_TRIE_CAPACITY as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub(crate) static ZT_GRANTS_V6: LpmTrie<GrantKeyV6, GrantValue, { GRANT_TRIE_CAPACITY as usize }> =
+    LpmTrie::new();
 
 /// The socket-storage map as a helper argument: a BTF map is addressed by its static.
 #[inline(always)]

@@ -4,13 +4,14 @@
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use zt_agent_common::{
-    DnsAllowKey, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS, KeyV4, KeyV6,
-    PolicyValue, Reason, Verdict,
+    DnsAllowKey, GrantMatch, GrantValue, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY,
+    IDENTITY_KEY_BITS, KeyV4, KeyV6, PolicyValue, Reason, Verdict,
 };
 
-use crate::kernel::{AF_INET, AF_INET6};
+use crate::kernel::{AF_INET, AF_INET6, caller};
 use crate::maps::{
-    Tries, ZT_DNS_ALLOW, ZT_IN_PORTS, ZT_IN_V4, ZT_IN_V6, ZT_POLICY_V4, ZT_POLICY_V6,
+    Tries, ZT_DNS_ALLOW, ZT_GRANTS_V4, ZT_GRANTS_V6, ZT_IN_PORTS, ZT_IN_V4, ZT_IN_V6,
+    ZT_POLICY_V4, ZT_POLICY_V6,
 };
 
 /// Result of judging one identity.
@@ -81,13 +82,74 @@ pub(crate) fn judge_v4(identity: u32, addr: [u8; 4], port: u16, proto_mask: u8) 
     a[1] = addr[1];
     a[2] = addr[2];
     a[3] = addr[3];
-    dns_learned(j, identity, AF_INET, a, port, proto_mask)
+    beyond_policy(j, identity, AF_INET, a, port, proto_mask, || {
+        ZT_GRANTS_V4.get(&Key {
+            prefix_len: IDENTITY_KEY_BITS + 32,
+            data: zt_agent_common::key_v4(identity, addr),
+        })
+    })
 }
 
 #[inline(always)]
 pub(crate) fn judge_v6(identity: u32, addr: [u8; 16], port: u16, proto_mask: u8) -> Judgement {
     let j = trie_v6(&ZT_POLICY_V6, identity, addr, port, proto_mask);
-    dns_learned(j, identity, AF_INET6, addr, port, proto_mask)
+    beyond_policy(j, identity, AF_INET6, addr, port, proto_mask, || {
+        ZT_GRANTS_V6.get(&Key {
+            prefix_len: IDENTITY_KEY_BITS + 128,
+            data: zt_agent_common::grant_key_v6(identity, addr),
+        })
+    })
+}
+
+/// No rule allows the destination: a DNS answer, then a grant or a window, may.
+#[inline(always)]
+fn beyond_policy(
+    j: Judgement,
+    identity: u32,
+    family: u16,
+    addr: [u8; 16],
+    port: u16,
+    proto_mask: u8,
+    grant_entry: impl FnOnce() -> Option<&'static GrantValue>,
+) -> Judgement {
+    let j = dns_learned(j, identity, family, addr, port, proto_mask);
+    if (j.reason as u8) != (Reason::NoRule as u8) {
+        return j;
+    }
+    grants(j, grant_entry(), port, proto_mask)
+}
+
+/// Nothing else allows the destination: a grant or an open window may, for the
+/// calling task, until its deadline; an `ask` rule or a closed window says why not.
+#[inline(always)]
+fn grants(j: Judgement, v: Option<&GrantValue>, port: u16, proto_mask: u8) -> Judgement {
+    let Some(v) = v else {
+        return j;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let reason = match v.judge(port, proto_mask, now, &caller()) {
+        GrantMatch::Granted => {
+            return Judgement {
+                verdict: Verdict::Allow,
+                reason: Reason::Granted,
+            };
+        }
+        GrantMatch::WindowOpen => {
+            return Judgement {
+                verdict: Verdict::Allow,
+                reason: Reason::WindowOpen,
+            };
+        }
+        GrantMatch::AskRequired => Reason::AskRequired,
+        GrantMatch::OutsideWindow => Reason::OutsideWindow,
+        GrantMatch::GrantExpired => Reason::GrantExpired,
+        GrantMatch::None => return j,
+    };
+    Judgement {
+        verdict: j.verdict,
+        reason,
+    }
 }
 
 /// Ingress: may this IPv4 peer reach `identity` on its local `port`.

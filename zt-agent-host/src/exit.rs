@@ -4,10 +4,14 @@
 pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 pub const DATAERR: u8 = 65;
+/// An input file did not exist or was not readable.
+pub const NOINPUT: u8 = 66;
 pub const NOUSER: u8 = 67;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 pub const OSERR: u8 = 71;
+/// A file the command must create (the daemon's store, its control socket) cannot be.
+pub const CANTCREAT: u8 = 73;
 pub const NOPERM: u8 = 77;
 pub const CONFIG: u8 = 78;
 /// The command exists but could not be executed.

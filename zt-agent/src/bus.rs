@@ -1,4 +1,4 @@
-//! The in-process event bus: kernel, DNS, file and tamper events (next: grants, anomalies) as
+//! The in-process event bus: kernel, DNS, file, tamper and grant events (next: anomalies) as
 //! one typed enum, from their producers to every subscriber. Events become JSON only at
 //! the sink.
 //!
@@ -17,7 +17,7 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 use crate::events::limit::{Cause, Limits};
-use crate::events::{DnsEvent, FileEvent, KernelEvent, TamperEvent};
+use crate::events::{DnsEvent, FileEvent, GrantEvent, KernelEvent, TamperEvent};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -39,6 +39,8 @@ pub enum Body {
     File(FileEvent),
     /// Enforcement was tampered with: a program detached, a pin removed.
     Tamper(TamperEvent),
+    /// A grant given, requested, decided or ended.
+    Grant(Box<GrantEvent>),
 }
 
 impl Event {

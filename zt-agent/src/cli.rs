@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -51,6 +52,153 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Give an identity (or one of its runs or tasks) access for a while; prints the
+    /// grant's id.
+    Grant(GrantArgs),
+    /// List grants, in force and recently ended.
+    Grants {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// End a grant now, or every grant of an identity.
+    Revoke(RevokeArgs),
+    /// List requests raised by `ask` rules.
+    Requests {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Approve a request: a grant for its task, for `--for` or the rule's maxGrant.
+    Approve {
+        /// The request's id (`zt-agent requests`).
+        id: String,
+        /// How long the grant lasts (at most the rule's maxGrant), e.g. 10m.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Deny a request.
+    Deny {
+        /// The request's id (`zt-agent requests`).
+        id: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// The latest denials of a task or an identity, with their cause and the command
+    /// that would request or give access.
+    Why(WhyArgs),
+    /// The audit trail of event files.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Identity (metadata.name in the policy).
+    pub identity: String,
+    /// Destinations as `egress.to` takes them: addresses, CIDRs, DNS names, wildcards.
+    #[arg(long, required = true, num_args = 1..)]
+    pub to: Vec<String>,
+    /// Ports or ranges (`443`, `8000-8100`); all ports when omitted.
+    #[arg(long, num_args = 1..)]
+    pub ports: Vec<String>,
+    /// tcp, udp or any (default any).
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// How long, e.g. 30m, 12h, 7d (at most the identity's spec.grants.maxDuration).
+    #[arg(long = "for")]
+    pub duration: String,
+    /// Why, for the record.
+    #[arg(long)]
+    pub reason: String,
+    /// Only for the tasks of this `zt-agent run` (the last part of its cgroup
+    /// `/zt/IDENTITY/RUN_ID`).
+    #[arg(long, conflicts_with = "pid")]
+    pub run: Option<String>,
+    /// Only for this thread group.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "identity"])))]
+pub struct RevokeArgs {
+    /// The grant's id.
+    pub id: Option<String>,
+    /// Every grant of this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    #[command(flatten)]
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("whose").required(true).args(["pid", "identity"])))]
+pub struct WhyArgs {
+    /// The denials of this thread group.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The denials of this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the `seq`/`chain` trail of event files (in order, when a file was rotated)
+    /// and name the first line that breaks it.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// A duration on the command line (`20s`, `10m`, `1h30m`).
+#[derive(Clone, Copy, Debug)]
+pub struct Dur(pub Duration);
+
+impl From<Dur> for Duration {
+    fn from(d: Dur) -> Self {
+        d.0
+    }
+}
+
+fn parse_dur(s: &str) -> Result<Dur, String> {
+    crate::policy::parse_duration(s).map(|secs| Dur(Duration::from_secs(secs)))
+}
+
+/// Requests raised by `ask` rules.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// How long the resolver holds a lookup of a name under `ask` while a human
+    /// decides (it answers once approved, REFUSED on a denial or at the end).
+    #[arg(long, default_value = "20s", value_parser = parse_dur)]
+    pub ask_hold: Dur,
+    /// How long a request waits for a decision before it is recorded `timed_out`.
+    #[arg(long, default_value = "10m", value_parser = parse_dur)]
+    pub ask_timeout: Dur,
+    /// POST every new request as JSON to this URL (http:// or https://).
+    #[arg(long)]
+    pub approval_webhook: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +249,8 @@ pub struct DaemonArgs {
     pub task_share: u64,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub grants: AskArgs,
     #[command(flatten)]
     pub dirs: Dirs,
 }

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod events;
 pub mod exit;
+pub mod grants;
 pub mod identity;
 pub mod inventory;
 pub mod launch;

@@ -16,7 +16,7 @@ use nix::sys::socket::{
     sendmsg, socket,
 };
 
-use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, TIMEOUT, USAGE};
+use zt_agent_tests::probe::code::{DENIED, KILLED, OK, OTHER, TIMEOUT, USAGE};
 
 #[path = "zt-probe/doors.rs"]
 mod doors;
@@ -808,6 +808,8 @@ fn dispatch(args: &[String]) -> u8 {
         ["fd-server", path] => outcome("fd-server", fd_server(path)),
         ["fd-client", path, h, p] => outcome("fd-client", fd_client(path, addr(h, p))),
         ["loop-tcp", h, p, ms] => loop_tcp(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["until-tcp", h, p, ms] => until_tcp(addr(h, p), ms.parse().unwrap_or_else(|_| usage())),
+        ["dns-tcp", server, name, p] => lookup_then_tcp(server, name, p),
         ["spawn", prog, ..] => spawn(prog, &args[2..]),
         ["spawn-memfd", file, ..] => spawn_memfd(file, &args[2..]),
         ["as-uid", uid, ..] => as_uid(uid, &args[2..]),
@@ -1325,4 +1327,73 @@ fn slowloris(a: SocketAddr, hex: &str, every: u64, secs: u64) -> u8 {
     }
     println!("open");
     0
+}
+
+/// Connect every 100 ms until one passes (exit OK) or MILLIS ms have gone by (exit
+/// DENIED): a task that retries while a human decides.
+fn until_tcp(a: SocketAddr, millis: u64) -> u8 {
+    let end = Instant::now() + Duration::from_millis(millis);
+    loop {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+            Ok(_) => {
+                println!("tcp: ok");
+                return OK;
+            }
+            Err(e) if Instant::now() >= end => return outcome("tcp", Err(e)),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Look NAME up (A, over UDP to SERVER:53) and connect to the first address on PORT;
+/// print the lookup's JSON line, then the connect's outcome.
+fn lookup_then_tcp(server: &str, name: &str, port: &str) -> u8 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let server = SocketAddr::new(server.parse().unwrap_or_else(|_| usage()), 53);
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap_or_else(|_| usage()),
+        RecordType::A,
+    ));
+    let Ok(q) = m.to_vec() else { return OTHER };
+    // A held lookup takes as long as the human: wait longer than a stub would.
+    let got = (|| {
+        let s = udp_socket(server)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.send_to(&q, server)?;
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = s.recv_from(&mut buf)?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>(buf)
+    })();
+    let bytes = match got {
+        Ok(b) => b,
+        Err(e) => return outcome("dns", Err(e)),
+    };
+    let Ok(r) = Message::from_vec(&bytes) else {
+        return OTHER;
+    };
+    let first = r.answers.iter().find_map(|rec| match &rec.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    });
+    println!(
+        "{}",
+        serde_json::json!({
+            "rcode": format!("{:?}", r.metadata.response_code).to_uppercase(),
+            "answers": first.map(|a| vec![a.to_string()]).unwrap_or_default(),
+        })
+    );
+    match first {
+        Some(a) => outcome(
+            "tcp",
+            tcp(SocketAddr::new(
+                a.into(),
+                port.parse().unwrap_or_else(|_| usage()),
+            )),
+        ),
+        None => OTHER,
+    }
 }

@@ -80,10 +80,13 @@ impl Agent {
             .context("starting the daemon")?;
         let mut a = Self { child };
         let deadline = Instant::now() + Duration::from_secs(120);
-        // The daemon binds its metrics port just before it writes its state file, which
-        // `zt-agent run` reads; the teardown above removed the previous one.
+        // The daemon records its pid in its state file last, once every part is ready
+        // (the control socket included); an earlier write of the file has no pid.
         let state = Path::new(STATE_DIR).join("state.json");
-        while std::net::TcpStream::connect(METRICS).is_err() || !state.exists() {
+        let pid = format!("\"daemon_pid\": {},", a.child.id());
+        while std::net::TcpStream::connect(METRICS).is_err()
+            || !std::fs::read_to_string(&state).is_ok_and(|s| s.contains(&pid))
+        {
             if let Ok(Some(s)) = a.child.try_wait() {
                 bail!("daemon exited during start-up: {s}");
             }

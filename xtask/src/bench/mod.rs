@@ -7,7 +7,8 @@
 //! bench/RESULTS.md; `--quick` (small counts, what CI runs) only prints.
 //!
 //! Sections by file: `connect` (the interleaved rounds), `reload`, `exec` (the exec
-//! storm), `progs` (programs' own run time), `dns`; `agent` is the daemon under bench,
+//! storm), `progs` (programs' own run time), `dns`, `grants` (connects with 0 and
+//! with many active grants); `agent` is the daemon under bench,
 //! `client` the zt-bench client, `peers` the alternatives, `report` the markdown.
 
 mod agent;
@@ -15,6 +16,7 @@ mod client;
 mod connect;
 mod dns;
 mod exec;
+mod grants;
 mod peers;
 mod progs;
 mod reload;
@@ -49,6 +51,8 @@ struct Plan {
     reload_rules: &'static [u32],
     execs: u32,
     dns_queries: u32,
+    /// Grants in force in the grants section's "many" cases.
+    grants: u32,
 }
 
 const FULL: Plan = Plan {
@@ -61,6 +65,7 @@ const FULL: Plan = Plan {
     reload_rules: &[1_000, 10_000, 100_000],
     execs: 2_000,
     dns_queries: 20_000,
+    grants: 1_000,
 };
 
 const QUICK: Plan = Plan {
@@ -73,6 +78,7 @@ const QUICK: Plan = Plan {
     reload_rules: &[1_000],
     execs: 200,
     dns_queries: 400,
+    grants: 20,
 };
 
 struct Bins {
@@ -179,7 +185,8 @@ fn bench(
     (m.exec_rows, m.exec_accounting) = exec::storm(plan, bins, policy_dir, &mut m.footprints)?;
     m.prog_costs = progs::costs(plan, bins, cg2, policy_dir)?;
     let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
-    Ok(report::render(plan, quick, &m) + &dns_md)
+    let grants_md = grants::bench(bins, cg2, policy_dir, plan.rounds, plan.n, plan.grants)?;
+    Ok(report::render(plan, quick, &m) + &dns_md + &grants_md)
 }
 
 #[cfg(test)]

@@ -33,6 +33,16 @@ impl Results {
         }
         self.cases.entry(name.to_owned()).or_default().0.push(s);
     }
+    /// Case names in first-seen order.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// Samples of a case: (ns per operation, ns inside the call).
+    pub fn samples(&self, name: &str) -> &[(f64, f64)] {
+        self.cases.get(name).map_or(&[], |s| s.0.as_slice())
+    }
+
     pub fn median(&self, name: &str) -> Option<f64> {
         self.cases
             .get(name)

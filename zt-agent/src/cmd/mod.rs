@@ -1,13 +1,21 @@
 //! One thin file per command: arguments in, a library call, an exit code out
 //! (sysexits: see `exit`).
 
+mod approve;
+mod audit;
 mod daemon;
+mod deny;
+mod grant;
+mod grants;
 mod policy;
 mod ps;
+mod requests;
+mod revoke;
 mod run;
 mod status;
+mod why;
 
-use crate::cli::{Cli, Command, PolicyCommand};
+use crate::cli::{AuditCommand, Cli, Command, PolicyCommand};
 
 #[must_use]
 pub fn execute(cli: Cli) -> u8 {
@@ -17,5 +25,18 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Ps(args) => ps::execute(&args),
         Command::Status { json, dirs } => status::execute(&dirs, json),
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
+        Command::Grant(args) => grant::execute(args),
+        Command::Grants { json, dirs } => grants::execute(&dirs, json),
+        Command::Revoke(args) => revoke::execute(args),
+        Command::Requests { json, dirs } => requests::execute(&dirs, json),
+        Command::Approve {
+            id,
+            duration,
+            reason,
+            dirs,
+        } => approve::execute(&dirs, id, duration, reason),
+        Command::Deny { id, reason, dirs } => deny::execute(&dirs, id, reason),
+        Command::Why(args) => why::execute(args),
+        Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
     }
 }

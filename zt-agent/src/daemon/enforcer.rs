@@ -1,4 +1,4 @@
-//! The enforcer: the one writer of the policy, exec, task and cgroup maps. Other parts
+//! The enforcer: the one writer of the policy, exec, task, cgroup and grant maps. Other parts
 //! send it what the kernel should hold and wait for the answer; it runs on a thread of
 //! its own, so that building a large trie never holds up the daemon's runtime.
 //!
@@ -15,8 +15,10 @@ use zt_agent_common::{
 };
 
 use crate::ebpf::maps::{
-    Cgroups, ExecEntries, ExecMaps, PolicyMaps, Sockets, TaskShares, Tasks, TrieEntries, TrieEntry,
+    Cgroups, ExecEntries, ExecMaps, GrantMaps, PolicyMaps, Sockets, TaskShares, Tasks, TrieEntries,
+    TrieEntry,
 };
+use crate::grants::entries::Tries;
 use crate::identity::sockets;
 
 /// The maps the enforcer owns.
@@ -27,6 +29,7 @@ pub struct Maps {
     pub cgroups: Cgroups,
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
+    pub grants: GrantMaps,
 }
 
 /// What the maps hold, for metrics and status.
@@ -48,6 +51,8 @@ pub struct Stats {
     pub refused: BTreeMap<u32, u64>,
     /// Entries removed because their task was gone.
     pub swept: u64,
+    pub grants_v4: usize,
+    pub grants_v6: usize,
 }
 
 /// A task to enroll: (tgid, identity, how).
@@ -91,6 +96,10 @@ enum Command {
         tgid: u32,
         identity: u32,
         reply: oneshot::Sender<usize>,
+    },
+    SyncGrants {
+        tries: Box<Tries>,
+        reply: oneshot::Sender<Result<(), MapError>>,
     },
     Stats {
         reply: oneshot::Sender<Stats>,
@@ -191,6 +200,15 @@ impl Enforcer {
         .await
     }
 
+    /// Make the grant tries hold exactly `tries` (grants, windows, `ask` markers).
+    pub async fn sync_grants(&self, tries: Tries) -> Result<Result<(), MapError>, Stopped> {
+        self.ask(|reply| Command::SyncGrants {
+            tries: Box::new(tries),
+            reply,
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(|reply| Command::Stats { reply }).await
     }
@@ -266,8 +284,12 @@ impl State {
                 } => {
                     let _ = reply.send(self.tag_sockets(tgid, identity));
                 }
+                Command::SyncGrants { tries, reply } => {
+                    let _ = reply.send(self.maps.grants.sync(&tries.v4, &tries.v6).map(|_| ()));
+                }
                 Command::Stats { reply } => {
                     let (exe_selectors, principals, exec_allow) = self.maps.exec.counts();
+                    let (grants_v4, grants_v6) = self.maps.grants.len();
                     let _ = reply.send(Stats {
                         tasks: self.maps.tasks.all(),
                         cgroups: self.maps.cgroups.len(),
@@ -281,6 +303,8 @@ impl State {
                         task_share: self.share_now,
                         refused: self.refused.clone(),
                         swept: self.swept,
+                        grants_v4,
+                        grants_v6,
                     });
                 }
             }

@@ -80,8 +80,8 @@ pub async fn run(
             continue;
         }
         let st = state.borrow().clone();
-        // Enriching reads /proc and may hash a large binary: tell the runtime this
-        // thread blocks, so that the other parts (the ticker, metrics) run meanwhile.
+        // Enriching reads /proc and may hash a large binary for an exec event: let the
+        // runtime move the other parts (the control socket among them) off this worker.
         tokio::task::block_in_place(|| {
             for raw in batch {
                 let (Ok(kind), Ok(verdict), Ok(reason)) = (

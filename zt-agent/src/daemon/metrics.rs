@@ -8,8 +8,8 @@ use prometheus::Registry;
 use tokio::sync::watch;
 use zt_agent_common::{
     CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, EXE_SELECTORS_CAPACITY, EXEC_ALLOW_CAPACITY,
-    IDENTITY_QUARANTINE, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, TASKS_CAPACITY, Verdict,
-    exec_verdict_index,
+    GRANT_TRIE_CAPACITY, IDENTITY_QUARANTINE, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY,
+    TASKS_CAPACITY, Verdict, exec_verdict_index,
 };
 
 use super::enforcer::Enforcer;
@@ -91,6 +91,8 @@ impl Sources {
             ("principals", stats.principals, PRINCIPALS_CAPACITY),
             ("exec_allow", stats.exec_allow, EXEC_ALLOW_CAPACITY),
             ("dns_allow", self.resolver.installed(), DNS_ALLOW_CAPACITY),
+            ("grants_v4", stats.grants_v4, GRANT_TRIE_CAPACITY),
+            ("grants_v6", stats.grants_v6, GRANT_TRIE_CAPACITY),
         ] {
             k.set_map(map, n, cap);
         }

@@ -7,6 +7,7 @@
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
 
 mod boot;
+mod control;
 mod enforcer;
 mod event_pump;
 mod guard;
@@ -29,6 +30,8 @@ use crate::metrics::Metrics;
 use crate::state::State;
 use crate::sys::mounts;
 use parts::Parts;
+
+pub use enforcer::Enforcer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -74,6 +77,14 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     EnforcerStopped(#[from] enforcer::Stopped),
+    #[error(transparent)]
+    Store(#[from] crate::grants::store::StoreError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{part} stopped: {why}; enforcement stays in place")]
     PartStopped { part: &'static str, why: String },
     #[error("tamper guard: {0}")]
@@ -86,6 +97,7 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
+            Self::Store(_) | Self::Control { .. } => exit::CANTCREAT,
             Self::State(
                 crate::state::StateError::Untrusted { .. } | crate::state::StateError::Write { .. },
             ) => exit::CONFIG,
@@ -117,6 +129,19 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
         Err(e) => tracing::warn!(error = %exit::chain(&e), "inspecting the pin directory"),
     }
     pins.remove_all()?;
+    // Grants, requests and the audit head belong to this enforcement: start afresh.
+    for f in [
+        crate::grants::store::Store::path(&args.dirs.state_dir),
+        crate::events::chain::head_path(&args.dirs.state_dir),
+        control::socket_path(&args.dirs.state_dir),
+    ] {
+        let _ = std::fs::remove_file(&f);
+        for suffix in ["-wal", "-shm"] {
+            let mut side = f.clone().into_os_string();
+            side.push(suffix);
+            let _ = std::fs::remove_file(side);
+        }
+    }
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
     Ok(())

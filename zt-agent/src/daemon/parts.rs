@@ -1,6 +1,7 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
 //! server, the ticker (with the reconciler), the resolver's sockets and its event
-//! builder, the tamper guard, the socket adopter, and a watch on the enforcer's thread.
+//! builder, the tamper guard, the socket adopter, the grant manager, the control socket,
+//! and a watch on the enforcer's thread.
 //!
 //! A supervisor runs each part: when one fails (an error or a panic), it says which,
 //! marks it down in `zt_agent_part_up{part}`, and starts it again after a pause, counted
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 
 use super::DaemonError;
 use super::start::Started;
-use super::{event_pump, guard, metrics, sockets, ticker};
+use super::{control, event_pump, guard, metrics, sockets, ticker};
 use crate::events::sink::SinkPart;
 use crate::metrics::PartMetrics;
 
@@ -49,6 +50,8 @@ pub mod name {
     pub const DNS_UDP6: &str = "dns_udp6";
     pub const DNS_TCP4: &str = "dns_tcp4";
     pub const DNS_TCP6: &str = "dns_tcp6";
+    pub const GRANTS: &str = "grant_manager";
+    pub const CONTROL: &str = "control_socket";
 }
 
 pub struct Parts {
@@ -130,6 +133,8 @@ impl Parts {
             name::DNS_EVENTS,
             name::TAMPER_GUARD,
             name::SOCKET_ADOPTER,
+            name::GRANTS,
+            name::CONTROL,
         ] {
             health.set_up(part, false);
         }
@@ -218,6 +223,31 @@ impl Parts {
                     ticker::run(&mut *r.lock().await, &d, &mut *h.lock().await).await;
                     Ok(())
                 }
+            },
+            health.clone(),
+        ));
+
+        let grants = Arc::new(Mutex::new(s.grants));
+        set.spawn(supervise(
+            name::GRANTS,
+            move || {
+                let grants = grants.clone();
+                async move {
+                    let mut g = grants.lock().await;
+                    let (manager, inbox) = &mut *g;
+                    manager.run(inbox).await;
+                    Ok(())
+                }
+            },
+            health.clone(),
+        ));
+        let (listener, tasks, calls) = s.control;
+        let (listener, tasks) = (Arc::new(listener), Arc::new(tasks));
+        set.spawn(supervise(
+            name::CONTROL,
+            move || {
+                let (l, t, c) = (listener.clone(), tasks.clone(), calls.clone());
+                async move { why(control::serve(l, t, c).await) }
             },
             health.clone(),
         ));

@@ -16,6 +16,7 @@ use super::enforcer::{Enforcer, Install, Stopped};
 use crate::bus::{self, Body, Bus};
 use crate::dns::server::Resolver;
 use crate::events::FileEvent;
+use crate::grants::GrantPolicy;
 use crate::identity::adopt;
 use crate::identity::files::FileId;
 use crate::identity::resolve::{self, HostFiles, Note, Resolved};
@@ -43,6 +44,7 @@ pub struct Reconciler {
     resolver: Arc<Resolver>,
     bus: Bus,
     metrics: PolicyMetrics,
+    grants: watch::Sender<Arc<GrantPolicy>>,
 }
 
 /// The parts a reconciler works with.
@@ -51,6 +53,8 @@ pub struct Parts {
     pub resolver: Arc<Resolver>,
     pub bus: Bus,
     pub metrics: PolicyMetrics,
+    /// Where the policy's `ask` and `when` rules go, for the grant manager.
+    pub grants: watch::Sender<Arc<GrantPolicy>>,
 }
 
 impl Reconciler {
@@ -76,6 +80,7 @@ impl Reconciler {
             resolver: parts.resolver,
             bus: parts.bus,
             metrics: parts.metrics,
+            grants: parts.grants,
         };
         (me, rx)
     }
@@ -188,6 +193,8 @@ impl Reconciler {
         self.state.policy_sha256.clone_from(&sha);
         self.seen_sha = Some(sha.clone());
         self.resolver.set_policy(next.dns.clone());
+        self.grants
+            .send_replace(Arc::new(GrantPolicy::from_compiled(&next.compiled)));
         self.note_files(&next.exec);
         self.current = Some((p, next));
         self.metrics.loaded(&sha);

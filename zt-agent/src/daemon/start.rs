@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
+use zt_agent_common::map_names;
 
 use super::DaemonError;
 use super::boot::Booted;
@@ -16,14 +17,20 @@ use super::reconciler::{self, Reconciler};
 use crate::bus::{self, Bus};
 use crate::cli::DaemonArgs;
 use crate::dns::server::{DnsEvents, Resolver, Serving};
-use crate::ebpf::loader::{ExecGuard, KernelMaps};
-use crate::ebpf::maps::Counters;
+use crate::ebpf::loader::{self, ExecGuard, KernelMaps};
+use crate::ebpf::maps::{Counters, Tasks};
 use crate::events::limit::{Budget, Limits};
 use crate::events::sink::{Rotation, Sink, SinkPart};
+use crate::grants::manager::{self as grant_manager, ControlCall, Inbox, Manager};
+use crate::grants::{self, GrantPolicy};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::tamper::Guard;
 
+/// The grant manager's queue: denials (for `why` and requests) and grant events.
+const GRANTS_BACKLOG: usize = 4096;
+/// Ended grants and decided requests are kept this long, for `why` and listings.
+const GRANT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
 
@@ -45,6 +52,8 @@ pub struct Started {
     pub reconciler: Reconciler,
     pub listener: Arc<TcpListener>,
     pub guard: Guard,
+    pub grants: (Manager, Inbox),
+    pub control: (UnixListener, Tasks, mpsc::Sender<ControlCall>),
 }
 
 pub async fn start(
@@ -64,6 +73,7 @@ pub async fn start(
         counters,
         shadow: _,
         dns,
+        grants: grant_maps,
         events,
     } = booted.maps;
     let limits = Limits::new(
@@ -75,7 +85,16 @@ pub async fn start(
     );
     let mut bus = bus::Builder::new(&metrics.events, limits.clone());
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
+    let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
     let bus = bus.build();
+    // Readers of the task table, besides the enforcer's handle: the manager checks
+    // `--pid`, the control socket its peers.
+    let reader = || {
+        loader::open_pinned_map(&booted.pins, map_names::TASKS)
+            .map(Tasks)
+            .map_err(DaemonError::Load)
+    };
+    let (grant_policy, grant_policy_rx) = watch::channel(Arc::new(GrantPolicy::default()));
     let (resolver, dns_events, dns_serving) =
         super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
     let (enforcer, enforcer_ended) = Enforcer::spawn(
@@ -86,6 +105,7 @@ pub async fn start(
             cgroups,
             policy,
             exec,
+            grants: grant_maps,
         },
         args.task_share,
     )?;
@@ -98,6 +118,7 @@ pub async fn start(
             resolver: resolver.clone(),
             bus: bus.clone(),
             metrics: metrics.policy.clone(),
+            grants: grant_policy,
         },
     );
     reconciler.start(booted.policy, adopted).await?;
@@ -129,12 +150,43 @@ pub async fn start(
             format!("metrics address {}: {e}", args.metrics_addr),
         ))
     })?;
+    // The grant manager and the control socket are ready before the state file says
+    // the daemon is.
+    let (mut manager, mut inbox, handle) = Manager::new(
+        &args.dirs.state_dir,
+        grant_manager::Parts {
+            settings: grants::Settings {
+                ask_timeout: args.grants.ask_timeout.into(),
+                ask_hold: args.grants.ask_hold.into(),
+                webhook: args.grants.approval_webhook.clone(),
+                retention: GRANT_RETENTION,
+                cgroup_root: booted.cgroup_root.clone(),
+            },
+            enforcer: enforcer.clone(),
+            tasks: reader()?,
+            bus: bus.clone(),
+            events: grant_events,
+            policy: grant_policy_rx,
+            metrics: metrics.grants.clone(),
+        },
+    )?;
+    manager.prepare(&mut inbox).await;
+    resolver.set_grants(handle.clone());
+    let control =
+        super::control::bind(&args.dirs.state_dir).map_err(|source| DaemonError::Control {
+            path: super::control::socket_path(&args.dirs.state_dir)
+                .display()
+                .to_string(),
+            source,
+        })?;
     let st = reconciler.state_mut();
     st.exec_guard = Some(exec_guard.as_str().to_owned());
     st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
+    let mut sink = sink;
+    sink.resume_chain(&args.dirs.state_dir);
     let sink = SinkPart {
         sink,
         events: sink_events,
@@ -161,6 +213,8 @@ pub async fn start(
         reconciler,
         listener: Arc::new(listener),
         guard,
+        grants: (manager, inbox),
+        control: (control, reader()?, handle.control),
     })
 }
 

@@ -475,6 +475,12 @@ pub fn servfail(fwd: &Forward) -> Vec<u8> {
     reply_to(&fwd.client, ResponseCode::ServFail)
 }
 
+/// REFUSED to the client of `fwd`: its `ask` rule was not approved in time.
+#[must_use]
+pub fn refused(fwd: &Forward) -> Vec<u8> {
+    reply_to(&fwd.client, ResponseCode::Refused)
+}
+
 /// The largest reply a client takes over UDP: 512, or its EDNS size up to ours.
 #[must_use]
 pub fn udp_limit(client: &Message) -> usize {

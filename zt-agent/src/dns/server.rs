@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -25,6 +25,9 @@ use super::shares::{self, Query, Shares};
 use crate::bus::{self, Body, Bus};
 use crate::events::limit::Cause;
 use crate::events::{DnsDetail, DnsEvent, TaskFacts};
+use crate::grants::model::TaskScope;
+use crate::grants::view::{AskNames, NameAllowance};
+use crate::grants::{DnsCall, Handle as GrantsHandle};
 use crate::metrics::DnsMetrics;
 use crate::policy::{Compiled, Mode, NameRule};
 
@@ -251,6 +254,27 @@ pub struct Resolver {
     pending: tokio::sync::mpsc::Sender<PendingEvent>,
     /// Upstream sockets between queries: (upstream, socket, queries it carried).
     idle_upstream: Mutex<Vec<(SocketAddr, UdpSocket, u32)>>,
+    /// The grant manager: names open through grants and windows, and `ask` rules.
+    grants: OnceLock<GrantsHandle>,
+}
+
+/// What one pass over a query came to.
+enum Handled {
+    Reply(Option<Vec<u8>>),
+    /// Only an `ask` rule covers the name: hold the query for a decision.
+    Ask {
+        rule: usize,
+        qname: String,
+        refused: Vec<u8>,
+        qtype: String,
+    },
+}
+
+/// The name rules of one query beyond the identity's own: grants and open windows
+/// that take in the asking task, then `ask` rules.
+struct Dynamic {
+    allowances: Vec<NameAllowance>,
+    asks: Vec<AskNames>,
 }
 
 /// A DNS event before the task's facts are read.
@@ -360,8 +384,101 @@ impl Resolver {
             idle_upstream: Mutex::new(Vec::new()),
             pending,
             cache: Mutex::new(HashMap::new()),
+            grants: OnceLock::new(),
         };
         (me, events)
+    }
+
+    /// Answer names through grants, windows and `ask` rules from now on.
+    pub fn set_grants(&self, h: GrantsHandle) {
+        let _ = self.grants.set(h);
+    }
+
+    /// The grants and windows whose names `client` may resolve now, and the `ask`
+    /// rules of its identity (none in audit mode, where nothing is held).
+    fn dynamic(&self, client: DnsClient, audit: bool) -> Dynamic {
+        let none = Dynamic {
+            allowances: Vec::new(),
+            asks: Vec::new(),
+        };
+        let Some(g) = self.grants.get() else {
+            return none;
+        };
+        let view = g.view.borrow().clone();
+        let Some(names) = view.by_id.get(&client.identity) else {
+            return none;
+        };
+        let now = boot_ns();
+        let mut task: Option<TaskScope> = None;
+        let allowances = names
+            .allowances
+            .iter()
+            .filter(|a| a.deadline_ns > now)
+            .filter(|a| {
+                let t = task.get_or_insert_with(|| TaskScope::read(client.tgid));
+                a.scope.takes_in(t)
+            })
+            .cloned()
+            .collect();
+        Dynamic {
+            allowances,
+            asks: if audit {
+                Vec::new()
+            } else {
+                names.asks.clone()
+            },
+        }
+    }
+
+    /// Hold a query under `ask`: raise or join the request, and wait for a decision
+    /// for at most the hold. `Ok(())` once approved; the reason to refuse otherwise.
+    async fn hold(&self, client: DnsClient, name: &str, rule: usize) -> Result<(), &'static str> {
+        let Some(g) = self.grants.get() else {
+            return Err("ask_denied");
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let call = DnsCall::Ask {
+            identity: client.identity,
+            tgid: client.tgid,
+            name: name.to_owned(),
+            rule,
+            reply,
+        };
+        if g.dns.send(call).await.is_err() {
+            return Err("ask_denied");
+        }
+        match tokio::time::timeout(g.ask_hold, rx).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(_) => Err("ask_denied"),
+            Err(_) => Err("ask_timed_out"),
+        }
+    }
+
+    /// Install addresses an answer gave under a grant or window, through the manager,
+    /// before the answer goes out.
+    async fn learn_dynamic(&self, client: DnsClient, a: &NameAllowance, addrs: Vec<(IpAddr, u32)>) {
+        let Some(g) = self.grants.get() else { return };
+        let now = boot_ns();
+        let grace = u64::try_from(self.settings.grace.as_nanos()).unwrap_or(u64::MAX);
+        for (addr, ttl) in addrs {
+            let deadline_ns = now
+                .saturating_add(u64::from(ttl).saturating_mul(1_000_000_000))
+                .saturating_add(grace)
+                .min(a.deadline_ns);
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let call = DnsCall::Learn {
+                identity: client.identity,
+                addrs: vec![addr],
+                ranges: a.ranges.clone(),
+                scope: a.scope.clone(),
+                source: a.source.clone(),
+                deadline_ns,
+                reply,
+            };
+            if g.dns.send(call).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+            }
+        }
     }
 
     #[must_use]
@@ -614,16 +731,89 @@ impl Resolver {
         }
     }
 
-    /// Judge one query and produce the reply, if any.
+    /// Judge one query and produce the reply, if any. A name only an `ask` rule
+    /// covers is held until a human decides (or the hold ends), then answered or
+    /// refused.
     pub async fn handle(&self, bytes: &[u8], client: DnsClient, udp: bool) -> Option<Vec<u8>> {
+        let (rule, qname, refused, qtype) = match self.handle_once(bytes, client, udp, true).await {
+            Handled::Reply(r) => return r,
+            Handled::Ask {
+                rule,
+                qname,
+                refused,
+                qtype,
+            } => (rule, qname, refused, qtype),
+        };
+        let start = Instant::now();
+        match self.hold(client, &qname, rule).await {
+            Ok(()) => match self.handle_once(bytes, client, udp, false).await {
+                Handled::Reply(r) => r,
+                Handled::Ask { refused, .. } => Some(refused),
+            },
+            Err(why) => {
+                let policy = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+                let label = policy
+                    .by_id
+                    .get(&client.identity)
+                    .map_or("unenrolled", |i| i.name.as_str())
+                    .to_owned();
+                let outcome = Outcome::Refused;
+                self.metrics
+                    .queries
+                    .with_label_values(&[label.as_str(), outcome.as_str()])
+                    .inc();
+                self.metrics
+                    .latency
+                    .with_label_values(&[outcome.as_str()])
+                    .observe(start.elapsed().as_secs_f64());
+                self.event(
+                    "deny",
+                    &label,
+                    why,
+                    client.tgid,
+                    if udp { "udp" } else { "tcp" },
+                    DnsDetail {
+                        query: Some(qname),
+                        qtype: Some(qtype),
+                        rcode: rcode_name(ResponseCode::Refused),
+                        installed: Vec::new(),
+                        withheld: Vec::new(),
+                    },
+                );
+                Some(refused)
+            }
+        }
+    }
+
+    async fn handle_once(
+        &self,
+        bytes: &[u8],
+        client: DnsClient,
+        udp: bool,
+        may_hold: bool,
+    ) -> Handled {
         let start = Instant::now();
         let policy = self.policy.read().map(|p| p.clone()).unwrap_or_default();
         let ident = policy.by_id.get(&client.identity);
         let host = self.host.get();
+        let own = ident.map_or(&[][..], |i| i.rules.as_slice());
+        let dynamic = self.dynamic(client, ident.is_some_and(|i| i.audit));
+        // The identity's own rules, then grants and windows, then `ask` rules.
+        let n_own = own.len();
+        let n_allowed = n_own + dynamic.allowances.len();
+        let mut rules: Vec<NameRule> = own.to_vec();
+        rules.extend(dynamic.allowances.iter().map(|a| NameRule {
+            names: a.names.clone(),
+            ranges: a.ranges.clone(),
+        }));
+        rules.extend(dynamic.asks.iter().map(|a| NameRule {
+            names: a.names.clone(),
+            ranges: Vec::new(),
+        }));
         let asker = Asker {
             identity: ident.map(|i| i.name.as_str()),
             audit: ident.is_some_and(|i| i.audit),
-            rules: ident.map_or(&[], |i| i.rules.as_slice()),
+            rules: &rules,
             nets: ident.map_or(&[], |i| i.nets.as_slice()),
             host: &host,
         };
@@ -643,7 +833,7 @@ impl Resolver {
         let fwd = match message::query(bytes, &asker, upstream_id) {
             Decision::Drop => {
                 done(Outcome::Malformed);
-                return None;
+                return Handled::Reply(None);
             }
             Decision::Reply {
                 reply,
@@ -669,10 +859,35 @@ impl Resolver {
                         },
                     );
                 }
-                return Some(reply);
+                return Handled::Reply(Some(reply));
             }
             Decision::Forward(f) => f,
         };
+        let own_hit = fwd.rules.iter().any(|i| *i < n_own);
+        let granted: Vec<&NameAllowance> = fwd
+            .rules
+            .iter()
+            .filter(|i| (n_own..n_allowed).contains(*i))
+            .map(|i| &dynamic.allowances[i - n_own])
+            .collect();
+        if fwd.outcome == Outcome::Allowed && !own_hit && granted.is_empty() {
+            // Only `ask` rules cover it.
+            let rule = fwd
+                .rules
+                .iter()
+                .find(|i| **i >= n_allowed)
+                .map(|i| dynamic.asks[i - n_allowed].rule);
+            let refused = message::refused(&fwd);
+            return match rule {
+                Some(rule) if may_hold => Handled::Ask {
+                    rule,
+                    qname: fwd.qname.clone(),
+                    refused,
+                    qtype: fwd.qtype.to_string(),
+                },
+                _ => Handled::Reply(Some(refused)),
+            };
+        }
         let max_reply = if udp {
             message::udp_limit(&fwd.client)
         } else {
@@ -697,10 +912,25 @@ impl Resolver {
         }
         let Some(ans) = answered else {
             done(Outcome::UpstreamError);
-            return Some(message::servfail(&fwd));
+            return Handled::Reply(Some(message::servfail(&fwd)));
         };
         let mut installed = Vec::new();
-        if fwd.outcome == Outcome::Allowed {
+        for a in &granted {
+            let addrs: Vec<(IpAddr, u32)> = ans.learned.iter().map(|l| (l.addr, l.ttl)).collect();
+            self.learn_dynamic(client, a, addrs).await;
+            installed.extend(ans.learned.iter().map(|l| {
+                format!(
+                    "{} ttl={} ({})",
+                    l.addr,
+                    l.ttl,
+                    match &a.source {
+                        crate::grants::view::Source::Grant(id) => format!("grant {id}"),
+                        crate::grants::view::Source::Window(_) => "window".to_owned(),
+                    }
+                )
+            }));
+        }
+        if fwd.outcome == Outcome::Allowed && own_hit {
             let now = boot_ns();
             let grace = u64::try_from(self.settings.grace.as_nanos()).unwrap_or(u64::MAX);
             if let Ok(mut l) = self.learned.lock() {
@@ -751,7 +981,7 @@ impl Resolver {
                 withheld: ans.withheld.iter().map(ToString::to_string).collect(),
             },
         );
-        Some(ans.reply)
+        Handled::Reply(Some(ans.reply))
     }
 
     fn event(

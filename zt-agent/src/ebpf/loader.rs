@@ -22,7 +22,8 @@ use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::maps::{
-    Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Sockets, TaskShares, Tasks,
+    Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Sockets, TaskShares,
+    Tasks,
 };
 use super::{btf, sys};
 use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
@@ -309,6 +310,7 @@ pub struct KernelMaps {
     pub counters: Counters,
     pub shadow: Shadow,
     pub dns: DnsMaps,
+    pub grants: GrantMaps,
     pub events: RingBuf<MapData>,
 }
 
@@ -388,6 +390,10 @@ impl KernelMaps {
                 clients: typed(get(m::DNS_CLIENTS)?, m::DNS_CLIENTS)?,
                 allow: typed(get(m::DNS_ALLOW)?, m::DNS_ALLOW)?,
             },
+            grants: GrantMaps::new(
+                typed(get(m::GRANTS_V4)?, m::GRANTS_V4)?,
+                typed(get(m::GRANTS_V6)?, m::GRANTS_V6)?,
+            ),
             events: typed(get(m::EVENTS)?, m::EVENTS)?,
         })
     }

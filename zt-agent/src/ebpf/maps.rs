@@ -9,9 +9,9 @@ use aya::maps::{
 };
 use zt_agent_common::{
     CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
-    ExecAllowKey, FileKey, FileStamp, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES,
-    POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey, ShadowValue,
-    SockIdentity, TaskIdentity, TaskShare, errors, task_entries,
+    ExecAllowKey, FileKey, FileStamp, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4,
+    KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey,
+    ShadowValue, SockIdentity, TaskIdentity, TaskShare, errors, task_entries,
 };
 
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
@@ -382,5 +382,91 @@ impl DnsMaps {
     /// Send enrolled tasks' DNS to the resolver on `port`.
     pub fn set_port(&mut self, port: u16) -> Result<(), MapError> {
         self.config.set(0, &DnsConfig { port, _pad: [0; 6] }, 0)
+    }
+}
+
+/// One grant trie entry: (prefix length including the 32 identity bits, key data).
+pub type GrantPrefix<K> = (u32, K);
+
+/// The grant tries: grants, open windows and `ask` markers, written in place, one
+/// prefix at a time (each value is replaced whole, so a verdict sees the old value or
+/// the new one).
+pub struct GrantMaps {
+    pub v4: LpmTrie<MapData, GrantKeyV4, GrantValue>,
+    pub v6: LpmTrie<MapData, GrantKeyV6, GrantValue>,
+    /// What the tries hold, as last written: read from the kernel once, so that a
+    /// change writes only what differs (walking an LPM trie costs a syscall per key).
+    held: Option<GrantContent>,
+}
+
+/// Entries of both grant tries.
+type GrantContent = (
+    BTreeMap<GrantPrefix<GrantKeyV4>, GrantValue>,
+    BTreeMap<GrantPrefix<GrantKeyV6>, GrantValue>,
+);
+
+fn read_trie<K: Pod + Ord>(
+    trie: &LpmTrie<MapData, K, GrantValue>,
+) -> BTreeMap<GrantPrefix<K>, GrantValue> {
+    trie.iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+        .collect()
+}
+
+/// Make one grant trie hold exactly `want`, given that it holds `have`: changed and
+/// new prefixes first, then removals.
+fn sync_trie<K: Pod + Ord>(
+    trie: &mut LpmTrie<MapData, K, GrantValue>,
+    have: &BTreeMap<GrantPrefix<K>, GrantValue>,
+    want: &BTreeMap<GrantPrefix<K>, GrantValue>,
+) -> Result<usize, MapError> {
+    let mut writes = 0;
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            trie.insert(&Key::new(k.0, k.1), v, 0)?;
+            writes += 1;
+        }
+    }
+    for k in have.keys().filter(|k| !want.contains_key(k)) {
+        let _ = trie.remove(&Key::new(k.0, k.1));
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+impl GrantMaps {
+    #[must_use]
+    pub const fn new(
+        v4: LpmTrie<MapData, GrantKeyV4, GrantValue>,
+        v6: LpmTrie<MapData, GrantKeyV6, GrantValue>,
+    ) -> Self {
+        Self { v4, v6, held: None }
+    }
+
+    /// Make the tries hold exactly these entries. Returns how many entries were
+    /// written or removed.
+    pub fn sync(
+        &mut self,
+        v4: &BTreeMap<GrantPrefix<GrantKeyV4>, GrantValue>,
+        v6: &BTreeMap<GrantPrefix<GrantKeyV6>, GrantValue>,
+    ) -> Result<usize, MapError> {
+        let (have4, have6) = match self.held.take() {
+            Some(h) => h,
+            None => (read_trie(&self.v4), read_trie(&self.v6)),
+        };
+        // On failure the next sync reads the kernel again.
+        let n = sync_trie(&mut self.v4, &have4, v4)? + sync_trie(&mut self.v6, &have6, v6)?;
+        self.held = Some((v4.clone(), v6.clone()));
+        Ok(n)
+    }
+
+    /// Entries held, both families.
+    #[must_use]
+    pub fn len(&self) -> (usize, usize) {
+        match &self.held {
+            Some((a, b)) => (a.len(), b.len()),
+            None => (self.v4.keys().count(), self.v6.keys().count()),
+        }
     }
 }

@@ -11,7 +11,7 @@ use zt_agent_common::{
 use super::decode::{addr_port, c_str, comm, dst};
 use super::limit::Suppressed;
 use super::provenance::Ancestor;
-use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent};
+use super::{DnsDetail, DnsEvent, FileEvent, GrantEvent, KernelEvent};
 use crate::bus::{Body, Event};
 use crate::identity::files::FileId;
 use crate::state::State;
@@ -20,6 +20,8 @@ use crate::state::State;
 #[derive(Clone, Debug, Serialize)]
 pub struct JsonEvent {
     pub time: String,
+    /// Position in the audit trail (see `chain`); the sink numbers the lines.
+    pub seq: u64,
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<&'static str>,
@@ -81,6 +83,37 @@ pub struct JsonEvent {
     pub suppressed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u64>,
+    /// Grant events: what happened to which grant or request, by whom and why.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantDetail>,
+}
+
+/// The fields of a `grant` event.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrantDetail {
+    /// issued, requested, approved, denied, timed_out, expired or revoked.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// `identity`, `run:RUN_ID` or `pid:PID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 3339: when the grant ends, or when the request times out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
+    /// The `ask` rule of a request: where it is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl JsonEvent {
@@ -98,6 +131,7 @@ impl JsonEvent {
                 j.detail = Some(t.detail.clone());
                 j
             }
+            Body::Grant(g) => grant(&ev.time, g, state),
         }
     }
 
@@ -133,6 +167,7 @@ fn daemon(
     let ident = state.identity(identity);
     JsonEvent {
         time: time.to_owned(),
+        seq: 0,
         kind,
         verdict: None,
         identity: identity.to_owned(),
@@ -161,10 +196,92 @@ fn daemon(
         file: None,
         enrolled_by: None,
         dns: None,
+        grant: None,
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,
     }
+}
+
+fn grant(time: &str, g: &GrantEvent, state: &State) -> JsonEvent {
+    let identity = g
+        .grant
+        .as_ref()
+        .map(|x| x.identity.as_str())
+        .or_else(|| g.request.as_ref().map(|r| r.identity.as_str()))
+        .unwrap_or_default();
+    let mut j = daemon(time, "grant", identity, g.reason, state);
+    let mut d = GrantDetail {
+        action: g.action.as_str(),
+        grant_id: None,
+        request_id: None,
+        who: g.who.clone(),
+        why: g.why.clone(),
+        scope: None,
+        expires: None,
+        to: None,
+        ports: None,
+        rule: None,
+    };
+    if let Some(r) = &g.request {
+        d.request_id = Some(r.id.clone());
+        d.scope = Some(r.scope.to_string());
+        d.rule = Some(r.rule_at.clone());
+        d.to = Some(vec![r.destination.clone()]);
+        d.expires = Some(crate::grants::model::rfc3339(r.expires_ms));
+        d.grant_id.clone_from(&r.grant);
+        j.pid = r.pid;
+        j.tid = r.pid;
+        j.comm.clone_from(&r.comm);
+        j.exe.clone_from(&r.exe);
+        j.cgroup.clone_from(&r.cgroup);
+        j.protocol = Some(match r.protocol.as_str() {
+            "tcp" => "tcp",
+            "udp" => "udp",
+            "dns" => "dns",
+            _ => "other",
+        });
+        if r.port != 0 {
+            j.dst = Some(if r.destination.contains(':') {
+                format!("[{}]:{}", r.destination, r.port)
+            } else {
+                format!("{}:{}", r.destination, r.port)
+            });
+        }
+        j.ancestors = Some(
+            r.ancestors
+                .iter()
+                .map(|a| Ancestor {
+                    pid: a.pid,
+                    exe: a.exe.clone(),
+                })
+                .collect(),
+        );
+    }
+    if let Some(x) = &g.grant {
+        d.grant_id = Some(x.id.clone());
+        d.scope = Some(x.scope.to_string());
+        d.expires = Some(crate::grants::model::rfc3339(x.expires_ms));
+        d.to = Some(x.to.clone());
+        d.ports = Some(
+            x.ports
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect(),
+        );
+        j.protocol = Some(x.protocol.as_str());
+        if d.why.is_none() {
+            d.why = Some(x.reason.clone());
+        }
+    }
+    j.grant = Some(d);
+    j
 }
 
 fn file(time: &str, f: &FileEvent, state: &State) -> JsonEvent {
@@ -212,6 +329,7 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
     };
     JsonEvent {
         time: time.to_owned(),
+        seq: 0,
         kind: k.kind.as_str(),
         verdict: Some(k.verdict.as_str()),
         identity: name,
@@ -244,6 +362,7 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         file: is_exec.then(|| FileId::describe(&ev.file)),
         enrolled_by,
         dns: None,
+        grant: None,
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,

@@ -2,6 +2,7 @@
 //! the JSON line every sink writes (`json`), the budgets that bound them (`limit`), the
 //! sink itself (`sink`), and the exec provenance the decoder adds (`provenance`).
 
+pub mod chain;
 pub mod decode;
 pub mod json;
 pub mod limit;
@@ -106,4 +107,45 @@ pub struct TamperEvent {
     pub what: &'static str,
     /// What happened and what was done, for people.
     pub detail: String,
+}
+
+/// What happened to a grant or a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantAction {
+    Issued,
+    Requested,
+    Approved,
+    Denied,
+    TimedOut,
+    Expired,
+    Revoked,
+}
+
+impl GrantAction {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Requested => "requested",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::TimedOut => "timed_out",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A grant given, requested, decided or ended.
+#[derive(Clone, Debug)]
+pub struct GrantEvent {
+    pub action: GrantAction,
+    /// Short code: `issued`, `ask_required`, `expired`, `task_ended`, ...
+    pub reason: &'static str,
+    pub grant: Option<crate::grants::model::Grant>,
+    pub request: Option<crate::grants::model::Request>,
+    /// Who did it, as the control socket saw them.
+    pub who: Option<String>,
+    /// Why, in their words.
+    pub why: Option<String>,
 }

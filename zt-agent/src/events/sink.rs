@@ -15,11 +15,12 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, watch};
 
+use super::chain::{self, Head};
 use super::json::JsonEvent;
 use super::limit::Limits;
 use crate::bus::{self, Event};
@@ -47,7 +48,16 @@ pub struct Sink {
     /// Bytes in the file, as far as this sink knows (another process may have
     /// truncated it: checked before rotating).
     size: u64,
+    /// The audit chain: the last line's `seq` and `chain`, and where it is kept
+    /// between runs.
+    head: Head,
+    state_dir: Option<PathBuf>,
+    head_saved: Option<Instant>,
 }
+
+/// How often, at most, the chain's head is written to the state dir while lines flow
+/// (and always when the sink drains).
+const HEAD_EVERY: Duration = Duration::from_millis(200);
 
 enum Out {
     Stdout,
@@ -77,6 +87,9 @@ impl Sink {
                 rotation,
                 group,
                 size: 0,
+                head: Head::default(),
+                state_dir: None,
+                head_saved: None,
             });
         }
         let path = PathBuf::from(spec);
@@ -87,7 +100,36 @@ impl Sink {
             rotation,
             group,
             size,
+            head: Head::default(),
+            state_dir: None,
+            head_saved: None,
         })
+    }
+
+    /// Continue the audit chain from the file's last line, or from the head kept in
+    /// `state_dir` (for stdout, or a file that was moved away), and keep it there.
+    pub fn resume_chain(&mut self, state_dir: &Path) {
+        let in_file = match &self.out {
+            Out::File { path, .. } => chain::head_of_file(path),
+            Out::Stdout => None,
+        };
+        self.head = in_file
+            .or_else(|| chain::read_head(state_dir))
+            .unwrap_or_default();
+        self.state_dir = Some(state_dir.to_path_buf());
+    }
+
+    /// Keep the chain's head in the state dir, at most every `HEAD_EVERY` unless `now`.
+    pub fn save_head(&mut self, now: bool) {
+        let Some(dir) = &self.state_dir else { return };
+        if self.head.seq == 0 || (!now && self.head_saved.is_some_and(|t| t.elapsed() < HEAD_EVERY))
+        {
+            return;
+        }
+        if let Err(e) = chain::write_head(dir, &self.head) {
+            tracing::warn!(error = %e, "keeping the audit chain's head");
+        }
+        self.head_saved = Some(Instant::now());
     }
 
     /// Open the path again (after logrotate moved the file away).
@@ -132,18 +174,32 @@ impl Sink {
         Ok(())
     }
 
+    /// Number, seal (see `chain`) and write one line.
     pub fn write(&mut self, ev: &JsonEvent) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(ev).map_err(std::io::Error::other)?;
+        let mut ev = ev.clone();
+        ev.seq = self.head.seq + 1;
+        let body = serde_json::to_vec(&ev).map_err(std::io::Error::other)?;
+        let (mut line, link) = chain::seal(&self.head.chain, &body);
         line.push(b'\n');
+        self.write_line(&line)?;
+        self.head = Head {
+            seq: ev.seq,
+            chain: link,
+        };
+        self.save_head(false);
+        Ok(())
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         self.rotate_for(line.len() as u64)?;
         match &mut self.out {
             Out::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&line)?;
+                out.write_all(line)?;
                 out.flush()
             }
             Out::File { file, .. } => {
-                file.write_all(&line)?;
+                file.write_all(line)?;
                 self.size += line.len() as u64;
                 Ok(())
             }
@@ -178,7 +234,10 @@ impl SinkPart {
                         tracing::warn!(error = %e, "could not open the event file again; writing to the old one");
                     }
                 }
-                _ = summaries.tick() => self.summaries(),
+                _ = summaries.tick() => {
+                    self.summaries();
+                    self.sink.save_head(true);
+                }
             }
         }
     }
@@ -189,6 +248,7 @@ impl SinkPart {
             self.deliver(&ev);
         }
         self.summaries();
+        self.sink.save_head(true);
     }
 
     fn deliver(&mut self, ev: &Event) {

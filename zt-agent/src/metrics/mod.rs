@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod events;
+pub mod grants;
 pub mod kernel;
 pub mod parts;
 pub mod policy;
@@ -16,6 +17,7 @@ use prometheus::{Encoder as _, Registry, TextEncoder};
 
 pub use dns::DnsMetrics;
 pub use events::EventMetrics;
+pub use grants::GrantMetrics;
 pub use kernel::KernelMetrics;
 pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
@@ -29,6 +31,7 @@ pub struct Metrics {
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
     pub tamper: TamperMetrics,
+    pub grants: GrantMetrics,
     pub parts: PartMetrics,
 }
 
@@ -42,6 +45,7 @@ impl Metrics {
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
             tamper: TamperMetrics::register(&registry),
+            grants: GrantMetrics::register(&registry),
             parts: PartMetrics::register(&registry),
             events,
             registry,

@@ -17,6 +17,9 @@ pub enum PlanError {
     Compile(#[from] CompileError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Resolve(Vec<ResolveError>),
+    /// The `ask` and `when` rules alone do not fit the grant tries.
+    #[error("the policy's ask and when rules: {0}")]
+    Grants(#[from] crate::grants::entries::EntriesError),
 }
 
 /// Build the plan of `policy`. `existing` holds the ids an enforcement already gave
@@ -34,6 +37,13 @@ pub fn build(
     let compiled = policy::compile(policy, &ids)?;
     let exec = resolve::resolve(policy, &ids, files).map_err(PlanError::Resolve)?;
     let dns = DnsPolicy::from_compiled(&compiled);
+    // Windows counted open: the rules must fit the grant tries whenever they apply.
+    let dynamic: Vec<_> = compiled
+        .identities
+        .iter()
+        .flat_map(|i| crate::grants::entries::rule_allowances(i.id, &i.dynamic, |_| u64::MAX))
+        .collect();
+    crate::grants::entries::build(&dynamic)?;
     Ok(Plan {
         ids,
         compiled,

@@ -12,12 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use thiserror::Error;
 use zt_agent_common::{
-    DNS_RANGES, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS, IDENTITY_NONE,
+    DNS_RANGES, GRANT_SLOTS, IDENTITY_FLAG_AUDIT, IDENTITY_FLAG_IN_POLICY, IDENTITY_KEY_BITS,
+    IDENTITY_NONE,
     IDENTITY_QUARANTINE, KeyV4, KeyV6, MAX_IDENTITIES, MAX_PORT_RANGES, POLICY_TRIE_CAPACITY,
     PROTO_MASK_TCP, PROTO_MASK_UDP, PolicyValue, PortRange, key_v4, key_v6,
 };
 
-use super::model::{DnsName, Identity, Mode, Policy};
+use super::model::{
+    Access, DnsName, EgressRule, Identity, Location, Mode, Policy, Protocol, Window,
+};
 
 /// The policy as map entries, plus what the daemon reports about each identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +56,35 @@ pub struct CompiledIdentity {
     /// The identity's literal networks: an answer inside one of them may be loopback,
     /// link-local or unspecified, as the policy already allows it.
     pub nets: Vec<IpNet>,
+    /// Rules reached only through approval (`access: ask`) or inside windows (`when`):
+    /// not in the policy tries, but in the grant tries while they apply.
+    pub dynamic: Vec<DynamicRule>,
+    /// `spec.grants.maxDuration`, in seconds.
+    pub max_grant: u64,
+}
+
+/// An `ask` or `when` rule, as the grant tries and the resolver use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicRule {
+    /// Position in `spec.egress`.
+    pub index: usize,
+    pub location: Location,
+    pub nets: Vec<IpNet>,
+    pub names: Vec<DnsName>,
+    /// As written, for grants that approvals of this rule give.
+    pub ports: Vec<(u16, u16)>,
+    pub protocol: Protocol,
+    /// Merged port ranges with protocol bits, at most `GRANT_SLOTS`.
+    pub ranges: Vec<PortRange>,
+    pub kind: DynamicKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DynamicKind {
+    /// `access: ask`: the longest an approval may last, in seconds.
+    Ask { max_grant: u64 },
+    /// `when`: the windows the rule is open in.
+    Window(Vec<Window>),
 }
 
 /// The DNS names of one egress rule and the ports their addresses are opened for.
@@ -117,6 +149,15 @@ pub enum CompileError {
         identity: String,
         count: usize,
     },
+    #[error(
+        "{at}: spec.egress: identity `{identity}`: an `ask` or `when` rule needs {count} port ranges, more than the {max} a grant entry holds; merge ports into ranges",
+        max = GRANT_SLOTS
+    )]
+    TooManyDynamicRanges {
+        at: String,
+        identity: String,
+        count: usize,
+    },
 }
 
 /// Compiles `policy` with the identity ids in `ids` (see `assign_ids`).
@@ -156,9 +197,7 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
             Mode::Audit => IDENTITY_FLAG_AUDIT,
             Mode::Enforce => 0,
         };
-        let egress: Vec<NetRule<'_>> = identity
-            .egress
-            .iter()
+        let egress: Vec<NetRule<'_>> = static_rules(identity)
             .map(|r| NetRule {
                 nets: &r.to,
                 ports: &r.ports,
@@ -212,11 +251,11 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
                 .map(|r| (r.to.len() + r.names.len()) * r.ports.len())
                 .sum(),
             names: name_rules(identity)?,
-            nets: identity
-                .egress
-                .iter()
+            nets: static_rules(identity)
                 .flat_map(|r| r.to.iter().copied())
                 .collect(),
+            dynamic: dynamic_rules(identity)?,
+            max_grant: identity.grants.max_duration,
         });
     }
     for (family, entries) in [
@@ -278,6 +317,65 @@ struct NetRule<'a> {
     ports: &'a [(u16, u16)],
     protocol: super::model::Protocol,
     location: &'a super::model::Location,
+}
+
+/// The rules the policy tries hold: neither `ask` nor `when`.
+fn static_rules(identity: &Identity) -> impl Iterator<Item = &EgressRule> {
+    identity.egress.iter().filter(|r| r.is_static())
+}
+
+/// The ranges of one rule: its ports for its protocols, merged.
+fn rule_ranges(rule: &EgressRule) -> Ranges {
+    port_ranges(&rule.ports, rule.protocol)
+}
+
+/// Inclusive port ranges over a protocol as the kernel's ranges carry them: merged,
+/// one range per distinct interval with the protocols' bits.
+#[must_use]
+pub fn port_ranges(ports: &[(u16, u16)], protocol: Protocol) -> Vec<PortRange> {
+    let mask = protocol.mask();
+    let pick = |bit: u8| {
+        if mask & bit != 0 {
+            merge(ports.to_vec())
+        } else {
+            Vec::new()
+        }
+    };
+    combine(pick(PROTO_MASK_TCP), pick(PROTO_MASK_UDP))
+}
+
+fn dynamic_rules(identity: &Identity) -> Result<Vec<DynamicRule>, CompileError> {
+    let mut out = Vec::new();
+    for (index, rule) in identity.egress.iter().enumerate() {
+        if rule.is_static() {
+            continue;
+        }
+        let ranges = rule_ranges(rule);
+        if ranges.len() > GRANT_SLOTS {
+            return Err(CompileError::TooManyDynamicRanges {
+                at: rule.location.to_string(),
+                identity: identity.name.clone(),
+                count: ranges.len(),
+            });
+        }
+        let kind = match rule.access {
+            Access::Ask => DynamicKind::Ask {
+                max_grant: rule.max_grant.unwrap_or(identity.grants.max_duration),
+            },
+            Access::Allow => DynamicKind::Window(rule.when.clone()),
+        };
+        out.push(DynamicRule {
+            index,
+            location: rule.location.clone(),
+            nets: rule.to.iter().map(IpNet::trunc).collect(),
+            names: rule.names.clone(),
+            ports: rule.ports.clone(),
+            protocol: rule.protocol,
+            ranges,
+            kind,
+        });
+    }
+    Ok(out)
 }
 
 /// Inclusive port ranges of one protocol.
@@ -365,16 +463,8 @@ fn entries(
 
 fn name_rules(identity: &Identity) -> Result<Vec<NameRule>, CompileError> {
     let mut out = Vec::new();
-    for rule in identity.egress.iter().filter(|r| !r.names.is_empty()) {
-        let mask = rule.protocol.mask();
-        let pick = |bit: u8| {
-            if mask & bit != 0 {
-                merge(rule.ports.clone())
-            } else {
-                Vec::new()
-            }
-        };
-        let ranges = combine(pick(PROTO_MASK_TCP), pick(PROTO_MASK_UDP));
+    for rule in static_rules(identity).filter(|r| !r.names.is_empty()) {
+        let ranges = rule_ranges(rule);
         if ranges.len() > DNS_RANGES {
             return Err(CompileError::TooManyNameRanges {
                 at: rule.location.to_string(),
@@ -389,9 +479,7 @@ fn name_rules(identity: &Identity) -> Result<Vec<NameRule>, CompileError> {
     }
     // An address learned for a name carries the ranges of every rule listing it.
     let mut per_name: BTreeMap<&DnsName, BTreeSet<(u16, u16, u8)>> = BTreeMap::new();
-    for (rule, compiled) in identity
-        .egress
-        .iter()
+    for (rule, compiled) in static_rules(identity)
         .filter(|r| !r.names.is_empty())
         .zip(&out)
     {

@@ -5,11 +5,14 @@
 
 use super::PolicyError;
 use super::model::{
-    ALL_PORTS, API_VERSION, CgroupSelector, EgressRule, ExeSelector, ExecPath, Identity,
-    IngressRule, KIND_IDENTITY, Location, Mode, PrincipalSelector, Protocol, QUARANTINE_NAME,
-    RESERVED_NAME, Target,
+    ALL_DAYS, ALL_PORTS, API_VERSION, Access, CgroupSelector, DAY_NAMES, EgressRule, ExeSelector,
+    ExecPath, GrantSettings, Identity, IngressRule, KIND_IDENTITY, Location, MAX_GRANT_CEILING_SECS,
+    Mode, PrincipalSelector, Protocol, QUARANTINE_NAME, RESERVED_NAME, Target, Window,
 };
-use super::values::{check_cgroup_glob, parse_port, parse_port_str, parse_target};
+use super::values::{
+    check_cgroup_glob, check_timezone, format_duration, parse_duration, parse_hours, parse_port,
+    parse_port_str, parse_target,
+};
 use super::yaml::{Kind, Node, ScalarType};
 
 /// Decoding context of one file: collects errors instead of stopping at the first.
@@ -240,6 +243,7 @@ impl Decoder<'_> {
             egress: spec.egress,
             ingress: spec.ingress,
             exec_allow: spec.exec_allow,
+            grants: spec.grants,
         })
     }
 
@@ -279,7 +283,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             "spec",
-            &["spiffeId", "mode", "selectors", "egress", "ingress", "exec"],
+            &["spiffeId", "mode", "selectors", "egress", "ingress", "exec", "grants"],
         )?;
         let mut spec = Spec::default();
         if let Some(n) = f.get("spiffeId") {
@@ -331,7 +335,174 @@ impl Decoder<'_> {
         if let Some(n) = f.get("exec") {
             spec.exec_allow = self.exec(n);
         }
+        if let Some(n) = f.get("grants")
+            && let Some(g) = self.grants(n)
+        {
+            spec.grants = g;
+        }
+        // A rule's approvals may not outlast the identity's ceiling.
+        let ceiling = spec.grants.max_duration;
+        if let Some(Kind::Seq(items)) = f.get("egress").map(|n| &n.kind) {
+            for (i, item) in items.iter().enumerate() {
+                let Some(rule) = spec
+                    .egress
+                    .iter()
+                    .find(|r| (r.location.line, r.location.column) == (item.line, item.column))
+                else {
+                    continue;
+                };
+                if let Some(max) = rule.max_grant
+                    && max > ceiling
+                {
+                    self.at(
+                        item,
+                        &format!("spec.egress[{i}].maxGrant"),
+                        format!(
+                            "maxGrant {} is longer than spec.grants.maxDuration {}, the ceiling of every grant to this identity",
+                            format_duration(max),
+                            format_duration(ceiling)
+                        ),
+                    );
+                }
+            }
+        }
         Some(spec)
+    }
+
+    /// `spec.grants`: `maxDuration`, the ceiling of every grant (default 1h, at most 7d).
+    fn grants(&mut self, node: &Node) -> Option<GrantSettings> {
+        let f = self.fields(node, "spec.grants", &["maxDuration"])?;
+        let mut g = GrantSettings::default();
+        if let Some(n) = f.get("maxDuration") {
+            const FIELD: &str = "spec.grants.maxDuration";
+            let secs = self.duration(n, FIELD)?;
+            if secs > MAX_GRANT_CEILING_SECS {
+                self.at(
+                    n,
+                    FIELD,
+                    format!(
+                        "maxDuration {} is over the limit of 7d",
+                        format_duration(secs)
+                    ),
+                );
+                return None;
+            }
+            g.max_duration = secs;
+        }
+        Some(g)
+    }
+
+    fn duration(&mut self, n: &Node, field: &str) -> Option<u64> {
+        let s = self.string(n, field)?;
+        match parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.at(n, field, msg);
+                None
+            }
+        }
+    }
+
+    /// `egress[].when`: a non-empty list of `{days, hours, timezone}`.
+    fn windows(&mut self, node: &Node, field: &str) -> Option<Vec<Window>> {
+        let items = self.list(node, field)?;
+        if items.is_empty() {
+            self.at(
+                node,
+                field,
+                "`when` must not be empty; omit it for a rule that is always open",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = index(field, i);
+            match self.window(item, &path) {
+                Some(w) => out.push(w),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn window(&mut self, node: &Node, path: &str) -> Option<Window> {
+        let f = self.fields(node, path, &["days", "hours", "timezone"])?;
+        let mut ok = true;
+        let mut days = ALL_DAYS;
+        if let Some(n) = f.get("days") {
+            let field = join(path, "days");
+            match self.list(n, &field) {
+                Some([]) => {
+                    self.at(n, &field, "`days` must not be empty; omit it for every day");
+                    ok = false;
+                }
+                Some(items) => {
+                    days = 0;
+                    for (i, item) in items.iter().enumerate() {
+                        let f = index(&field, i);
+                        let Some(name) = self.string(item, &f) else {
+                            ok = false;
+                            continue;
+                        };
+                        match DAY_NAMES.iter().position(|d| *d == name) {
+                            Some(bit) if days & (1 << bit) != 0 => {
+                                self.at(item, &f, format!("`{name}` is listed twice"));
+                                ok = false;
+                            }
+                            Some(bit) => days |= 1 << bit,
+                            None => {
+                                self.at(
+                                    item,
+                                    &f,
+                                    format!(
+                                        "invalid day `{name}`, expected one of: {}",
+                                        DAY_NAMES.join(", ")
+                                    ),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        let (mut start, mut end) = (0, 86_400);
+        if let Some(n) = f.get("hours") {
+            let field = join(path, "hours");
+            match self.string(n, &field) {
+                Some(h) => match parse_hours(&h) {
+                    Ok((a, b)) => (start, end) = (a, b),
+                    Err(msg) => {
+                        self.at(n, &field, msg);
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        let mut timezone = "UTC".to_owned();
+        if let Some(n) = f.get("timezone") {
+            let field = join(path, "timezone");
+            match self.string(n, &field) {
+                Some(tz) => match check_timezone(&tz) {
+                    Ok(()) => timezone = tz,
+                    Err(msg) => {
+                        self.at(n, &field, msg);
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        ok.then(|| Window {
+            days,
+            start,
+            end,
+            timezone,
+            location: self.location(node),
+        })
     }
 
     fn spiffe_id(&mut self, n: &Node) -> Option<String> {
@@ -577,7 +748,11 @@ impl Decoder<'_> {
     }
 
     fn rule(&mut self, node: &Node, path: &str) -> Option<EgressRule> {
-        let f = self.fields(node, path, &["to", "ports", "protocol"])?;
+        let f = self.fields(
+            node,
+            path,
+            &["to", "ports", "protocol", "access", "maxGrant", "when"],
+        )?;
         let mut ok = true;
         let mut to = Vec::new();
         let mut names = Vec::new();
@@ -595,6 +770,58 @@ impl Decoder<'_> {
         }
         let ports = self.ports(&f, path);
         let protocol = self.protocol(&f, path);
+        let mut access = Access::Allow;
+        if let Some(n) = f.get("access") {
+            let field = join(path, "access");
+            match self.string(n, &field).as_deref() {
+                Some("allow") => access = Access::Allow,
+                Some("ask") => access = Access::Ask,
+                Some(s) => {
+                    self.at(
+                        n,
+                        &field,
+                        format!("invalid access `{s}`, expected allow or ask"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let mut max_grant = None;
+        if let Some(n) = f.get("maxGrant") {
+            let field = join(path, "maxGrant");
+            match self.duration(n, &field) {
+                Some(d) if access == Access::Ask => max_grant = Some(d),
+                Some(_) => {
+                    let k = f.key("maxGrant").unwrap_or(n);
+                    self.at(
+                        k,
+                        &field,
+                        "`maxGrant` applies to rules with `access: ask` only",
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let mut when = Vec::new();
+        if let Some(n) = f.get("when") {
+            let field = join(path, "when");
+            if access == Access::Ask {
+                let k = f.key("when").unwrap_or(n);
+                self.at(
+                    k,
+                    &field,
+                    "`when` cannot be combined with `access: ask`; write two rules",
+                );
+                ok = false;
+            } else {
+                match self.windows(n, &field) {
+                    Some(w) => when = w,
+                    None => ok = false,
+                }
+            }
+        }
         let (Some(ports), Some(protocol)) = (ports, protocol) else {
             return None;
         };
@@ -603,6 +830,9 @@ impl Decoder<'_> {
             names,
             ports,
             protocol,
+            access,
+            max_grant,
+            when,
             location: self.location(node),
         })
     }
@@ -762,6 +992,7 @@ struct Spec {
     egress: Vec<EgressRule>,
     ingress: Vec<IngressRule>,
     exec_allow: Option<Vec<ExecPath>>,
+    grants: GrantSettings,
 }
 
 enum Selector {

@@ -20,8 +20,12 @@ use thiserror::Error;
 
 use crate::sys::fs::Dir;
 
-pub use compile::{CompileError, Compiled, CompiledIdentity, NameRule, compile};
+pub use compile::{
+    CompileError, Compiled, CompiledIdentity, DynamicKind, DynamicRule, NameRule, compile,
+    port_ranges,
+};
 pub use model::*;
+pub use values::{format_duration, parse_duration, parse_port_str, parse_target};
 
 /// One problem in the policy source.
 #[derive(Clone, Debug, PartialEq, Eq)]

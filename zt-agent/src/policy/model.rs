@@ -63,7 +63,7 @@ impl fmt::Display for Mode {
 }
 
 /// Transport protocol an egress or ingress rule applies to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -110,6 +110,59 @@ pub enum Target {
 /// All ports: what an omitted `ports` means.
 pub const ALL_PORTS: (u16, u16) = (0, u16::MAX);
 
+/// How an egress rule is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Always (inside its windows, for a rule with `when`).
+    #[default]
+    Allow,
+    /// Only through an approved grant: a connect, send or lookup it alone would allow
+    /// is refused and raises a request.
+    Ask,
+}
+
+/// Days of a window, bit 0 Monday .. bit 6 Sunday.
+pub type DayMask = u8;
+/// Every day of the week.
+pub const ALL_DAYS: DayMask = 0x7f;
+/// Day names as `when.days` writes them, Monday first.
+pub const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// One `egress[].when` entry: open on `days`, from `start` to `end` (seconds after
+/// local midnight in `timezone`). An `end` at or before `start` ends the next day;
+/// `days` name the day a window opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub days: DayMask,
+    pub start: u32,
+    /// Up to 86,400 (24:00).
+    pub end: u32,
+    /// IANA name, or `UTC`.
+    pub timezone: String,
+    pub location: Location,
+}
+
+/// Default of `spec.grants.maxDuration`: one hour.
+pub const DEFAULT_MAX_GRANT_SECS: u64 = 3600;
+/// The longest `spec.grants.maxDuration` may be: seven days.
+pub const MAX_GRANT_CEILING_SECS: u64 = 7 * 86_400;
+
+/// `spec.grants`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GrantSettings {
+    /// Ceiling of every grant to the identity, in seconds.
+    pub max_duration: u64,
+}
+
+impl Default for GrantSettings {
+    fn default() -> Self {
+        Self {
+            max_duration: DEFAULT_MAX_GRANT_SECS,
+        }
+    }
+}
+
 /// One `spec.egress` entry: traffic to any of `to`, on any of `ports`, over `protocol`.
 /// `to` is written as one list; it is kept as networks and DNS names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -123,7 +176,21 @@ pub struct EgressRule {
     /// Inclusive port ranges; never empty (an omitted `ports` is [`ALL_PORTS`]).
     pub ports: Vec<(u16, u16)>,
     pub protocol: Protocol,
+    /// `allow` (default) or `ask`.
+    pub access: Access,
+    /// `maxGrant` in seconds: the longest an approval of this `ask` rule may last.
+    pub max_grant: Option<u64>,
+    /// `when`: the windows the rule is open in; empty means always.
+    pub when: Vec<Window>,
     pub location: Location,
+}
+
+impl EgressRule {
+    /// A rule the kernel's policy tries hold: always open, no approval needed.
+    #[must_use]
+    pub fn is_static(&self) -> bool {
+        self.access == Access::Allow && self.when.is_empty()
+    }
 }
 
 /// One `spec.ingress` entry: connections and datagrams from any of `from` to the
@@ -204,6 +271,8 @@ pub struct Identity {
     pub ingress: Vec<IngressRule>,
     /// `spec.exec.allow`: `None` means exec is not restricted; empty means no exec.
     pub exec_allow: Option<Vec<ExecPath>>,
+    /// `spec.grants`.
+    pub grants: GrantSettings,
     /// Where `metadata.name` was written.
     pub location: Location,
 }
@@ -339,6 +408,7 @@ mod tests {
             egress: vec![],
             ingress: vec![],
             exec_allow: None,
+            grants: GrantSettings::default(),
             location: Location::default(),
         };
         assert_eq!(id.spiffe_id(), "spiffe://zt-agent.local/coder");

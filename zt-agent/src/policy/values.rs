@@ -15,7 +15,7 @@ pub(super) fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-pub(super) fn parse_port_str(s: &str) -> Result<(u16, u16), String> {
+pub fn parse_port_str(s: &str) -> Result<(u16, u16), String> {
     let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
     match s.split_once('-') {
         Some((lo, hi)) if digits(lo) && digits(hi) => {
@@ -35,7 +35,7 @@ pub(super) fn parse_port_str(s: &str) -> Result<(u16, u16), String> {
 }
 
 /// An `egress.to` entry: a CIDR or a single address, normalised, or a DNS name.
-pub(super) fn parse_target(s: &str) -> Result<Target, String> {
+pub fn parse_target(s: &str) -> Result<Target, String> {
     let looks_numeric =
         s.contains(':') || s.contains('/') || s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if looks_numeric {
@@ -81,6 +81,115 @@ fn to_mapped_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     (s[..5] == [0; 5] && s[5] == 0xffff)
         .then(|| a.to_ipv4_mapped())
         .flatten()
+}
+
+/// A duration: one or more `<integer><unit>` parts with units `s`, `m`, `h`, `d`
+/// (`90s`, `30m`, `1h30m`, `7d`), in seconds. Zero is refused.
+///
+/// # Errors
+/// The text is not such a duration, or it is zero or absurdly long.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid duration `{s}`: expected a number and a unit s, m, h or d, like 90s, 30m, 1h30m or 7d"
+        )
+    };
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut parts = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        parts += 1;
+    }
+    if !num.is_empty() || parts == 0 {
+        return Err(bad());
+    }
+    if total == 0 {
+        return Err(format!("invalid duration `{s}`: must be longer than zero"));
+    }
+    if total > 366 * 86_400 {
+        return Err(format!("invalid duration `{s}`: longer than a year"));
+    }
+    Ok(total)
+}
+
+/// A duration as `parse_duration` reads it, shortest form (`1h30m`, `45s`).
+#[must_use]
+pub fn format_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, name) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
+        if rest >= unit {
+            out.push_str(&(rest / unit).to_string());
+            out.push(name);
+            rest %= unit;
+        }
+    }
+    out
+}
+
+/// `HH:MM` or `HH:MM:SS`, seconds after midnight; `24:00` only when `end`.
+fn parse_clock(s: &str, end: bool) -> Option<u32> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let h: u32 = parts[0].parse().ok()?;
+    let m: u32 = parts[1].parse().ok()?;
+    let sec: u32 = parts.get(2).map_or(Some(0), |p| p.parse().ok())?;
+    if h == 24 && m == 0 && sec == 0 && end {
+        return Some(86_400);
+    }
+    (h < 24 && m < 60 && sec < 60).then_some(h * 3600 + m * 60 + sec)
+}
+
+/// `when[].hours`: `"HH:MM-HH:MM"` (seconds optional, `24:00` as an end); an end at
+/// or before the start ends the next day.
+pub(super) fn parse_hours(s: &str) -> Result<(u32, u32), String> {
+    let bad = || {
+        format!(
+            "invalid hours `{s}`: expected \"HH:MM-HH:MM\" (24-hour clock, optional :SS, 24:00 as an end)"
+        )
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start = parse_clock(a.trim(), false).ok_or_else(bad)?;
+    let end = parse_clock(b.trim(), true).ok_or_else(bad)?;
+    if start == end || (start == 0 && end == 0) {
+        return Err(format!(
+            "invalid hours `{s}`: the window is empty; write \"00:00-24:00\" for the whole day"
+        ));
+    }
+    Ok((start, end))
+}
+
+/// An IANA time zone name the bundled database knows.
+pub(super) fn check_timezone(s: &str) -> Result<(), String> {
+    jiff::tz::TimeZone::get(s).map(|_| ()).map_err(|_| {
+        format!("unknown time zone `{s}`: expected an IANA name such as Europe/Berlin, or UTC")
+    })
 }
 
 /// Checks the glob syntax; overlaps between identities are checked in `validate`.
@@ -176,6 +285,36 @@ mod tests {
         assert!(parse_port("0").is_err());
         assert!(parse_port("65536").is_err());
         assert!(parse_port("-5").is_err());
+    }
+
+    #[test]
+    fn durations_and_hours() {
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        for bad in ["", "30", "m", "1x", "1h30", "-5m", "0s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(5400), "1h30m");
+        assert_eq!(format_duration(604_800), "7d");
+        assert_eq!(parse_hours("08:00-18:00"), Ok((28_800, 64_800)));
+        assert_eq!(parse_hours("22:00-06:00"), Ok((79_200, 21_600)));
+        assert_eq!(parse_hours("00:00-24:00"), Ok((0, 86_400)));
+        assert_eq!(parse_hours("08:00:30-08:01:00"), Ok((28_830, 28_860)));
+        for bad in [
+            "8-18",
+            "08:00",
+            "24:00-01:00",
+            "08:60-09:00",
+            "08:00-08:00",
+            "8:00-9:00",
+        ] {
+            assert!(parse_hours(bad).is_err(), "{bad}");
+        }
+        assert!(check_timezone("Europe/Berlin").is_ok());
+        assert!(check_timezone("UTC").is_ok());
+        assert!(check_timezone("Mars/Olympus").is_err());
     }
 
     #[test]
