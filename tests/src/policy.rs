@@ -29,6 +29,8 @@ pub struct Identity {
     /// `None`: exec not restricted; `Some(vec![])`: no exec at all.
     exec_allow: Option<Vec<ExecEntry>>,
     egress: Vec<Rule>,
+    /// `spec.spiffeId`; `None` leaves the default.
+    spiffe_id: Option<String>,
 }
 
 impl Identity {
@@ -41,7 +43,15 @@ impl Identity {
             selectors: Vec::new(),
             exec_allow: None,
             egress: Vec::new(),
+            spiffe_id: None,
         }
+    }
+
+    /// The identity's SPIFFE ID (`spec.spiffeId`).
+    #[must_use]
+    pub fn spiffe_id(mut self, id: impl Into<String>) -> Self {
+        self.spiffe_id = Some(id.into());
+        self
     }
 
     /// Audit mode: nothing is blocked, what enforce mode would block is reported.
@@ -103,6 +113,9 @@ impl Display for Identity {
         writeln!(f, "  owner: {}", quoted(OWNER))?;
         writeln!(f, "spec:")?;
         writeln!(f, "  mode: {}", self.mode)?;
+        if let Some(id) = &self.spiffe_id {
+            writeln!(f, "  spiffeId: {}", quoted(id))?;
+        }
         if !self.selectors.is_empty() {
             writeln!(f, "  selectors:")?;
             for s in &self.selectors {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use crate::events::{DnsEvent, FileEvent, KernelEvent};
+use crate::events::{DnsEvent, FileEvent, KernelEvent, SvidEvent};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -32,6 +32,8 @@ pub enum Body {
     Dns(Box<DnsEvent>),
     /// The daemon found a file the policy names missing, or failing its digest.
     File(FileEvent),
+    /// The Workload API handed out an SVID or refused a caller.
+    Svid(Box<SvidEvent>),
 }
 
 impl Event {

@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod state;
+pub mod spiffe;
 pub mod sys;

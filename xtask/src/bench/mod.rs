@@ -7,8 +7,9 @@
 //! bench/RESULTS.md; `--quick` (small counts, what CI runs) only prints.
 //!
 //! Sections by file: `connect` (the interleaved rounds), `reload`, `exec` (the exec
-//! storm), `progs` (programs' own run time), `dns`; `agent` is the daemon under bench,
-//! `client` the zt-bench client, `peers` the alternatives, `report` the markdown.
+//! storm), `progs` (programs' own run time), `dns`, `svid` (the Workload API); `agent` is
+//! the daemon under bench, `client` the zt-bench client, `peers` the alternatives,
+//! `report` the markdown.
 
 mod agent;
 mod client;
@@ -19,6 +20,7 @@ mod peers;
 mod progs;
 mod reload;
 mod report;
+mod svid;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +51,7 @@ struct Plan {
     reload_rules: &'static [u32],
     execs: u32,
     dns_queries: u32,
+    svid_fetches: u32,
 }
 
 const FULL: Plan = Plan {
@@ -61,6 +64,7 @@ const FULL: Plan = Plan {
     reload_rules: &[1_000, 10_000, 100_000],
     execs: 2_000,
     dns_queries: 20_000,
+    svid_fetches: 2_000,
 };
 
 const QUICK: Plan = Plan {
@@ -73,6 +77,7 @@ const QUICK: Plan = Plan {
     reload_rules: &[1_000],
     execs: 200,
     dns_queries: 400,
+    svid_fetches: 100,
 };
 
 struct Bins {
@@ -160,7 +165,8 @@ fn bench(
     (m.exec_rows, m.exec_accounting) = exec::storm(plan, bins, policy_dir, &mut m.footprints)?;
     m.prog_costs = progs::costs(plan, bins, policy_dir)?;
     let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
-    Ok(report::render(plan, quick, &m) + &dns_md)
+    let svid_md = svid::bench(bins, policy_dir, plan.rounds, plan.svid_fetches)?;
+    Ok(report::render(plan, quick, &m) + &dns_md + &svid_md)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod policy;
 mod ps;
 mod run;
 mod status;
+mod svid;
 
 use crate::cli::{Cli, Command, PolicyCommand};
 
@@ -16,6 +17,7 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Run(args) => run::execute(&args),
         Command::Ps(args) => ps::execute(&args),
         Command::Status { json, dirs } => status::execute(&dirs, json),
+        Command::Svid(args) => svid::execute(&args),
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
     }
 }

@@ -1,7 +1,7 @@
 //! `zt-agent daemon`: the kernel side loaded or adopted, then a few parts that each
 //! own one job: the enforcer (the one writer of the policy maps), the reconciler with
 //! its ticker (policy, files, cgroups), the event pump and the sink around the bus, the
-//! resolver, and metrics.
+//! resolver, metrics, and the SPIFFE Workload API.
 //!
 //! The daemon is never in the verdict path. Killing it leaves the pinned programs
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
@@ -64,6 +64,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     EnforcerStopped(#[from] enforcer::Stopped),
+    #[error(transparent)]
+    Workload(#[from] crate::spiffe::SpiffeError),
     #[error("{part} stopped: {why}; enforcement stays in place")]
     PartStopped { part: &'static str, why: String },
 }
@@ -91,6 +93,7 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
     }
     let pins = PinDir::new(&args.dirs.pin_dir);
     pins.remove_all()?;
+    crate::spiffe::remove_keys(&args.dirs.state_dir);
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
     Ok(())

@@ -1,6 +1,6 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
-//! server, the ticker (with the reconciler) and a watch on the enforcer's thread. The
-//! daemon stops when any of them ends, saying which.
+//! server, the ticker (with the reconciler), the Workload API and a watch on the
+//! enforcer's thread. The daemon stops when any of them ends, saying which.
 
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ impl Parts {
             ticker::run(reconciler, resolver, hup).await;
             ("ticker", "ended".into())
         });
+
+        if let Some(w) = s.workload {
+            set.spawn(async move { ("workload api", why(w.run().await)) });
+        }
 
         let ended = s.enforcer_ended;
         set.spawn(async move {

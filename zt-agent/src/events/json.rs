@@ -8,7 +8,7 @@ use zt_agent_common::{
 
 use super::decode::{c_str, comm, dst};
 use super::provenance::Ancestor;
-use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent};
+use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent, SvidDetail, SvidEvent};
 use crate::bus::{Body, Event};
 use crate::identity::files::FileId;
 use crate::state::State;
@@ -61,6 +61,9 @@ pub struct JsonEvent {
     /// DNS events: the query and what the resolver did with it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDetail>,
+    /// SVID events: what was handed out or refused.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<SvidDetail>,
 }
 
 impl JsonEvent {
@@ -72,6 +75,7 @@ impl JsonEvent {
             Body::Kernel(k) => kernel(&ev.time, k, state),
             Body::Dns(d) => dns(&ev.time, d, state),
             Body::File(f) => file(&ev.time, f, state),
+            Body::Svid(v) => svid(&ev.time, v, state),
         }
     }
 }
@@ -112,7 +116,21 @@ fn daemon(
         file: None,
         enrolled_by: None,
         dns: None,
+        svid: None,
     }
+}
+
+fn svid(time: &str, v: &SvidEvent, state: &State) -> JsonEvent {
+    let mut j = daemon(time, "svid", &v.identity, v.reason, state);
+    j.verdict = Some(v.verdict);
+    j.pid = v.tgid;
+    j.tid = v.tgid;
+    j.comm.clone_from(&v.task.comm);
+    j.exe.clone_from(&v.task.exe);
+    j.cgroup.clone_from(&v.task.cgroup);
+    j.uid = v.task.uid;
+    j.svid = Some(v.detail.clone());
+    j
 }
 
 fn file(time: &str, f: &FileEvent, state: &State) -> JsonEvent {
@@ -184,5 +202,6 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         file: is_exec.then(|| FileId::describe(&ev.file)),
         enrolled_by,
         dns: None,
+        svid: None,
     }
 }

@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod policy;
 mod registry;
 pub mod server;
+pub mod spiffe;
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -16,6 +17,7 @@ pub use dns::DnsMetrics;
 pub use events::EventMetrics;
 pub use kernel::KernelMetrics;
 pub use policy::PolicyMetrics;
+pub use spiffe::SpiffeMetrics;
 
 /// Every metric the daemon serves.
 pub struct Metrics {
@@ -24,6 +26,7 @@ pub struct Metrics {
     pub events: EventMetrics,
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
+    pub spiffe: SpiffeMetrics,
 }
 
 impl Metrics {
@@ -35,6 +38,7 @@ impl Metrics {
             kernel: KernelMetrics::register(&registry, events.lost.clone()),
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
+            spiffe: SpiffeMetrics::register(&registry),
             events,
             registry,
         }
