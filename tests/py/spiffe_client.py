@@ -108,10 +108,11 @@ def stream(client, seconds):
         seen.append({"error": str(e), "at": time.time()})
         done.set()
 
-    client.stream_x509_contexts(
+    handler = client.stream_x509_contexts(
         on_success=on_success, on_error=on_error, retry_connect=False
     )
     done.wait(float(seconds))
+    handler.cancel()
     return {"received": seen}
 
 

@@ -49,9 +49,7 @@ impl Cgroup {
     /// enters the cgroup by a write to cgroup.procs. Returns the probe's exit code.
     #[must_use]
     pub fn clone3_probe(&self, args: &[&str]) -> i32 {
-        let pid = self
-            .clone3_exec(&probe_bin(), args, None)
-            .expect("clone3");
+        let pid = self.clone3_exec(&probe_bin(), args, None).expect("clone3");
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &raw mut status, 0) };
@@ -65,7 +63,12 @@ impl Cgroup {
     /// Start PROG ARGS as root, born in this cgroup (clone3 CLONE_INTO_CGROUP), with
     /// pid `pid` when given (clone3's set_tid: how a test makes a pid be reused).
     /// Returns the child's pid; the caller waits for it.
-    pub fn clone3_exec(&self, prog: &Path, args: &[&str], pid: Option<i32>) -> std::io::Result<i32> {
+    pub fn clone3_exec(
+        &self,
+        prog: &Path,
+        args: &[&str],
+        pid: Option<i32>,
+    ) -> std::io::Result<i32> {
         use std::ffi::CString;
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
@@ -98,13 +101,18 @@ impl Cgroup {
             flags: CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             cgroup: dir.as_raw_fd() as u64,
-            set_tid: if pid.is_some() { tid.as_ptr() as u64 } else { 0 },
+            set_tid: if pid.is_some() {
+                tid.as_ptr() as u64
+            } else {
+                0
+            },
             set_tid_size: u64::from(pid.is_some()),
             ..CloneArgs::default()
         };
         // SAFETY: clone3 with a valid argument block; the child only calls execve and
         // _exit, both async-signal-safe, on memory prepared before the call.
-        let child = unsafe { libc::syscall(libc::SYS_clone3, &raw const cl, size_of::<CloneArgs>()) };
+        let child =
+            unsafe { libc::syscall(libc::SYS_clone3, &raw const cl, size_of::<CloneArgs>()) };
         if child < 0 {
             return Err(std::io::Error::last_os_error());
         }

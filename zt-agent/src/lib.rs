@@ -21,6 +21,6 @@ pub mod launch;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
-pub mod state;
 pub mod spiffe;
+pub mod state;
 pub mod sys;

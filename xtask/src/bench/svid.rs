@@ -53,7 +53,10 @@ pub fn bench(bins: &Bins, policy_dir: &Path, rounds: usize, n: u32) -> anyhow::R
     let work = policy_dir.parent().unwrap_or(policy_dir).to_path_buf();
     let dir = work.join("svid-policy");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("svid.yaml"), identity(IDENTITY, "  mode: enforce\n"))?;
+    std::fs::write(
+        dir.join("svid.yaml"),
+        identity(IDENTITY, "  mode: enforce\n"),
+    )?;
     // The workload runs as nobody: the script must be readable where it lies.
     let script = work.join("svid_fetch.py");
     std::fs::write(&script, SCRIPT)?;
@@ -100,7 +103,10 @@ pub fn bench(bins: &Bins, policy_dir: &Path, rounds: usize, n: u32) -> anyhow::R
         md,
         "\n## SPIFFE Workload API: SVID fetches\n\n{n} fetches per client and round with the official SPIFFE client for Python (py-spiffe) inside `zt-agent run`, each client over its own channel to the unix socket, in a closed loop: every X.509 fetch is a new FetchX509SVID stream, for which the daemon attests the caller (pidfd, task table), makes a P-256 key and signs a certificate; every JWT fetch attests and signs an ES256 token. The figures include the Python client's own work (parsing the certificate, the token). Medians over {rounds} round(s).\n"
     );
-    let _ = writeln!(md, "| case | fetches per second (all clients) | min | max |");
+    let _ = writeln!(
+        md,
+        "| case | fetches per second (all clients) | min | max |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|");
     for (name, v) in &rows {
         let (med, lo, hi) = stats(v);

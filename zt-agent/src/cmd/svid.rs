@@ -36,7 +36,11 @@ pub fn execute(args: &SvidArgs) -> u8 {
             return exit::UNAVAILABLE;
         }
     };
-    let mine = issued.identities.get(&ident.name).cloned().unwrap_or_default();
+    let mine = issued
+        .identities
+        .get(&ident.name)
+        .cloned()
+        .unwrap_or_default();
     if args.json {
         let out = serde_json::json!({
             "identity": ident.name,
@@ -53,7 +57,10 @@ pub fn execute(args: &SvidArgs) -> u8 {
     let when = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .ok()
-            .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default()
     };
     println!("identity:      {}", ident.name);

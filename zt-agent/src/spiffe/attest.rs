@@ -106,15 +106,8 @@ fn getsockopt_raw<T: Default>(fd: i32, opt: libc::c_int) -> std::io::Result<T> {
     let mut v = T::default();
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `v`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&raw mut v).cast(),
-            &raw mut len,
-        )
-    };
+    let r =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &raw mut len) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -155,7 +148,10 @@ impl Peer {
         let pid = u32::try_from(cred.pid).unwrap_or(0);
         let (pidfd, pinned) = match getsockopt_raw::<libc::c_int>(fd, SO_PEERPIDFD) {
             // SAFETY: SO_PEERPIDFD hands over a new pidfd.
-            Ok(raw) if raw >= 0 => (Some(unsafe { OwnedFd::from_raw_fd(raw) }), Pinned::PeerPidfd),
+            Ok(raw) if raw >= 0 => (
+                Some(unsafe { OwnedFd::from_raw_fd(raw) }),
+                Pinned::PeerPidfd,
+            ),
             // The peer is gone already.
             Ok(_) => (None, Pinned::PeerPidfd),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => (None, Pinned::PeerPidfd),
@@ -181,8 +177,7 @@ impl Peer {
     /// The pid of the pidfd's process in this pid namespace; None once it has exited.
     fn current_pid(&self) -> Option<u32> {
         let fd = self.pidfd.as_ref()?;
-        let info =
-            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
         let pid: i64 = info
             .lines()
             .find_map(|l| l.strip_prefix("Pid:"))?
@@ -218,7 +213,9 @@ impl Peer {
     /// A descriptor that polls readable when the peer exits (a copy, so that each
     /// stream can register its own with the reactor).
     pub fn exit_fd(&self) -> Option<OwnedFd> {
-        self.pidfd.as_ref().and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
+        self.pidfd
+            .as_ref()
+            .and_then(|fd| fd.as_fd().try_clone_to_owned().ok())
     }
 }
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -103,8 +103,7 @@ impl Signer {
     /// The daemon's own CA, from the key file.
     pub fn own(ca: &StoredCa) -> Result<Self, SpiffeError> {
         let key = KeyPair::from_pem(&ca.key_pem).map_err(cert_err("stored CA key"))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(cert_err("stored CA"))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(cert_err("stored CA"))?;
         Ok(Self {
             issuer,
             chain: Vec::new(),

@@ -114,7 +114,8 @@ pub fn validate(
     token: &str,
     audience: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, Invalid> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| Invalid::Malformed(e.to_string()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| Invalid::Malformed(e.to_string()))?;
     let key = keys
         .iter()
         .find(|k| header.kid.as_deref() == Some(k.kid.as_str()))

@@ -4,10 +4,12 @@
 //! `attest` finds the caller's identity in the kernel's task table through its pidfd;
 //! `keys` keeps the signing keys root-only on disk and rotates them; `ca` signs
 //! X.509-SVIDs, `jwt` JWT-SVIDs; `svid` holds the authorities in force and the record
-//! `zt-agent svid` shows; `server` is the gRPC service; `proto` is generated from
+//! `zt-agent svid` shows; `server` is the gRPC service, with `authority` mending what
+//! gRPC's C core sends as `:authority` on unix sockets; `proto` is generated from
 //! proto/workload.proto.
 
 pub mod attest;
+pub mod authority;
 pub mod ca;
 pub mod jwt;
 pub mod keys;
@@ -206,9 +208,11 @@ impl Workload {
         let incoming = async_incoming(listener, slots);
         let r = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(32)
-            .add_service(proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
-                WorkloadApi(shared),
-            ))
+            .add_service(
+                proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadApi(
+                    shared,
+                )),
+            )
             .serve_with_incoming(incoming)
             .await
             .map_err(std::io::Error::other);

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::attest::{self, Attested, Peer, Refusal};
+use super::authority::AuthorityFix;
 use super::proto::{self, spiffe_workload_api_server::SpiffeWorkloadApi};
 use super::svid::{Authorities, Issued, IssuedJwtRecord, IssuedX509};
 use super::{jwt, trust_domain};
@@ -30,10 +31,14 @@ use crate::state::State;
 /// The metadata every Workload API request must carry (SPIFFE Workload Endpoint §3).
 const HEADER: &str = "workload.spiffe.io";
 
-/// A connection with the peer pinned at accept.
+/// A connection with the peer pinned at accept, and the client's `:authority`
+/// rewritten on the way in (see `authority`).
 pub struct PeerStream {
     io: UnixStream,
     peer: Arc<Peer>,
+    fix: AuthorityFix,
+    /// Rewritten bytes h2 has not read yet.
+    ready: Vec<u8>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -43,6 +48,8 @@ impl PeerStream {
         Ok(Self {
             io,
             peer,
+            fix: AuthorityFix::default(),
+            ready: Vec::new(),
             _permit: permit,
         })
     }
@@ -61,7 +68,27 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        while this.ready.is_empty() {
+            let mut raw = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut raw);
+            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let mut out = std::mem::take(&mut this.ready);
+                    this.fix
+                        .feed(rb.filled(), &mut out)
+                        .map_err(std::io::Error::other)?;
+                    this.ready = out;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = this.ready.len().min(buf.remaining());
+        buf.put_slice(&this.ready[..n]);
+        this.ready.drain(..n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -76,10 +103,7 @@ impl AsyncWrite for PeerStream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -115,15 +139,23 @@ fn internal(e: &super::SpiffeError) -> Status {
 }
 
 impl Shared {
-    fn publish(&self, verdict: &'static str, identity: String, reason: &'static str, tgid: u32, detail: SvidDetail) {
-        self.bus.publish(bus::Event::now(Body::Svid(Box::new(SvidEvent {
-            verdict,
-            identity,
-            reason,
-            tgid,
-            task: TaskFacts::read(tgid),
-            detail,
-        }))));
+    fn publish(
+        &self,
+        verdict: &'static str,
+        identity: String,
+        reason: &'static str,
+        tgid: u32,
+        detail: SvidDetail,
+    ) {
+        self.bus
+            .publish(bus::Event::now(Body::Svid(Box::new(SvidEvent {
+                verdict,
+                identity,
+                reason,
+                tgid,
+                task: TaskFacts::read(tgid),
+                detail,
+            }))));
     }
 
     /// Report a refusal and turn it into the status the standard asks for.
@@ -158,7 +190,11 @@ impl Shared {
     }
 
     /// Check the header and attest the caller of `req`.
-    fn caller<T>(&self, req: &Request<T>, svid_type: &'static str) -> Result<(Arc<Peer>, Attested), Status> {
+    fn caller<T>(
+        &self,
+        req: &Request<T>,
+        svid_type: &'static str,
+    ) -> Result<(Arc<Peer>, Attested), Status> {
         if req.metadata().get(HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
             self.metrics
                 .refused
@@ -239,7 +275,12 @@ impl Shared {
         Ok((resp, cert.not_before, cert.not_after))
     }
 
-    fn record(&self, auth: &Authorities, identity: &str, f: impl FnOnce(&mut super::svid::IssuedFor)) {
+    fn record(
+        &self,
+        auth: &Authorities,
+        identity: &str,
+        f: impl FnOnce(&mut super::svid::IssuedFor),
+    ) {
         if let Ok(mut issued) = self.issued.lock() {
             issued.set_bundles(auth);
             f(issued.identities.entry(identity.to_owned()).or_default());
@@ -385,9 +426,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let (peer, who) = self.0.caller(&req, "x509")?;
         let (first, nb, na) = self.0.x509_response(&who)?;
-        let make = |s: &Shared, w: &Attested| {
-            s.x509_response(w).map(|(m, nb, na)| (m, renew_at(nb, na)))
-        };
+        let make =
+            |s: &Shared, w: &Attested| s.x509_response(w).map(|(m, nb, na)| (m, renew_at(nb, na)));
         Ok(Response::new(self.stream(
             peer,
             who,
@@ -412,7 +452,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
             ))
         };
         let first = make(&self.0, &who)?;
-        Ok(Response::new(self.stream(peer, who, "x509_bundle", first, make)))
+        Ok(Response::new(self.stream(
+            peer,
+            who,
+            "x509_bundle",
+            first,
+            make,
+        )))
     }
 
     async fn fetch_jwt_bundles(
@@ -429,7 +475,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
             ))
         };
         let first = make(&self.0, &who)?;
-        Ok(Response::new(self.stream(peer, who, "jwt_bundle", first, make)))
+        Ok(Response::new(self.stream(
+            peer,
+            who,
+            "jwt_bundle",
+            first,
+            make,
+        )))
     }
 
     async fn fetch_jwtsvid(

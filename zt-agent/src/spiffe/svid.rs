@@ -111,15 +111,19 @@ impl Keeper {
             operator,
             jwt_ttl,
         };
-        let auth = k.rotate(now, true)?.ok_or_else(|| {
-            SpiffeError::Cert("the key file gave no authorities".into())
-        })?;
+        let auth = k
+            .rotate(now, true)?
+            .ok_or_else(|| SpiffeError::Cert("the key file gave no authorities".into()))?;
         Ok((k, auth))
     }
 
     /// Bring the keys up to date at `now`. New authorities when something changed (or
     /// when `force`), persisted before they are used.
-    pub fn rotate(&mut self, now: i64, force: bool) -> Result<Option<Arc<Authorities>>, SpiffeError> {
+    pub fn rotate(
+        &mut self,
+        now: i64,
+        force: bool,
+    ) -> Result<Option<Arc<Authorities>>, SpiffeError> {
         let before = self.stored.clone();
         let due = self.stored.expire(now, self.operator.is_none());
         if due.new_ca {
