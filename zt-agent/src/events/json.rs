@@ -8,7 +8,7 @@ use zt_agent_common::{
 
 use super::decode::{c_str, comm, dst};
 use super::provenance::Ancestor;
-use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent, SvidDetail, SvidEvent};
+use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent, SvidDetail, SvidEvent, TaskFacts};
 use crate::bus::{Body, Event};
 use crate::identity::files::FileId;
 use crate::state::State;
@@ -120,15 +120,20 @@ fn daemon(
     }
 }
 
+/// The task fields of an event the daemon reports about task `tgid`.
+fn about_task(j: &mut JsonEvent, tgid: u32, task: &TaskFacts) {
+    j.pid = tgid;
+    j.tid = tgid;
+    j.comm.clone_from(&task.comm);
+    j.exe.clone_from(&task.exe);
+    j.cgroup.clone_from(&task.cgroup);
+    j.uid = task.uid;
+}
+
 fn svid(time: &str, v: &SvidEvent, state: &State) -> JsonEvent {
     let mut j = daemon(time, "svid", &v.identity, v.reason, state);
     j.verdict = Some(v.verdict);
-    j.pid = v.tgid;
-    j.tid = v.tgid;
-    j.comm.clone_from(&v.task.comm);
-    j.exe.clone_from(&v.task.exe);
-    j.cgroup.clone_from(&v.task.cgroup);
-    j.uid = v.task.uid;
+    about_task(&mut j, v.tgid, &v.task);
     j.svid = Some(v.detail.clone());
     j
 }
@@ -143,12 +148,7 @@ fn dns(time: &str, d: &DnsEvent, state: &State) -> JsonEvent {
     let mut j = daemon(time, "dns", &d.identity, d.reason, state);
     j.verdict = Some(d.verdict);
     j.protocol = Some(d.protocol);
-    j.pid = d.tgid;
-    j.tid = d.tgid;
-    j.comm.clone_from(&d.task.comm);
-    j.exe.clone_from(&d.task.exe);
-    j.cgroup.clone_from(&d.task.cgroup);
-    j.uid = d.task.uid;
+    about_task(&mut j, d.tgid, &d.task);
     j.dns = Some(d.detail.clone());
     j
 }

@@ -297,12 +297,12 @@ mod tests {
                 how: ENROLL_RUN,
             })
         };
-        assert_eq!(judge(None, &s).unwrap_err(), Refusal::Unenrolled);
+        assert_eq!(judge(None, &s).expect_err("refused"), Refusal::Unenrolled);
         assert_eq!(
-            judge(t(IDENTITY_QUARANTINE), &s).unwrap_err(),
+            judge(t(IDENTITY_QUARANTINE), &s).expect_err("refused"),
             Refusal::Quarantined
         );
-        assert_eq!(judge(t(9), &s).unwrap_err(), Refusal::NotInPolicy);
+        assert_eq!(judge(t(9), &s).expect_err("refused"), Refusal::NotInPolicy);
         assert_eq!(judge(t(3), &s).expect("coder").name, "coder");
     }
 

@@ -409,6 +409,19 @@ impl WorkloadApi {
     }
 }
 
+impl WorkloadApi {
+    /// A bundle stream: `make` now, and again whenever the keys or the policy change.
+    fn bundles<T: Send + 'static>(
+        &self,
+        (peer, who): (Arc<Peer>, Attested),
+        svid_type: &'static str,
+        make: fn(&Shared) -> T,
+    ) -> Stream<T> {
+        let first = (make(&self.0), None);
+        self.stream(peer, who, svid_type, first, move |s, _| Ok((make(s), None)))
+    }
+}
+
 /// Renew an X.509-SVID at half its life.
 fn renew_at(not_before: i64, not_after: i64) -> Option<i64> {
     Some(not_before + (not_after - not_before) / 2)
@@ -441,47 +454,25 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<proto::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (peer, who) = self.0.caller(&req, "x509_bundle")?;
-        let make = |s: &Shared, _: &Attested| {
-            Ok((
-                proto::X509BundlesResponse {
-                    crl: Vec::new(),
-                    bundles: s.bundles(|a| a.x509_bundle.clone()),
-                },
-                None,
-            ))
-        };
-        let first = make(&self.0, &who)?;
-        Ok(Response::new(self.stream(
-            peer,
-            who,
-            "x509_bundle",
-            first,
-            make,
-        )))
+        let caller = self.0.caller(&req, "x509_bundle")?;
+        Ok(Response::new(self.bundles(caller, "x509_bundle", |s| {
+            proto::X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: s.bundles(|a| a.x509_bundle.clone()),
+            }
+        })))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         req: Request<proto::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let (peer, who) = self.0.caller(&req, "jwt_bundle")?;
-        let make = |s: &Shared, _: &Attested| {
-            Ok((
-                proto::JwtBundlesResponse {
-                    bundles: s.bundles(|a| a.jwt_bundle.clone()),
-                },
-                None,
-            ))
-        };
-        let first = make(&self.0, &who)?;
-        Ok(Response::new(self.stream(
-            peer,
-            who,
-            "jwt_bundle",
-            first,
-            make,
-        )))
+        let caller = self.0.caller(&req, "jwt_bundle")?;
+        Ok(Response::new(self.bundles(caller, "jwt_bundle", |s| {
+            proto::JwtBundlesResponse {
+                bundles: s.bundles(|a| a.jwt_bundle.clone()),
+            }
+        })))
     }
 
     async fn fetch_jwtsvid(
