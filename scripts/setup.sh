@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 python3-venv bpftool nftables iptables dnsmasq-base)
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 python3-venv openssl bpftool nftables iptables dnsmasq-base)
 # The SPIFFE tests' Python: Debian's interpreter (workloads run as nobody, who cannot
 # read a root-only pyenv), the `spiffe` client and PyJWT (which it brings).
 TEST_VENV=/opt/zt-agent/test-venv

@@ -4,6 +4,9 @@
                                        the X.509 bundle in file BUNDLE and lets in
                                        only ALLOWED_ID; one JSON line per client
   verify TOKEN JWKS AUDIENCE           check a JWT-SVID with PyJWT against a JWK set
+  ca DIR                               an operator's root and intermediate CA:
+                                       DIR/chain.pem (intermediate, root) and
+                                       DIR/key.pem (the intermediate's, 0600)
   forged SPIFFE_ID PORT                mutual TLS to 127.0.0.1:PORT with a
                                        self-signed certificate naming SPIFFE_ID
   relay SOCKET LISTEN [stay]           connect to SOCKET, fork a child that relays
@@ -106,6 +109,50 @@ def verify(token_file, jwks_file, audience):
     print(json.dumps(claims))
 
 
+def ca(d):
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def make(name, issuer_name, issuer_key, key):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(issuer_key, hashes.SHA256())
+        )
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = make("test root", "test root", root_key, root_key)
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    inter = make("test intermediate", "test root", root_key, inter_key)
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()
+    with open(os.path.join(d, "chain.pem"), "w") as f:
+        f.write(pem(inter) + pem(root))
+    kp = os.path.join(d, "key.pem")
+    fd = os.open(kp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            inter_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    print(json.dumps({"root": pem(root), "intermediate": pem(inter)}))
+
+
 def forged(spiffe_id, port):
     cp, kp = self_signed(spiffe_id)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -158,6 +205,8 @@ def main():
         server(a[0], a[1], a[2])
     elif cmd == "verify":
         verify(a[0], a[1], a[2])
+    elif cmd == "ca":
+        ca(a[0])
     elif cmd == "forged":
         forged(a[0], a[1])
     elif cmd == "relay":

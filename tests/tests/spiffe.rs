@@ -589,3 +589,53 @@ fn svids_rotate_on_the_stream_and_keys_survive_a_restart() {
     );
     assert_eq!(mode & 0o777, 0o600, "key file mode {mode:o}");
 }
+
+#[test]
+fn an_operators_intermediate_signs_and_its_root_is_the_bundle() {
+    let (dir, client, peer_py) = scripts("spiffe-opca");
+    let (code, ca, out) = peer(&peer_py, &["ca", &dir.path.display().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let chain = dir.path.join("chain.pem").display().to_string();
+    let key = dir.path.join("key.pem").display().to_string();
+    let policy = Identity::new("sp-opca").spiffe_id("spiffe://example.org/opca");
+    let d = Daemon::start_with(
+        "spiffe-opca",
+        &policy,
+        &["--svid-ca-cert", &chain, "--svid-ca-key", &key],
+    );
+    let (code, x, out) = run_client(&d, "sp-opca", &client, &["x509"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(x["spiffe_id"], "spiffe://example.org/opca");
+    // The SVID, then the intermediate; the root alone is the bundle.
+    let got = x["chain"].as_array().cloned().unwrap_or_default();
+    assert_eq!(got.len(), 2, "{x}");
+    assert_eq!(got[1], ca["intermediate"]);
+    assert_eq!(x["bundles"]["example.org"], serde_json::json!([ca["root"]]));
+    // The chain verifies up to the root, for a TLS client certificate.
+    let (leaf, inter, root) = (
+        dir.path.join("leaf.pem"),
+        dir.path.join("inter.pem"),
+        dir.path.join("root.pem"),
+    );
+    std::fs::write(&leaf, got[0].as_str().unwrap_or_default()).expect("leaf");
+    std::fs::write(&inter, got[1].as_str().unwrap_or_default()).expect("intermediate");
+    std::fs::write(&root, ca["root"].as_str().unwrap_or_default()).expect("root");
+    let out = Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&inter)
+        .arg(&leaf)
+        .output()
+        .expect("openssl (Debian package openssl)");
+    assert!(out.status.success(), "{}", code_and_output(&out).1);
+    // Nothing of the daemon's own CA was made.
+    assert!(
+        !d.state_dir.join("svid").join("keys.json").exists() || {
+            let text = std::fs::read_to_string(d.state_dir.join("svid").join("keys.json"))
+                .unwrap_or_default();
+            serde_json::from_str::<serde_json::Value>(&text)
+                .is_ok_and(|v| v["x509"].as_array().is_some_and(Vec::is_empty))
+        }
+    );
+}

@@ -273,6 +273,26 @@ mod tests {
     }
 
     #[test]
+    fn private_files_open_to_others_are_refused() {
+        let dir = std::env::temp_dir().join(format!("zt-keys-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("key.pem");
+        std::fs::write(&f, b"k").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(read_private(&f, true).is_err(), "a 0644 key was read");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let link = dir.join("link.pem");
+        std::os::unix::fs::symlink(&f, &link).expect("symlink");
+        assert!(read_private(&link, true).is_err(), "a symlink was followed");
+        if zt_agent_host::is_root() {
+            assert_eq!(read_private(&f, true).expect("root's 0600 key"), b"k");
+            assert_eq!(read_private(&link, false).expect("operator path"), b"k");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn empty_needs_both() {
         let mut s = Stored::default();
         assert_eq!(
