@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::remove_cgroup_tree;
-use crate::host::{cgroup2_root, require_root};
+use crate::host::{cgroup2_root, is_stale_tag, require_root, tag};
 use crate::probe::{agent_bin, code_and_output, probe_bin};
 
 /// A running zt-agent daemon owned by one test.
@@ -39,7 +39,8 @@ impl Daemon {
     /// Start a daemon with more arguments.
     pub fn start_with(name: &str, policy: impl Display, extra_args: &[&str]) -> Self {
         require_root();
-        let base = format!("zt-test-{name}");
+        sweep_stale_daemons();
+        let base = format!("zt-test-{name}-{}", tag());
         let work = std::env::temp_dir().join(&base);
         let mut d = Self {
             name: name.to_owned(),
@@ -266,10 +267,13 @@ impl Daemon {
         }
     }
 
-    /// Scrape /metrics.
+    /// Scrape /metrics (within 10 s).
     #[must_use]
     pub fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.metrics_addr).expect("metrics connect");
+        let mut s = TcpStream::connect_timeout(&self.metrics_addr, Duration::from_secs(10))
+            .expect("metrics connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("metrics request");
         let mut buf = String::new();
@@ -286,6 +290,20 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// Whether the daemon process still runs.
+    #[must_use]
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The daemon's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL the daemon, leaving its pins in place.
@@ -350,10 +368,53 @@ impl Drop for Daemon {
         self.kill9();
         self.teardown();
         for n in names {
-            remove_cgroup_tree(&cgroup2_root().join("zt").join(n));
+            remove_orphan_runs(&cgroup2_root().join("zt").join(n));
         }
         if std::thread::panicking() {
             eprintln!("--- daemon log of {} ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Tear down what daemons of test processes that died left pinned (their programs stay
+/// attached at the cgroup2 root until their links go). Once per test process.
+fn sweep_stale_daemons() {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("zt-test-") else {
+                continue;
+            };
+            if !rest.rsplit('-').next().is_some_and(is_stale_tag) {
+                continue;
+            }
+            let _ = Command::new(agent_bin())
+                .args(["daemon", "--teardown", "--pin-dir"])
+                .arg(e.path())
+                .arg("--state-dir")
+                .arg(PathBuf::from("/run").join(&name))
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&name));
+        }
+    });
+}
+
+/// Kill and remove the launch cgroups below an identity's `/zt/<name>` whose launcher is
+/// gone (a run id starts with the launcher's pid), then the directory if it is empty.
+/// Runs of other test processes, whose launchers live, are left alone.
+fn remove_orphan_runs(identity_dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(identity_dir) {
+        for e in rd.flatten() {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if run.split('-').next().is_some_and(is_stale_tag) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(identity_dir);
 }

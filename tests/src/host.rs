@@ -1,7 +1,7 @@
 //! The host the tests run on: root, and where cgroup2 is mounted (found the way the agent
 //! finds it, with the same code).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Privileged tests never skip: without root and a loadable BPF program they fail.
 pub fn require_root() {
@@ -15,4 +15,19 @@ pub fn require_root() {
 #[must_use]
 pub fn cgroup2_root() -> PathBuf {
     zt_agent_host::mounts::cgroup2_mount().expect("cgroup2 mount")
+}
+
+/// This test process's tag. The names of what a test makes (pin and state directories,
+/// work directories, cgroups) carry it, so that suites running side by side never share
+/// one, and what a run that died left behind is known by its tag.
+#[must_use]
+pub fn tag() -> u32 {
+    std::process::id()
+}
+
+/// Whether `tag` is the tag of a test process that is gone.
+#[must_use]
+pub fn is_stale_tag(tag: &str) -> bool {
+    tag.parse::<u32>()
+        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }

@@ -7,8 +7,9 @@
 //!
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
-//! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
-//! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
+//! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
+//! resolver), `fs` (test files), `probe` (the binaries under test, zt-probe's exit
+//! codes), `host` (root, cgroup2).
 
 pub mod cgroup;
 pub mod daemon;
@@ -24,7 +25,7 @@ pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
 pub use host::{cgroup2_root, require_root};
-pub use net::{TcpServer, UdpServer, Veth};
+pub use net::{Peer, TcpServer, UdpServer, Veth};
 pub use policy::{Identity, Policy, Rule, Selector};
 pub use probe::{
     DENIED, KILLED, OK, agent_bin, code_and_output, probe_bin, run_file, run_probe_unenrolled,

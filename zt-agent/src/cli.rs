@@ -34,7 +34,7 @@ pub struct Dirs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load and attach the programs, enforce the policy, serve metrics, stream events.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Run CMD under an identity, in a fresh cgroup, without privileges.
     Run(RunArgs),
     /// Policy tools.
@@ -87,6 +87,19 @@ pub struct DaemonArgs {
     /// Event output: a file path to append JSON lines to, or `-` for stdout.
     #[arg(long, default_value = "-")]
     pub events: String,
+    /// Size in bytes at which the event file is rotated (PATH to PATH.1, ...); 0 never.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub events_max_bytes: u64,
+    /// Rotated event files kept (PATH.1 ... PATH.N); 0 empties the file instead.
+    #[arg(long, default_value_t = 5)]
+    pub events_keep: usize,
+    /// Events per second written per identity and cause (kind, verdict, reason); past
+    /// it they are counted and summed up on a `suppressed` line.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_rate: u32,
+    /// Events one identity and cause may write at once before the rate applies.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_burst: u32,
     /// Detach and remove everything zt-agent pinned, then exit.
     #[arg(long)]
     pub teardown: bool,

@@ -13,7 +13,7 @@ use crate::cli::{Cli, Command, PolicyCommand};
 #[must_use]
 pub fn execute(cli: Cli) -> u8 {
     match cli.command {
-        Command::Daemon(args) => daemon::execute(args),
+        Command::Daemon(args) => daemon::execute(*args),
         Command::Run(args) => run::execute(&args),
         Command::Ps(args) => ps::execute(&args),
         Command::Status { json, dirs } => status::execute(&dirs, json),

@@ -2,7 +2,6 @@
 //! files the policy names and let the resolver drop what lapsed; on SIGHUP, reload at
 //! once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::Signal;
@@ -10,14 +9,17 @@ use tokio::signal::unix::Signal;
 use super::reconciler::Reconciler;
 use crate::dns::server::Resolver;
 
-pub async fn run(mut reconciler: Reconciler, resolver: Arc<Resolver>, mut hup: Signal) {
+pub async fn run(reconciler: &mut Reconciler, resolver: &Resolver, hup: &mut Signal) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = hup.recv() => reconciler.reload(true).await,
             _ = tick.tick() => {
                 reconciler.reload(false).await;
-                reconciler.sync_cgroups(false).await;
+                // With prune: an entry made for a cgroup removed meanwhile (a launch
+                // cgroup whose `run` ended during the walk) is gone a second later.
+                // Launch cgroups made after the walk are marked, and left alone.
+                reconciler.sync_cgroups(true).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
             }

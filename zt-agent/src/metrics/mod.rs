@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod events;
 pub mod kernel;
+pub mod parts;
 pub mod policy;
 mod registry;
 pub mod server;
@@ -16,6 +17,7 @@ use prometheus::{Encoder as _, Registry, TextEncoder};
 pub use dns::DnsMetrics;
 pub use events::EventMetrics;
 pub use kernel::KernelMetrics;
+pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
 pub use spiffe::SpiffeMetrics;
 
@@ -27,6 +29,7 @@ pub struct Metrics {
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
     pub spiffe: SpiffeMetrics,
+    pub parts: PartMetrics,
 }
 
 impl Metrics {
@@ -39,6 +42,7 @@ impl Metrics {
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
             spiffe: SpiffeMetrics::register(&registry),
+            parts: PartMetrics::register(&registry),
             events,
             registry,
         }

@@ -137,13 +137,15 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1)
 }
 
-/// The Workload API, ready to serve.
+/// The Workload API, ready to serve: two parts, the server and the key keeper, each
+/// started again by the daemon's supervisor if it fails (hence cheap to clone).
+#[derive(Clone)]
 pub struct Workload {
-    listener: UnixListener,
+    listener: Arc<UnixListener>,
     shared: Arc<Shared>,
-    keeper: Keeper,
-    key_file: KeyFile,
-    authorities: watch::Sender<Arc<Authorities>>,
+    keeper: Arc<tokio::sync::Mutex<Keeper>>,
+    key_file: Arc<KeyFile>,
+    authorities: Arc<watch::Sender<Arc<Authorities>>>,
     pub socket: PathBuf,
 }
 
@@ -183,51 +185,85 @@ pub fn start(
     });
     tracing::info!(socket = %cfg.socket.display(), "SPIFFE Workload API listening");
     Ok(Workload {
-        listener,
+        listener: Arc::new(listener),
         shared,
-        keeper,
-        key_file: KeyFile::of(&cfg.state_dir),
-        authorities,
+        keeper: Arc::new(tokio::sync::Mutex::new(keeper)),
+        key_file: Arc::new(KeyFile::of(&cfg.state_dir)),
+        authorities: Arc::new(authorities),
         socket: cfg.socket.clone(),
     })
 }
 
 impl Workload {
-    /// Serve until the listener fails; rotate the keys on schedule meanwhile.
-    pub async fn run(self) -> std::io::Result<()> {
-        let Self {
-            listener,
-            shared,
-            keeper,
-            key_file,
-            authorities,
-            socket: _,
-        } = self;
-        let keys = tokio::spawn(keep(keeper, key_file, authorities, shared.clone()));
+    /// Serve the Workload API until the listener fails.
+    pub async fn serve(self) -> Result<(), String> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let incoming = async_incoming(listener, slots);
+        let (incoming, acceptor) = incoming(self.listener.clone(), slots);
         let r = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(32)
             .add_service(
                 proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadApi(
-                    shared,
+                    self.shared.clone(),
                 )),
             )
             .serve_with_incoming(incoming)
             .await
-            .map_err(std::io::Error::other);
-        keys.abort();
+            .map_err(|e| e.to_string());
+        acceptor.abort();
         r
+    }
+
+    /// Rotate the keys on schedule, publish the new authorities, and write out the
+    /// record of what was issued (at most once a second).
+    pub async fn keep(self) -> Result<(), String> {
+        let mut keeper = self.keeper.lock().await;
+        let shared = &self.shared;
+        let mut next = keeper.next_change(now());
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let t = now();
+            if t >= next {
+                match keeper.rotate(t, false) {
+                    Ok(Some(a)) => {
+                        if let Ok(mut i) = shared.issued.lock() {
+                            i.set_bundles(&a);
+                        }
+                        shared
+                            .issued_dirty
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.authorities.send_replace(a);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "rotating the SVID signing keys"),
+                }
+                next = keeper.next_change(t);
+            }
+            if shared
+                .issued_dirty
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                let snapshot = shared.issued.lock().map(|i| i.clone()).ok();
+                if let Some(s) = snapshot
+                    && let Err(e) = s.write(&self.key_file)
+                {
+                    tracing::warn!(error = %e, "writing the record of issued SVIDs");
+                }
+            }
+        }
     }
 }
 
-/// Accepted connections with their peers pinned; one that cannot be read is dropped.
-fn async_incoming(
-    listener: UnixListener,
+/// Accepted connections with their peers pinned (one whose credentials cannot be read
+/// is dropped), and the task accepting them, to stop with the server.
+fn incoming(
+    listener: Arc<UnixListener>,
     slots: Arc<Semaphore>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<PeerStream>> {
+) -> (
+    impl tokio_stream::Stream<Item = std::io::Result<PeerStream>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
+    let acceptor = tokio::spawn(async move {
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -249,49 +285,7 @@ fn async_incoming(
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Rotate on schedule, publish the new authorities, and write out the record of what
-/// was issued (at most once a second).
-async fn keep(
-    mut keeper: Keeper,
-    file: KeyFile,
-    authorities: watch::Sender<Arc<Authorities>>,
-    shared: Arc<Shared>,
-) {
-    let mut next = keeper.next_change(now());
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let t = now();
-        if t >= next {
-            match keeper.rotate(t, false) {
-                Ok(Some(a)) => {
-                    if let Ok(mut i) = shared.issued.lock() {
-                        i.set_bundles(&a);
-                    }
-                    shared
-                        .issued_dirty
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    authorities.send_replace(a);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "rotating the SVID signing keys"),
-            }
-            next = keeper.next_change(t);
-        }
-        if shared
-            .issued_dirty
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            let snapshot = shared.issued.lock().map(|i| i.clone()).ok();
-            if let Some(s) = snapshot
-                && let Err(e) = s.write(&file)
-            {
-                tracing::warn!(error = %e, "writing the record of issued SVIDs");
-            }
-        }
-    }
+    (tokio_stream::wrappers::ReceiverStream::new(rx), acceptor)
 }
 
 /// Remove the keys from a state dir (teardown).
