@@ -94,6 +94,7 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
     let pins = PinDir::new(&args.dirs.pin_dir);
     pins.remove_all()?;
     crate::spiffe::remove_keys(&args.dirs.state_dir);
+    crate::spiffe::remove_socket(&args.workload.socket);
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
     Ok(())

@@ -288,6 +288,18 @@ fn incoming(
     (tokio_stream::wrappers::ReceiverStream::new(rx), acceptor)
 }
 
+/// Remove the Workload API socket (a socket of root's only) and its directory if that is
+/// left empty (teardown).
+pub fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket() && m.uid() == 0) {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Remove the keys from a state dir (teardown).
 pub fn remove_keys(state_dir: &Path) {
     KeyFile::of(state_dir).remove();
