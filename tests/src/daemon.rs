@@ -38,11 +38,19 @@ impl Daemon {
 
     /// Start a daemon with more arguments.
     pub fn start_with(name: &str, policy: impl Display, extra_args: &[&str]) -> Self {
+        let mut d = Self::prepare(name, policy, extra_args);
+        d.spawn();
+        d
+    }
+
+    /// A daemon for test `name`, its directories and policy made, not started: change
+    /// its paths, then [`Daemon::spawn`] it or [`Daemon::expect_refusal`].
+    pub fn prepare(name: &str, policy: impl Display, extra_args: &[&str]) -> Self {
         require_root();
         sweep_stale_daemons();
         let base = format!("zt-test-{name}-{}", tag());
         let work = std::env::temp_dir().join(&base);
-        let mut d = Self {
+        let d = Self {
             name: name.to_owned(),
             pin_dir: PathBuf::from("/sys/fs/bpf").join(&base),
             state_dir: PathBuf::from("/run").join(&base),
@@ -61,18 +69,14 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&d.work);
         std::fs::create_dir_all(&d.policy_dir).expect("policy dir");
         d.write_policy(policy);
-        d.spawn();
         d
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.work.join("daemon.log"))
-            .expect("daemon log");
-        let child = Command::new(agent_bin())
-            .arg("daemon")
+    /// `zt-agent daemon` with this daemon's arguments, not started.
+    #[must_use]
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.arg("daemon")
             .arg("--policy")
             .arg(&self.policy_dir)
             .arg("--metrics-addr")
@@ -84,7 +88,46 @@ impl Daemon {
             .arg("--workload-api")
             .arg(&self.workload_socket)
             .args(&self.extra_args)
-            .args(self.dir_args())
+            .args(self.dir_args());
+        c
+    }
+
+    /// Start the daemon expecting it to refuse: its exit code and stderr. A daemon
+    /// still running after 20 s did not refuse; it is killed and the code is `None`.
+    #[must_use]
+    pub fn expect_refusal(&self) -> (Option<i32>, String) {
+        let err_path = self.work.join("refusal.log");
+        let err = std::fs::File::create(&err_path).expect("refusal log");
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn daemon");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (code, std::fs::read_to_string(&err_path).unwrap_or_default())
+    }
+
+    /// Start the daemon and wait until it serves.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("daemon.log"))
+            .expect("daemon log");
+        let child = self
+            .command()
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

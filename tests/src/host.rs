@@ -31,3 +31,20 @@ pub fn is_stale_tag(tag: &str) -> bool {
     tag.parse::<u32>()
         .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
+/// Run `sh -c SCRIPT` as `nobody` (uid and gid 65534, no other groups), the local user
+/// an attacker is in these tests: (exit code, stdout and stderr).
+#[must_use]
+pub fn sh_as_nobody(script: &str) -> (i32, String) {
+    use std::os::unix::process::CommandExt as _;
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir("/")
+        .output()
+        .expect("sh as nobody");
+    crate::probe::code_and_output(&out)
+}
+
+/// uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;

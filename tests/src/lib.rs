@@ -9,7 +9,7 @@
 //! policy documents), `cgroup` (test cgroups and probes started in them), `net`
 //! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
 //! resolver), `fs` (test files), `probe` (the binaries under test, zt-probe's exit
-//! codes), `host` (root, cgroup2).
+//! codes), `host` (root, cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
 pub mod daemon;
@@ -24,7 +24,7 @@ pub use cgroup::{Cgroup, remove_cgroup_tree};
 pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
-pub use host::{cgroup2_root, require_root};
+pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
 pub use net::{Peer, TcpServer, UdpServer, Veth};
 pub use policy::{Identity, Policy, Rule, Selector};
 pub use probe::{

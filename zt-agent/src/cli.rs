@@ -100,6 +100,10 @@ pub struct DaemonArgs {
     /// Events one identity and cause may write at once before the rate applies.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub events_burst: u32,
+    /// Group (name or gid) that may read the events file (mode 0640); without it the
+    /// file is root's alone (0600).
+    #[arg(long)]
+    pub events_group: Option<String>,
     /// Detach and remove everything zt-agent pinned, then exit.
     #[arg(long)]
     pub teardown: bool,
@@ -197,6 +201,14 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
 }
 
+fn parse_env(s: &str) -> Result<String, String> {
+    let name = s.split_once('=').map_or(s, |(k, _)| k);
+    if name.is_empty() || s.contains('\0') {
+        return Err(format!("`{s}` is not NAME or NAME=VALUE"));
+    }
+    Ok(s.to_owned())
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Identity (metadata.name in the policy) to run CMD under.
@@ -206,6 +218,11 @@ pub struct RunArgs {
     /// sudo. Root only when given explicitly as `--user root`.
     #[arg(long)]
     pub user: Option<String>,
+    /// Pass a variable to CMD: `NAME` with the caller's value, or `NAME=VALUE`
+    /// (repeatable). CMD gets no other variable of the caller's but LANG and TERM;
+    /// PATH is /usr/local/bin:/usr/bin:/bin unless given here.
+    #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<String>,
     #[command(flatten)]
     pub dirs: Dirs,
     /// The command and its arguments.

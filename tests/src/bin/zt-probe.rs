@@ -18,6 +18,9 @@ use nix::sys::socket::{
 
 use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
 
+#[path = "zt-probe/doors.rs"]
+mod doors;
+
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
         Ok(()) => {
@@ -51,7 +54,9 @@ fn usage() -> ! {
          dns-labels udp|udp-connect|tcp SERVER A|AAAA LABEL... |\n\
          dns-flood SERVER NAME N SOCKETS | hold ADDR PORT N SECS HEX|- |\n\
          connects udp|tcp ADDR PORT N | soak DESTFILE |\n\
-         slowloris ADDR PORT HEX EVERY_MS SECS"
+         slowloris ADDR PORT HEX EVERY_MS SECS |\n\
+         signal PID SIG | abstract-listen NAME | abstract-connect NAME |\n\
+         uring-socket vsock|inet | int80-sendmmsg ADDR PORT"
     );
     std::process::exit(USAGE.into())
 }
@@ -466,6 +471,14 @@ fn dispatch(args: &[String]) -> u8 {
         ["soak", file] => soak::run(file),
         ["dns-raw", server, hex] => dns_raw(server, hex),
         ["resolve", name] => resolve(name),
+        ["signal", pid, sig] => outcome("signal", doors::signal(pid, sig)),
+        ["abstract-listen", name] => outcome("abstract-listen", doors::abstract_listen(name)),
+        ["abstract-connect", name] => outcome("abstract-connect", doors::abstract_connect(name)),
+        ["uring-socket", family] => outcome("uring-socket", doors::uring_socket(family)),
+        ["int80-sendmmsg", h, p] => match addr(h, p) {
+            SocketAddr::V4(a) => outcome("int80-sendmmsg", doors::int80_sendmmsg(a)),
+            SocketAddr::V6(_) => usage(),
+        },
         _ => usage(),
     }
 }

@@ -117,7 +117,7 @@ impl Reconciler {
     /// Reload if the policy files changed (or always, when `forced`: SIGHUP).
     pub async fn reload(&mut self, forced: bool) {
         // Polling hashes the raw files; only a change (or SIGHUP) parses them.
-        let digest = policy::source_digest(&self.policy_dir);
+        let digest = policy::source_digest(&self.policy_dir, policy::Trust::Root);
         if !forced && self.seen_sha.as_deref() == Some(digest.as_str()) {
             return;
         }
@@ -125,7 +125,7 @@ impl Reconciler {
         if !forced && digest == self.state.policy_sha256 {
             return;
         }
-        let result = match policy::load_dir(&self.policy_dir) {
+        let result = match policy::load_dir(&self.policy_dir, policy::Trust::Root) {
             Ok(p) => self.apply(p).await.map_err(|e| e.to_string()),
             Err(errs) => Err(errs.to_string()),
         };

@@ -48,6 +48,7 @@ pub struct Started {
 pub async fn start(
     args: &DaemonArgs,
     booted: Booted,
+    sink: Sink,
     metrics: Metrics,
 ) -> Result<Started, DaemonError> {
     let adopted = booted.adopted();
@@ -125,14 +126,6 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let rotation = Rotation {
-        max_bytes: args.events_max_bytes,
-        keep: args.events_keep,
-    };
-    let sink = Sink::open(&args.events, rotation).map_err(|source| DaemonError::Sink {
-        spec: args.events.clone(),
-        source,
-    })?;
     let sink = SinkPart {
         sink,
         events: sink_events,
@@ -185,4 +178,24 @@ fn workload_api(
         bus.clone(),
         metrics.spiffe.clone(),
     )?))
+}
+
+/// The event sink, opened before the programs are attached or the state written: a
+/// path the agent will not write is a configuration error, found first.
+pub fn open_sink(args: &DaemonArgs) -> Result<Sink, DaemonError> {
+    let rotation = Rotation {
+        max_bytes: args.events_max_bytes,
+        keep: args.events_keep,
+    };
+    let err = |source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    };
+    let group = args
+        .events_group
+        .as_deref()
+        .map(crate::sys::fs::group_id)
+        .transpose()
+        .map_err(err)?;
+    Sink::open(&args.events, rotation, group).map_err(err)
 }

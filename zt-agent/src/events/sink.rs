@@ -2,6 +2,10 @@
 //! subscriber; it turns each event into its JSON line, counts what it delivered, and
 //! writes the summaries of what the limits left out (see `limit`).
 //!
+//! Events name identities, binaries and DNS names: the file is root's, mode 0600 (0640
+//! with `--events-group`), and opened without following a symlink in a directory no
+//! other user can change (`sys::fs`), every time it is opened.
+//!
 //! The file can be rotated both ways logrotate does it: `copytruncate` needs nothing
 //! (lines are appended, so they go to the new end), and after a rename (`create`) a
 //! SIGHUP makes the sink open the path again. With a size cap the sink rotates on its
@@ -21,6 +25,7 @@ use super::limit::Limits;
 use crate::bus::{self, Event};
 use crate::metrics::EventMetrics;
 use crate::state::State;
+use crate::sys::fs::FsError;
 
 /// How often the summaries of suppressed events are written.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(2);
@@ -37,6 +42,8 @@ pub struct Rotation {
 pub struct Sink {
     out: Out,
     rotation: Rotation,
+    /// The group that may read the file, if any (mode 0640 rather than 0600).
+    group: Option<u32>,
     /// Bytes in the file, as far as this sink knows (another process may have
     /// truncated it: checked before rotating).
     size: u64,
@@ -47,12 +54,11 @@ enum Out {
     File { path: PathBuf, file: std::fs::File },
 }
 
-/// The one place the event file is opened, for appending.
-fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+/// The one place the event file is opened, for appending: never through a symlink,
+/// created with its mode, refused when another user owns it or may write it.
+fn open_file(path: &Path, group: Option<u32>) -> Result<std::fs::File, FsError> {
+    let mode = if group.is_some() { 0o640 } else { 0o600 };
+    crate::sys::fs::open_append(path, mode, group)
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
@@ -62,20 +68,24 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 }
 
 impl Sink {
-    pub fn open(spec: &str, rotation: Rotation) -> std::io::Result<Self> {
+    /// `-` for stdout, else the file to append to; `group` makes it readable by that
+    /// group (0640) rather than by root only (0600).
+    pub fn open(spec: &str, rotation: Rotation, group: Option<u32>) -> Result<Self, FsError> {
         if spec == "-" {
             return Ok(Self {
                 out: Out::Stdout,
                 rotation,
+                group,
                 size: 0,
             });
         }
         let path = PathBuf::from(spec);
-        let file = open_file(&path)?;
-        let size = file.metadata()?.len();
+        let file = open_file(&path, group)?;
+        let size = file.metadata().map_err(FsError::io(&path))?.len();
         Ok(Self {
             out: Out::File { path, file },
             rotation,
+            group,
             size,
         })
     }
@@ -83,7 +93,7 @@ impl Sink {
     /// Open the path again (after logrotate moved the file away).
     pub fn reopen(&mut self) -> std::io::Result<()> {
         if let Out::File { path, file } = &mut self.out {
-            let f = open_file(path)?;
+            let f = open_file(path, self.group).map_err(std::io::Error::other)?;
             self.size = f.metadata()?.len();
             *file = f;
         }
@@ -116,7 +126,7 @@ impl Sink {
                 }
             }
             std::fs::rename(&*path, numbered(path, 1))?;
-            *file = open_file(path)?;
+            *file = open_file(path, self.group).map_err(std::io::Error::other)?;
         }
         self.size = 0;
         Ok(())
@@ -242,7 +252,7 @@ mod tests {
             max_bytes: 2_000,
             keep: 2,
         };
-        let mut s = Sink::open(path.to_str().expect("utf8"), rot).expect("open");
+        let mut s = Sink::open(path.to_str().expect("utf8"), rot, None).expect("open");
         for n in 0..100 {
             s.write(&line(n)).expect("write");
         }
@@ -265,7 +275,7 @@ mod tests {
             max_bytes: 1_000_000,
             keep: 1,
         };
-        let mut s = Sink::open(path.to_str().expect("utf8"), rot).expect("open");
+        let mut s = Sink::open(path.to_str().expect("utf8"), rot, None).expect("open");
         s.write(&line(0)).expect("write");
         // copytruncate: the next line starts the emptied file.
         std::fs::copy(&path, d.join("copy")).expect("copy");
