@@ -2,14 +2,18 @@
 # Install what zt-agent needs on Debian 12 (root), skipping what is present:
 # the pinned Rust toolchain, Debian's LLVM 22 and bpf-linker for the eBPF build,
 # test and benchmark tools (promtool, bpftool, nftables, iptables, dnsmasq as the tests'
-# upstream DNS server), and the bpffs
-# and tracefs mounts.
+# upstream DNS server, the official SPIFFE client for Python in a virtualenv the
+# tests' unprivileged workloads can read), and the bpffs and tracefs mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 bpftool nftables iptables dnsmasq-base)
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 python3-venv openssl bpftool nftables iptables dnsmasq-base)
+# The SPIFFE tests' Python: Debian's interpreter (workloads run as nobody, who cannot
+# read a root-only pyenv), the `spiffe` client and PyJWT (which it brings).
+TEST_VENV=/opt/zt-agent/test-venv
+PY_PACKAGES=(spiffe)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -32,6 +36,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
+fi
+
+# The SPIFFE client for Python, world-readable.
+if ! "$TEST_VENV/bin/python3" -c 'import spiffe, jwt, cryptography' >/dev/null 2>&1; then
+    say "installing the SPIFFE client for Python into $TEST_VENV"
+    rm -rf "$TEST_VENV"
+    mkdir -p "$(dirname "$TEST_VENV")"
+    /usr/bin/python3 -m venv "$TEST_VENV"
+    "$TEST_VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+    chmod -R a+rX "$TEST_VENV"
 fi
 
 # The pinned toolchain (RUSTUP_AUTO_INSTALL may be off).

@@ -1,8 +1,21 @@
-//! Builds the eBPF object with aya-build, on the pinned toolchain.
+//! Builds the eBPF object with aya-build, on the pinned toolchain, and the SPIFFE
+//! Workload API's gRPC service from proto/workload.proto.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
+/// protox parses the .proto in Rust (well-known types included), so the build needs
+/// no protoc binary of some version on the machine.
+fn workload_api() -> anyhow::Result<()> {
+    println!("cargo::rerun-if-changed=proto/workload.proto");
+    let fds = protox::compile(["workload.proto"], ["proto"]).context("proto/workload.proto")?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .compile_fds(fds)
+        .context("generating the Workload API service")
+}
+
 fn main() -> anyhow::Result<()> {
+    workload_api()?;
     // AYA_BUILD_SKIP=1 builds the library without the eBPF object (for the fuzz targets,
     // which exercise userspace parsing only); loading programs then fails with an error.
     if std::env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {

@@ -65,6 +65,26 @@ impl Cgroup {
     /// enters the cgroup by a write to cgroup.procs. Returns the probe's exit code.
     #[must_use]
     pub fn clone3_probe(&self, args: &[&str]) -> i32 {
+        let pid = self.clone3_exec(&probe_bin(), args, None).expect("clone3");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        }
+    }
+
+    /// Start PROG ARGS as root, born in this cgroup (clone3 CLONE_INTO_CGROUP), with
+    /// pid `pid` when given (clone3's set_tid: how a test makes a pid be reused).
+    /// Returns the child's pid; the caller waits for it.
+    pub fn clone3_exec(
+        &self,
+        prog: &Path,
+        args: &[&str],
+        pid: Option<i32>,
+    ) -> std::io::Result<i32> {
         use std::ffi::CString;
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
@@ -83,39 +103,43 @@ impl Cgroup {
             cgroup: u64,
         }
         const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-        let dir = std::fs::File::open(&self.path).expect("open cgroup dir");
-        let prog = CString::new(probe_bin().display().to_string()).expect("path");
-        let argv_c: Vec<CString> = std::iter::once(prog.clone())
-            .chain(args.iter().map(|a| CString::new(*a).expect("arg")))
-            .collect();
+        let dir = std::fs::File::open(&self.path)?;
+        let prog = CString::new(prog.display().to_string()).map_err(std::io::Error::other)?;
+        let argv_c: Vec<CString> = std::iter::once(Ok(prog.clone()))
+            .chain(args.iter().map(|a| CString::new(*a)))
+            .collect::<Result<_, _>>()
+            .map_err(std::io::Error::other)?;
         let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let tid = [pid.unwrap_or(0)];
         let cl = CloneArgs {
             flags: CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             cgroup: dir.as_raw_fd() as u64,
+            set_tid: if pid.is_some() {
+                tid.as_ptr() as u64
+            } else {
+                0
+            },
+            set_tid_size: u64::from(pid.is_some()),
             ..CloneArgs::default()
         };
         // SAFETY: clone3 with a valid argument block; the child only calls execve and
         // _exit, both async-signal-safe, on memory prepared before the call.
-        let pid = unsafe { libc::syscall(libc::SYS_clone3, &raw const cl, size_of::<CloneArgs>()) };
-        assert!(pid >= 0, "clone3: {}", std::io::Error::last_os_error());
-        if pid == 0 {
+        let child =
+            unsafe { libc::syscall(libc::SYS_clone3, &raw const cl, size_of::<CloneArgs>()) };
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if child == 0 {
             // SAFETY: see above.
             unsafe {
                 libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
                 libc::_exit(127);
             }
         }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
-        if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        }
+        Ok(child as i32)
     }
 
     /// Run `zt-probe ARGS` as root inside this cgroup and return (exit code, output).

@@ -22,6 +22,9 @@ pub struct Daemon {
     pub policy_dir: PathBuf,
     pub events_path: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// The SPIFFE Workload API socket, in a directory of its own under /run (the state
+    /// dir is root-only; workloads must reach this one).
+    pub workload_socket: PathBuf,
     /// More `zt-agent daemon` arguments (the DNS upstream, say).
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -55,6 +58,9 @@ impl Daemon {
             events_path: work.join("events.jsonl"),
             // Port 0: the daemon binds a free port and records it in its state file.
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workload_socket: PathBuf::from("/run")
+                .join(format!("{base}-workload"))
+                .join("socket"),
             work,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
@@ -79,6 +85,8 @@ impl Daemon {
             .arg(&self.events_path)
             // Tests run side by side, each with its own resolver.
             .args(["--dns-port", "0"])
+            .arg("--workload-api")
+            .arg(&self.workload_socket)
             .args(&self.extra_args)
             .args(self.dir_args());
         c
@@ -362,6 +370,9 @@ impl Daemon {
             .args(self.dir_args())
             .stderr(Stdio::null())
             .status();
+        if let Some(dir) = self.workload_socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// `zt-agent ARGS... --pin-dir ... --state-dir ...` against this daemon: (exit

@@ -33,6 +33,8 @@ pub struct Identity {
     ingress: Vec<InRule>,
     /// `spec.grants.maxDuration`.
     max_grant: Option<String>,
+    /// `spec.spiffeId`; `None` leaves the default.
+    spiffe_id: Option<String>,
 }
 
 impl Identity {
@@ -47,6 +49,7 @@ impl Identity {
             egress: Vec::new(),
             ingress: Vec::new(),
             max_grant: None,
+            spiffe_id: None,
         }
     }
 
@@ -54,6 +57,13 @@ impl Identity {
     #[must_use]
     pub fn max_grant(mut self, d: impl Into<String>) -> Self {
         self.max_grant = Some(d.into());
+        self
+    }
+
+    /// The identity's SPIFFE ID (`spec.spiffeId`).
+    #[must_use]
+    pub fn spiffe_id(mut self, id: impl Into<String>) -> Self {
+        self.spiffe_id = Some(id.into());
         self
     }
 
@@ -123,6 +133,9 @@ impl Display for Identity {
         writeln!(f, "  owner: {}", quoted(OWNER))?;
         writeln!(f, "spec:")?;
         writeln!(f, "  mode: {}", self.mode)?;
+        if let Some(id) = &self.spiffe_id {
+            writeln!(f, "  spiffeId: {}", quoted(id))?;
+        }
         if !self.selectors.is_empty() {
             writeln!(f, "  selectors:")?;
             for s in &self.selectors {

@@ -17,7 +17,7 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 use crate::events::limit::{Cause, Limits};
-use crate::events::{DnsEvent, FileEvent, GrantEvent, KernelEvent, TamperEvent};
+use crate::events::{DnsEvent, FileEvent, GrantEvent, KernelEvent, SvidEvent, TamperEvent};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -41,6 +41,8 @@ pub enum Body {
     Tamper(TamperEvent),
     /// A grant given, requested, decided or ended.
     Grant(Box<GrantEvent>),
+    /// The Workload API handed out an SVID or refused a caller.
+    Svid(Box<SvidEvent>),
 }
 
 impl Event {

@@ -35,7 +35,7 @@ pub struct Dirs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load and attach the programs, enforce the policy, serve metrics, stream events.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Run CMD under an identity, in a fresh cgroup, without privileges.
     Run(RunArgs),
     /// Policy tools.
@@ -44,6 +44,9 @@ pub enum Command {
     /// List enrolled tasks with their identity, and shadow workloads: unenrolled tasks
     /// that made egress connections since the agent started.
     Ps(PsArgs),
+    /// Show an identity's latest SVIDs (their public parts) and the trust bundles
+    /// (root only).
+    Svid(SvidArgs),
     /// Show whether the kernel enforces, the policy in force and the exec guard.
     Status {
         /// Print JSON.
@@ -211,6 +214,17 @@ pub struct PsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SvidArgs {
+    /// Identity (metadata.name in the policy).
+    pub identity: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
+}
+
+#[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Directory of policy YAML files.
     #[arg(long, default_value = "/etc/zt-agent/policies")]
@@ -252,7 +266,57 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub grants: AskArgs,
     #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
     pub dirs: Dirs,
+}
+
+/// The SPIFFE Workload API enrolled tasks get their SVIDs from.
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Unix socket of the SPIFFE Workload API (`zt-agent run` hands it to CMD as
+    /// SPIFFE_ENDPOINT_SOCKET).
+    #[arg(long = "workload-api", default_value = crate::spiffe::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Do not serve the Workload API.
+    #[arg(long = "no-workload-api", conflicts_with = "socket")]
+    pub disabled: bool,
+    /// CA certificate (PEM) that signs X.509-SVIDs, followed by its issuers up to the
+    /// root, which becomes the trust bundle. Default: a CA the daemon makes and
+    /// rotates itself, its key root-only in the state dir.
+    #[arg(long, requires = "svid_ca_key")]
+    pub svid_ca_cert: Option<PathBuf>,
+    /// PKCS#8 PEM key of --svid-ca-cert (root's, mode 0600).
+    #[arg(long, requires = "svid_ca_cert")]
+    pub svid_ca_key: Option<PathBuf>,
+    /// Lifetime of X.509-SVIDs (`90s`, `30m`, `1h`); renewed on the stream at half.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub x509_svid_ttl: std::time::Duration,
+    /// Lifetime of JWT-SVIDs.
+    #[arg(long, default_value = "5m", value_parser = parse_ttl)]
+    pub jwt_svid_ttl: std::time::Duration,
+}
+
+/// `N`, `Ns`, `Nm`, `Nh` or `Nd`, between 2 s and 7 days.
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 90s, 30m, 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unit must be s, m, h or d")),
+    };
+    let secs = n.saturating_mul(mult);
+    if !(2..=7 * 86_400).contains(&secs) {
+        return Err(format!("`{s}` is outside 2s..7d"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// The resolver enrolled tasks' DNS goes to.

@@ -224,6 +224,13 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
     workload_env(&mut cmd, &acct, &args.env);
+    // Where CMD asks for its SVIDs (the SPIFFE Workload Endpoint's variable, a URI).
+    if let Some(socket) = &state.workload_api {
+        cmd.env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        );
+    }
     let identity = ident.id;
     let filter = crate::sys::seccomp::socket_filter();
     let landlock = crate::sys::landlock::abi_version();

@@ -22,6 +22,7 @@ pub mod launch;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod spiffe;
 pub mod state;
 pub mod sys;
 pub mod tamper;

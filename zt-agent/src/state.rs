@@ -82,6 +82,9 @@ pub struct State {
     /// Port of the resolver enrolled tasks' DNS goes to, on 127.0.0.1 and ::1.
     #[serde(default)]
     pub dns_port: Option<u16>,
+    /// The SPIFFE Workload API's socket, absent when it is not served.
+    #[serde(default)]
+    pub workload_api: Option<PathBuf>,
     /// A path for each file the policy names, keyed by "major:minor:inode" as the
     /// kernel sees it (see `identity::files`).
     #[serde(default)]

@@ -50,6 +50,9 @@ pub fn exec_policy(bins: &Bins) -> String {
     )
 }
 
+/// The bench daemon's Workload API socket, apart from a real daemon's.
+pub const WORKLOAD_API: &str = "/run/zt-bench-workload/socket";
+
 pub struct Agent {
     child: Child,
 }
@@ -73,6 +76,8 @@ impl Agent {
                 METRICS,
                 "--events",
                 "/dev/null",
+                "--workload-api",
+                WORKLOAD_API,
             ])
             .args(extra)
             .stderr(Stdio::null())

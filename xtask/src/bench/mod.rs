@@ -8,8 +8,8 @@
 //!
 //! Sections by file: `connect` (the interleaved rounds), `reload`, `exec` (the exec
 //! storm), `progs` (programs' own run time), `dns`, `grants` (connects with 0 and
-//! with many active grants); `agent` is the daemon under bench,
-//! `client` the zt-bench client, `peers` the alternatives, `report` the markdown.
+//! with many active grants), `svid` (the Workload API); `agent` is the daemon under
+//! bench, `client` the zt-bench client, `peers` the alternatives, `report` the markdown.
 
 mod agent;
 mod client;
@@ -21,6 +21,7 @@ mod peers;
 mod progs;
 mod reload;
 mod report;
+mod svid;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +54,7 @@ struct Plan {
     dns_queries: u32,
     /// Grants in force in the grants section's "many" cases.
     grants: u32,
+    svid_fetches: u32,
 }
 
 const FULL: Plan = Plan {
@@ -66,6 +68,7 @@ const FULL: Plan = Plan {
     execs: 2_000,
     dns_queries: 20_000,
     grants: 1_000,
+    svid_fetches: 2_000,
 };
 
 const QUICK: Plan = Plan {
@@ -79,6 +82,7 @@ const QUICK: Plan = Plan {
     execs: 200,
     dns_queries: 400,
     grants: 20,
+    svid_fetches: 100,
 };
 
 struct Bins {
@@ -186,7 +190,8 @@ fn bench(
     m.prog_costs = progs::costs(plan, bins, cg2, policy_dir)?;
     let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
     let grants_md = grants::bench(bins, cg2, policy_dir, plan.rounds, plan.n, plan.grants)?;
-    Ok(report::render(plan, quick, &m) + &dns_md + &grants_md)
+    let svid_md = svid::bench(bins, policy_dir, plan.rounds, plan.svid_fetches)?;
+    Ok(report::render(plan, quick, &m) + &dns_md + &grants_md + &svid_md)
 }
 
 #[cfg(test)]

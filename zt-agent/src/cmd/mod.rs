@@ -14,16 +14,18 @@ mod revoke;
 mod run;
 mod status;
 mod why;
+mod svid;
 
 use crate::cli::{AuditCommand, Cli, Command, PolicyCommand};
 
 #[must_use]
 pub fn execute(cli: Cli) -> u8 {
     match cli.command {
-        Command::Daemon(args) => daemon::execute(args),
+        Command::Daemon(args) => daemon::execute(*args),
         Command::Run(args) => run::execute(&args),
         Command::Ps(args) => ps::execute(&args),
         Command::Status { json, dirs } => status::execute(&dirs, json),
+        Command::Svid(args) => svid::execute(&args),
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Grant(args) => grant::execute(args),
         Command::Grants { json, dirs } => grants::execute(&dirs, json),

@@ -1,7 +1,8 @@
 //! `zt-agent daemon`: the kernel side loaded or adopted, then a few parts that each
 //! own one job: the enforcer (the one writer of the policy maps), the reconciler with
 //! its ticker (policy, files, cgroups), the event pump and the sink around the bus, the
-//! resolver, metrics, and the tamper guard (programs attached, pins in place).
+//! resolver, metrics, the tamper guard (programs attached, pins in place), the grant
+//! manager with its control socket, and the SPIFFE Workload API.
 //!
 //! The daemon is never in the verdict path. Killing it leaves the pinned programs
 //! enforcing the last policy; a new daemon adopts them without detaching anything.
@@ -85,6 +86,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Workload(#[from] crate::spiffe::SpiffeError),
     #[error("{part} stopped: {why}; enforcement stays in place")]
     PartStopped { part: &'static str, why: String },
     #[error("tamper guard: {0}")]
@@ -142,6 +145,8 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
             let _ = std::fs::remove_file(side);
         }
     }
+    crate::spiffe::remove_keys(&args.dirs.state_dir);
+    crate::spiffe::remove_socket(&args.workload.socket);
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
     Ok(())

@@ -1,7 +1,7 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
 //! server, the ticker (with the reconciler), the resolver's sockets and its event
 //! builder, the tamper guard, the socket adopter, the grant manager, the control socket,
-//! and a watch on the enforcer's thread.
+//! the SPIFFE Workload API and its key keeper, and a watch on the enforcer's thread.
 //!
 //! A supervisor runs each part: when one fails (an error or a panic), it says which,
 //! marks it down in `zt_agent_part_up{part}`, and starts it again after a pause, counted
@@ -52,6 +52,8 @@ pub mod name {
     pub const DNS_TCP6: &str = "dns_tcp6";
     pub const GRANTS: &str = "grant_manager";
     pub const CONTROL: &str = "control_socket";
+    pub const WORKLOAD_API: &str = "workload_api";
+    pub const SVID_KEYS: &str = "svid_keys";
 }
 
 pub struct Parts {
@@ -295,6 +297,20 @@ impl Parts {
                 .runtime
                 .spawn(supervise(part, move || r.clone().serve_tcp(l.clone()), h));
             set.spawn(async move { run.await.unwrap_or((part, "its runtime ended".into())) });
+        }
+
+        if let Some(w) = s.workload {
+            let keys = w.clone();
+            set.spawn(supervise(
+                name::WORKLOAD_API,
+                move || w.clone().serve(),
+                health.clone(),
+            ));
+            set.spawn(supervise(
+                name::SVID_KEYS,
+                move || keys.clone().keep(),
+                health.clone(),
+            ));
         }
 
         // The enforcer alone holds the policy maps: if its thread ends, the daemon stops

@@ -54,6 +54,8 @@ pub struct Started {
     pub guard: Guard,
     pub grants: (Manager, Inbox),
     pub control: (UnixListener, Tasks, mpsc::Sender<ControlCall>),
+    /// The SPIFFE Workload API, unless disabled.
+    pub workload: Option<crate::spiffe::Workload>,
 }
 
 pub async fn start(
@@ -179,7 +181,9 @@ pub async fn start(
                 .to_string(),
             source,
         })?;
+    let workload = workload_api(args, &booted.pins, &state, &bus, &metrics)?;
     let st = reconciler.state_mut();
+    st.workload_api = workload.as_ref().map(|w| w.socket.clone());
     st.exec_guard = Some(exec_guard.as_str().to_owned());
     st.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     st.daemon_pid = Some(std::process::id());
@@ -215,7 +219,35 @@ pub async fn start(
         guard,
         grants: (manager, inbox),
         control: (control, reader()?, handle.control),
+        workload,
     })
+}
+
+fn workload_api(
+    args: &DaemonArgs,
+    pins: &crate::ebpf::loader::PinDir,
+    state: &watch::Receiver<Arc<State>>,
+    bus: &Bus,
+    metrics: &Metrics,
+) -> Result<Option<crate::spiffe::Workload>, DaemonError> {
+    let w = &args.workload;
+    if w.disabled {
+        return Ok(None);
+    }
+    let cfg = crate::spiffe::Config {
+        socket: w.socket.clone(),
+        state_dir: args.dirs.state_dir.clone(),
+        operator_ca: w.svid_ca_cert.clone().zip(w.svid_ca_key.clone()),
+        x509_ttl: w.x509_svid_ttl,
+        jwt_ttl: w.jwt_svid_ttl,
+    };
+    Ok(Some(crate::spiffe::start(
+        &cfg,
+        pins,
+        state.clone(),
+        bus.clone(),
+        metrics.spiffe.clone(),
+    )?))
 }
 
 /// The event sink, opened before the programs are attached or the state written: a

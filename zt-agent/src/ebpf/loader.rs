@@ -337,6 +337,59 @@ fn typed<T: TryFrom<Map, Error = MapError>>(map: Map, name: &str) -> Result<T, L
     T::try_from(map).map_err(map_err(name))
 }
 
+/// Open a pinned map through a read-only descriptor (BPF_F_RDONLY): the holder can
+/// look entries up, and the kernel refuses it every update. aya opens pins read-write
+/// only, hence the one raw BPF_OBJ_GET here.
+pub fn open_pinned_read_only<T: TryFrom<Map, Error = MapError>>(
+    pins: &PinDir,
+    name: &str,
+) -> Result<T, LoadError> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::unix::ffi::OsStrExt as _;
+    /// The BPF_OBJ_GET part of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_F_RDONLY: u32 = 1 << 3;
+    let path = pins.map(name);
+    let pin_err = |source| LoadError::Pin {
+        path: path.display().to_string(),
+        source,
+    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| pin_err(std::io::Error::other(e)))?;
+    let attr = ObjGet {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: BPF_F_RDONLY,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: BPF_OBJ_GET reads the attribute block (a valid NUL-terminated path that
+    // outlives the call) and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const attr,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(pin_err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let data = MapData::from_fd(fd).map_err(map_err(name))?;
+    typed(Map::from_map_data(data).map_err(map_err(name))?, name)
+}
+
 /// Open one pinned map as its typed wrapper (`zt-agent run` needs only two).
 pub fn open_pinned_map<T: TryFrom<Map, Error = MapError>>(
     pins: &PinDir,

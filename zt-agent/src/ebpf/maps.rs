@@ -209,6 +209,18 @@ impl TaskShares {
     }
 }
 
+/// The enrolled thread groups as a reader sees them, through a read-only descriptor
+/// (the enforcer stays the one writer).
+pub struct TasksView(pub HashMap<MapData, u32, TaskIdentity>);
+
+impl TasksView {
+    /// The identity the kernel recorded for thread group `tgid`, if any.
+    #[must_use]
+    pub fn get(&self, tgid: u32) -> Option<TaskIdentity> {
+        self.0.get(&tgid, 0).ok()
+    }
+}
+
 /// Enrolled cgroups: cgroup id -> identity.
 pub struct Cgroups(pub HashMap<MapData, u64, u32>);
 

@@ -11,7 +11,9 @@ use zt_agent_common::{
 use super::decode::{addr_port, c_str, comm, dst};
 use super::limit::Suppressed;
 use super::provenance::Ancestor;
-use super::{DnsDetail, DnsEvent, FileEvent, GrantEvent, KernelEvent};
+use super::{
+    DnsDetail, DnsEvent, FileEvent, GrantEvent, KernelEvent, SvidDetail, SvidEvent, TaskFacts,
+};
 use crate::bus::{Body, Event};
 use crate::identity::files::FileId;
 use crate::state::State;
@@ -75,6 +77,9 @@ pub struct JsonEvent {
     /// DNS events: the query and what the resolver did with it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDetail>,
+    /// SVID events: what was handed out or refused.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<SvidDetail>,
     /// Summaries (`kind` `suppressed`): the kind of the events left out ...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed_kind: Option<&'static str>,
@@ -132,6 +137,7 @@ impl JsonEvent {
                 j
             }
             Body::Grant(g) => grant(&ev.time, g, state),
+            Body::Svid(v) => svid(&ev.time, v, state),
         }
     }
 
@@ -197,6 +203,7 @@ fn daemon(
         enrolled_by: None,
         dns: None,
         grant: None,
+        svid: None,
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,
@@ -284,6 +291,24 @@ fn grant(time: &str, g: &GrantEvent, state: &State) -> JsonEvent {
     j
 }
 
+/// The task fields of an event the daemon reports about task `tgid`.
+fn about_task(j: &mut JsonEvent, tgid: u32, task: &TaskFacts) {
+    j.pid = tgid;
+    j.tid = tgid;
+    j.comm.clone_from(&task.comm);
+    j.exe.clone_from(&task.exe);
+    j.cgroup.clone_from(&task.cgroup);
+    j.uid = task.uid;
+}
+
+fn svid(time: &str, v: &SvidEvent, state: &State) -> JsonEvent {
+    let mut j = daemon(time, "svid", &v.identity, v.reason, state);
+    j.verdict = Some(v.verdict);
+    about_task(&mut j, v.tgid, &v.task);
+    j.svid = Some(v.detail.clone());
+    j
+}
+
 fn file(time: &str, f: &FileEvent, state: &State) -> JsonEvent {
     let mut j = daemon(time, "file", &f.identity, f.reason, state);
     j.detail = Some(f.detail.clone());
@@ -294,12 +319,7 @@ fn dns(time: &str, d: &DnsEvent, state: &State) -> JsonEvent {
     let mut j = daemon(time, "dns", &d.identity, d.reason, state);
     j.verdict = Some(d.verdict);
     j.protocol = Some(d.protocol);
-    j.pid = d.tgid;
-    j.tid = d.tgid;
-    j.comm.clone_from(&d.task.comm);
-    j.exe.clone_from(&d.task.exe);
-    j.cgroup.clone_from(&d.task.cgroup);
-    j.uid = d.task.uid;
+    about_task(&mut j, d.tgid, &d.task);
     j.dns = Some(d.detail.clone());
     j
 }
@@ -363,6 +383,7 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         enrolled_by,
         dns: None,
         grant: None,
+        svid: None,
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,

@@ -149,3 +149,39 @@ pub struct GrantEvent {
     /// Why, in their words.
     pub why: Option<String>,
 }
+
+/// A Workload API call: an SVID handed out, or a caller refused.
+#[derive(Clone, Debug)]
+pub struct SvidEvent {
+    /// `allow` (issued) or `deny` (refused).
+    pub verdict: &'static str,
+    /// The identity's name; `unenrolled` or `quarantine` for callers without one.
+    pub identity: String,
+    /// `issued`, or why the caller was refused (`unenrolled`, `quarantined`,
+    /// `task_exited`, ...).
+    pub reason: &'static str,
+    /// The caller's thread group (0 when unknown).
+    pub tgid: u32,
+    pub task: TaskFacts,
+    pub detail: SvidDetail,
+}
+
+/// The fields of an `svid` event.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SvidDetail {
+    /// x509, jwt, x509_bundle, jwt_bundle or validate.
+    pub svid_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// X.509: the certificate's serial number, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// JWT: the signing key's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// When the SVID expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}

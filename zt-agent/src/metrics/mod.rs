@@ -12,6 +12,7 @@ pub mod policy;
 mod registry;
 pub mod server;
 pub mod tamper;
+pub mod spiffe;
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -22,6 +23,7 @@ pub use kernel::KernelMetrics;
 pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
 pub use tamper::TamperMetrics;
+pub use spiffe::SpiffeMetrics;
 
 /// Every metric the daemon serves.
 pub struct Metrics {
@@ -32,6 +34,7 @@ pub struct Metrics {
     pub dns: DnsMetrics,
     pub tamper: TamperMetrics,
     pub grants: GrantMetrics,
+    pub spiffe: SpiffeMetrics,
     pub parts: PartMetrics,
 }
 
@@ -46,6 +49,7 @@ impl Metrics {
             policy: PolicyMetrics::register(&registry),
             tamper: TamperMetrics::register(&registry),
             grants: GrantMetrics::register(&registry),
+            spiffe: SpiffeMetrics::register(&registry),
             parts: PartMetrics::register(&registry),
             events,
             registry,
