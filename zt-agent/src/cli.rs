@@ -79,7 +79,34 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
+    pub workloads: WorkloadArgs,
+    #[command(flatten)]
     pub dirs: Dirs,
+}
+
+/// Where the container runtimes' metadata comes from.
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Docker Engine API socket of a container runtime: Docker's, or Podman's
+    /// (`podman system service`); repeat for more. Default: /var/run/docker.sock and
+    /// /run/podman/podman.sock, where they exist.
+    #[arg(long = "container-socket", value_name = "PATH")]
+    pub container_sockets: Vec<PathBuf>,
+}
+
+impl WorkloadArgs {
+    /// The sockets to follow: those given, or the runtimes' default ones.
+    #[must_use]
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        if self.container_sockets.is_empty() {
+            ["/var/run/docker.sock", "/run/podman/podman.sock"]
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            self.container_sockets.clone()
+        }
+    }
 }
 
 /// The resolver enrolled tasks' DNS goes to.

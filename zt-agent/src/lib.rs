@@ -5,7 +5,8 @@
 //! allowlists, adoption of running tasks), `ebpf` (load, attach, pin, maps), `dns` (the
 //! resolver of enrolled tasks' DNS), `bus` and `events` (typed events, their JSON and
 //! sinks), `metrics`, `daemon` (its parts), `launch` (`zt-agent run`), `inventory`
-//! (`ps` and `status`), `sys` (mounts, cgroups, users), and `cmd`, one file per
+//! (`ps` and `status`), `sys` (mounts, cgroups, users), `workload` (containers, pods
+//! and systemd units as host facts that resolve to cgroups), and `cmd`, one file per
 //! command.
 pub mod bus;
 pub mod cli;
@@ -23,3 +24,4 @@ pub mod plan;
 pub mod policy;
 pub mod state;
 pub mod sys;
+pub mod workload;

@@ -1,5 +1,6 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
-//! server, the ticker (with the reconciler) and a watch on the enforcer's thread. The
+//! server, the ticker (with the reconciler), the container watch and a watch on the
+//! enforcer's thread. The
 //! daemon stops when any of them ends, saying which.
 
 use std::time::Duration;
@@ -63,10 +64,16 @@ impl Parts {
         });
 
         let hup = signal(SignalKind::hangup())?;
-        let (reconciler, resolver) = (s.reconciler, s.resolver);
+        let (reconciler, resolver, containers) = (s.reconciler, s.resolver, s.containers);
         set.spawn(async move {
-            ticker::run(reconciler, resolver, hup).await;
+            ticker::run(reconciler, resolver, hup, containers).await;
             ("ticker", "ended".into())
+        });
+
+        let watcher = s.watcher;
+        set.spawn(async move {
+            watcher.run().await;
+            ("container watch", "ended".into())
         });
 
         let ended = s.enforcer_ended;

@@ -19,6 +19,7 @@ use crate::ebpf::maps::Counters;
 use crate::events::sink::Sink;
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::workload::watch::{Containers, Watcher};
 
 /// Events a bus subscriber may have waiting before it starts losing them.
 const SINK_BACKLOG: usize = 16_384;
@@ -37,6 +38,9 @@ pub struct Started {
     pub resolver: Arc<Resolver>,
     pub reconciler: Reconciler,
     pub listener: TcpListener,
+    /// The container runtimes, followed; and what they report.
+    pub watcher: Watcher,
+    pub containers: watch::Receiver<Containers>,
 }
 
 pub async fn start(
@@ -76,6 +80,10 @@ pub async fn start(
             metrics: metrics.policy.clone(),
         },
     );
+    // The containers already there, before the first policy is put in force.
+    let (watcher, mut containers) = Watcher::new(&args.workloads.sockets());
+    watcher.list_once(std::time::Duration::from_secs(2)).await;
+    reconciler.set_containers(containers.borrow_and_update().clone());
     reconciler.start(booted.policy, adopted).await?;
     if let Some(loaded) = booted.loaded {
         // Attach only once the policy is installed, so enrolled tasks see it from
@@ -126,5 +134,7 @@ pub async fn start(
         resolver,
         reconciler,
         listener,
+        watcher,
+        containers,
     })
 }

@@ -354,6 +354,66 @@ pub fn resolve(
     }
 }
 
+/// Add the `exec.allow` files of identities that select containers as each of their
+/// containers sees them: a path in such a policy means the path inside the container,
+/// resolved through `/proc/PID/root` of one of its tasks with absolute symlinks and
+/// `..` kept inside the container's root. `roots` holds, per identity id, one task of
+/// each of its containers. A file missing in a container allows nothing there.
+pub fn add_container_files(
+    policy: &Policy,
+    ids: &BTreeMap<String, u32>,
+    roots: &BTreeMap<u32, Vec<u32>>,
+    r: &mut Resolved,
+) {
+    for identity in &policy.identities {
+        let (Some(allow), Some(id)) = (&identity.exec_allow, ids.get(&identity.name)) else {
+            continue;
+        };
+        let Some(pids) = roots.get(id) else {
+            continue;
+        };
+        for pid in pids {
+            let root = match files::Root::of_pid(*pid) {
+                Ok(root) => root,
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "opening a container's root");
+                    continue;
+                }
+            };
+            for p in allow {
+                let looked = match &p.sha256 {
+                    Some(want) => root
+                        .digest(&p.path, files::MAX_POLICY_DIGEST_BYTES)
+                        .and_then(|(f, d)| {
+                            if d == *want {
+                                Ok(f)
+                            } else {
+                                Err(std::io::Error::other("digest mismatch"))
+                            }
+                        }),
+                    None => root.id(&p.path),
+                };
+                match looked {
+                    Ok(f) => {
+                        r.entries.allow.insert(
+                            ExecAllowKey {
+                                identity: *id,
+                                dev: f.key.dev,
+                                ino: f.key.ino,
+                            },
+                            f.stamp,
+                        );
+                        r.paths.entry(f.key).or_insert_with(|| p.path.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(pid, path = %p.path, error = %e, "an exec.allow path in a container");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Keep the entries of files that resolved before and fail to resolve now (a transient
 /// error, a file briefly absent while it is replaced, a file that changed while it was
 /// hashed). The kernel's change-time check still guards them: a changed file is not
