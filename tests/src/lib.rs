@@ -6,11 +6,13 @@
 //! removed (which detaches its programs), and the cgroups it made removed.
 //!
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
-//! policy documents), `cgroup` (test cgroups and probes started in them), `net`
+//! policy documents), `cgroup` (test cgroups and probes started in them), `containers`
+//! (Docker and Podman of one test, and the root filesystem their containers run), `net`
 //! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
 //! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
 
 pub mod cgroup;
+pub mod containers;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod fs;
