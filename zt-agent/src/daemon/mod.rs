@@ -112,6 +112,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tracing::info!("zt-agent daemon running");
+    crate::sys::notify::ready();
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
