@@ -73,5 +73,8 @@ fn the_unit_file_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 }

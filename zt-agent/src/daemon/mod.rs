@@ -36,6 +36,8 @@ pub enum DaemonError {
     Mount(#[from] mounts::MountError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Feature(#[from] crate::ebpf::features::Missing),
     #[error("policy {dir}:\n{errors}")]
     Policy { dir: String, errors: String },
     #[error("installing the policy into the kernel: {0}")]
@@ -76,6 +78,7 @@ impl DaemonError {
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
             Self::Mount(_)
             | Self::Load(_)
+            | Self::Feature(_)
             | Self::Incomplete { .. }
             | Self::AdoptWithoutState { .. } => exit::UNAVAILABLE,
             Self::PartStopped { .. } | Self::EnforcerStopped(_) => exit::SOFTWARE,
