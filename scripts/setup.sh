@@ -2,14 +2,20 @@
 # Install what zt-agent needs on Debian 12 (root), skipping what is present:
 # the pinned Rust toolchain, Debian's LLVM 22 and bpf-linker for the eBPF build,
 # test and benchmark tools (promtool, bpftool, nftables, iptables, dnsmasq as the tests'
-# upstream DNS server), and the bpffs
-# and tracefs mounts.
+# upstream DNS server), container runtimes for the container tests (Docker, Podman,
+# runc, busybox-static for their root filesystem), systemd-analyze and man-db for the
+# unit and package tests, cargo-deb, the aarch64 cross toolchain and qemu-user for the
+# arm64 build, kubernetes-validate (PyPI) for the manifests, and the bpffs and tracefs
+# mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 bpftool nftables iptables dnsmasq-base)
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 bpftool nftables iptables dnsmasq-base
+    docker.io podman runc busybox-static systemd man-db
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+CARGO_DEB_VERSION=3.8.0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -53,6 +59,23 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
         cargo +"$TOOLCHAIN" install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
         --no-default-features --features llvm-22
 fi
+
+# The arm64 cross build (`./x dist`) needs the standard library for aarch64.
+rustup target list --toolchain "$TOOLCHAIN" --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$' \
+    || { say "adding the aarch64 target"; rustup target add --toolchain "$TOOLCHAIN" aarch64-unknown-linux-gnu; }
+
+# Packages are made by cargo-deb.
+if ! cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    say "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo +"$TOOLCHAIN" install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi
+
+# The Kubernetes manifests are validated offline against the bundled schemas.
+python3 -c 'import kubernetes_validate' 2>/dev/null || {
+    say "installing kubernetes-validate (PyPI)"
+    python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages kubernetes-validate
+}
 
 # Mounts the agent and the tests need.
 mountpoint -q /sys/fs/bpf || { say "mounting bpffs"; mount -t bpf bpf /sys/fs/bpf; }

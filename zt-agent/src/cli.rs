@@ -43,6 +43,13 @@ pub enum Command {
     /// List enrolled tasks with their identity, and shadow workloads: unenrolled tasks
     /// that made egress connections since the agent started.
     Ps(PsArgs),
+    /// Write shell completions (bash, zsh, fish) and the man page into DIR, for
+    /// packages: `./x dist` runs it.
+    #[command(hide = true)]
+    Generate {
+        /// Directory to write `completions/` and `man/` into.
+        dir: PathBuf,
+    },
     /// Show whether the kernel enforces, the policy in force and the exec guard.
     Status {
         /// Print JSON.

@@ -2,6 +2,7 @@
 //! (sysexits: see `exit`).
 
 mod daemon;
+mod generate;
 mod policy;
 mod ps;
 mod run;
@@ -17,5 +18,6 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Ps(args) => ps::execute(&args),
         Command::Status { json, dirs } => status::execute(&dirs, json),
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
+        Command::Generate { dir } => generate::execute(&dir),
     }
 }
