@@ -125,7 +125,7 @@ impl Docker {
 
     /// Import a root filesystem as image `tag`.
     pub fn import(&self, rootfs: &Rootfs, tag: &str) {
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&rootfs.dir)
             .args(["-c", "."])
@@ -135,9 +135,13 @@ impl Docker {
         let out = self
             .cmd()
             .args(["import", "-", tag])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("docker import");
+        assert!(
+            tar.wait().is_ok_and(|s| s.success()),
+            "tar of the root filesystem"
+        );
         assert!(
             out.status.success(),
             "docker import: {}",

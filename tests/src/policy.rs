@@ -382,6 +382,15 @@ fn quoted(s: &str) -> String {
     out
 }
 
+/// `{"k": "v", ...}`
+fn flow_map(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}: {}", quoted(k), quoted(v)))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,13 +501,4 @@ spec:
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// `{"k": "v", ...}`
-fn flow_map(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{}: {}", quoted(k), quoted(v)))
-        .collect();
-    format!("{{{}}}", inner.join(", "))
 }

@@ -45,16 +45,19 @@ fn enrolled_as(d: &Daemon, identity: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A container started with a label and a command: (exit code, output).
+type RunIn<'a> = &'a dyn Fn(&str, &[&str]) -> (i32, String);
+
 /// What every runtime must do; `run` runs a container with the host's network and
 /// the given label, `run_detached` one that sleeps, returning its id.
 struct Case<'a> {
     runtime: &'static str,
     d: &'a Daemon,
-    run: &'a dyn Fn(&str, &[&str]) -> (i32, String),
+    run: RunIn<'a>,
     /// Create a container, wait until the daemon has made its cgroup, then start it:
     /// what `docker run` does, with Podman's events (read from its event log) given
     /// the time to arrive.
-    create_then_start: &'a dyn Fn(&str, &[&str]) -> (i32, String),
+    create_then_start: RunIn<'a>,
     run_detached: &'a dyn Fn(&str) -> String,
     remove: &'a dyn Fn(&str),
     /// Where the runtime's cgroupfs driver puts a container's cgroup.

@@ -5,7 +5,7 @@
 //! cargo-deb in target/<triple>/debian/ (amd64: target/debian/). For arm64 the unit
 //! tests of the userspace crates then run under qemu-user.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -127,18 +127,4 @@ fn arm64_unit_tests() -> anyhow::Result<()> {
         "--lib",
     ]);
     cmd::run(t)
-}
-
-/// The .deb `./x dist` made for the host, if any.
-#[must_use]
-pub fn host_deb() -> Option<PathBuf> {
-    let dir = cmd::root().join("target/debian");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    debs.sort();
-    debs.pop().filter(|p| Path::new(p).exists())
 }
