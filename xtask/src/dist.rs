@@ -110,9 +110,19 @@ fn generate() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unit tests that need statx's mount id, which Debian's qemu-user (7.2) does not copy
+/// back from the kernel: they run on amd64 and on arm64 hardware, not under qemu.
+const NOT_UNDER_QEMU: [&str; 2] = [
+    "identity::files::tests::a_file_and_its_hardlink_and_symlink_are_one_file_a_copy_is_not",
+    "identity::files::tests::paths_in_a_root_stay_inside_it",
+];
+
 /// The userspace crates' unit tests, cross-built for aarch64 and run under qemu-user
 /// (the host kernel answers their system calls; nothing is loaded into it).
 fn arm64_unit_tests() -> anyhow::Result<()> {
+    for t in NOT_UNDER_QEMU {
+        println!("dist: skipping {t} under qemu-user (statx mount ids are not emulated)");
+    }
     let mut t = cargo_for(Some(ARM64));
     t.args([
         "test",
@@ -125,6 +135,10 @@ fn arm64_unit_tests() -> anyhow::Result<()> {
         "-p",
         "zt-agent-host",
         "--lib",
+        "--",
     ]);
+    for name in NOT_UNDER_QEMU {
+        t.args(["--skip", name]);
+    }
     cmd::run(t)
 }

@@ -39,15 +39,8 @@ fn str_at(strings: &[u8], off: u32) -> &[u8] {
 }
 
 /// Byte offset of `strukt.member` (a direct, byte-aligned member).
-pub fn member_offset(path: &Path, strukt: &str, member: &str) -> Result<u32, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    member_offset_in(&data, strukt, member)
-}
-
-pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, BtfError> {
+/// The type and string sections of a BTF blob.
+fn sections(data: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
     if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
         return Err(BtfError::Malformed(
             "bad magic (only little-endian BTF is supported)",
@@ -64,6 +57,19 @@ pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, 
     let strings = data
         .get(hdr_len + str_off..hdr_len + str_off + str_len)
         .ok_or(BtfError::Malformed("string section out of bounds"))?;
+    Ok((types, strings))
+}
+
+pub fn member_offset(path: &Path, strukt: &str, member: &str) -> Result<u32, BtfError> {
+    let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    member_offset_in(&data, strukt, member)
+}
+
+pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, BtfError> {
+    let (types, strings) = sections(data)?;
 
     let mut pos = 0;
     while pos + 12 <= types.len() {
@@ -109,22 +115,7 @@ pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, 
 /// `btf_trace_<tp>` typedef, a pointer to a function whose first argument is the
 /// context), or `None` if the kernel's BTF has no such tracepoint.
 pub fn tracepoint_args_in(data: &[u8], tp: &str) -> Result<Option<usize>, BtfError> {
-    if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
-        return Err(BtfError::Malformed(
-            "bad magic (only little-endian BTF is supported)",
-        ));
-    }
-    let hdr_len = u32_at(data, 4)? as usize;
-    let type_off = u32_at(data, 8)? as usize;
-    let type_len = u32_at(data, 12)? as usize;
-    let str_off = u32_at(data, 16)? as usize;
-    let str_len = u32_at(data, 20)? as usize;
-    let types = data
-        .get(hdr_len + type_off..hdr_len + type_off + type_len)
-        .ok_or(BtfError::Malformed("type section out of bounds"))?;
-    let strings = data
-        .get(hdr_len + str_off..hdr_len + str_off + str_len)
-        .ok_or(BtfError::Malformed("string section out of bounds"))?;
+    let (types, strings) = sections(data)?;
     // (kind, name, type, vlen) by type id; id 0 is void.
     let mut all = vec![(0u32, 0u32, 0u32, 0usize)];
     let mut pos = 0;
