@@ -2,7 +2,7 @@
 //! release build of zt-agent (arm64 cross-compiled with Debian's gcc-aarch64-linux-gnu;
 //! the eBPF object is the same bpfel object for both), its shell completions and man
 //! pages generated from its own command line into target/dist/, and a .deb made by
-//! cargo-deb in target/<triple>/debian/ (amd64: target/debian/). For arm64 the unit
+//! cargo-deb in target/debian/ (the file name carries the architecture). For arm64 the unit
 //! tests of the userspace crates then run under qemu-user.
 
 use std::path::PathBuf;
