@@ -124,10 +124,9 @@ fn check(c: &Case<'_>, allowed: u16, other: u16) {
     });
     let base = 0.0;
     let id = (c.run_detached)("web");
-    wait_until("the running container is enrolled", || {
-        enrolled_as(c.d, &format!("{}-web", c.runtime)) == 1
+    wait_until("the running container and its cgroup are enrolled", || {
+        enrolled_as(c.d, &format!("{}-web", c.runtime)) == 1 && cgroups_enrolled(c.d) == base + 1.0
     });
-    assert_eq!(cgroups_enrolled(c.d), base + 1.0);
     (c.remove)(&id);
     wait_until("the removed container's cgroup leaves the map", || {
         cgroups_enrolled(c.d) == base

@@ -4,7 +4,7 @@
 //! daemon); and the agent's own unit file passes `systemd-analyze verify`.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zt_agent_tests::{Cgroup, DENIED, Daemon, Identity, OK, Rule, Selector, TcpServer, agent_bin};
 
@@ -35,9 +35,19 @@ fn a_unit_is_enrolled_wherever_its_slice_puts_it() {
     }
     // Started the way systemd starts a service: born in the unit's cgroup.
     assert_eq!(system.clone3_probe(&["tcp", "127.0.0.1", &port]), DENIED);
-    // A unit whose cgroup appears after the daemon started: enrolled at the next scan.
+    // A unit whose cgroup appears after the daemon started: enrolled at the next scan
+    // (every second).
+    let before = d.metric("zt_agent_map_entries{map=\"cgroups\"}");
     let later = Cgroup::new("units/system.slice/later.slice/zt-unit-web.service");
-    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.metric("zt_agent_map_entries{map=\"cgroups\"}") <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the new unit's cgroup was not enrolled:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (code, out) = later.run_probe(&["tcp", "127.0.0.1", &port]);
     assert_eq!(code, DENIED, "a unit made after the daemon: {out}");
     drop(d);
