@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         audit: data.first().is_some_and(|b| b & 1 == 1),
         rules: &rules,
         nets: &nets,
+        host: &[],
     };
     // The first byte splits the rest into the query and the upstream answer.
     let split = data.first().map_or(0, |b| usize::from(*b));

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::host::cgroup2_root;
+use crate::host::{cgroup2_root, is_stale_tag, tag};
 use crate::probe::{code_and_output, probe_bin};
 
 /// Remove a cgroup and everything below it, killing what runs there. Best effort, as
@@ -14,7 +14,22 @@ pub fn remove_cgroup_tree(dir: &Path) {
     let _ = zt_agent_host::cgroup::kill_and_remove(dir);
 }
 
-/// A cgroup made by a test, below `<cgroup2>/zt-test/`. Removed on drop.
+/// Remove the test cgroups of test processes that died. Once per test process.
+fn sweep_stale_cgroups() {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(rd) = std::fs::read_dir(cgroup2_root().join("zt-test")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if is_stale_tag(&e.file_name().to_string_lossy()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    });
+}
+
+/// A cgroup made by a test, below `<cgroup2>/zt-test/<tag>/`. Removed on drop.
 pub struct Cgroup {
     pub path: PathBuf,
     /// Path relative to the cgroup2 mount, as policy selectors write it.
@@ -24,7 +39,8 @@ pub struct Cgroup {
 impl Cgroup {
     #[must_use]
     pub fn new(name: &str) -> Self {
-        let rel = format!("/zt-test/{name}");
+        sweep_stale_cgroups();
+        let rel = format!("/zt-test/{}/{name}", tag());
         let path = cgroup2_root().join(rel.trim_start_matches('/'));
         remove_cgroup_tree(&path);
         std::fs::create_dir_all(&path).expect("create cgroup");

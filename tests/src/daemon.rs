@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::remove_cgroup_tree;
-use crate::host::{cgroup2_root, require_root};
+use crate::host::{cgroup2_root, is_stale_tag, require_root, tag};
 use crate::probe::{agent_bin, code_and_output, probe_bin};
 
 /// A running zt-agent daemon owned by one test.
@@ -35,10 +35,19 @@ impl Daemon {
 
     /// Start a daemon with more arguments.
     pub fn start_with(name: &str, policy: impl Display, extra_args: &[&str]) -> Self {
+        let mut d = Self::prepare(name, policy, extra_args);
+        d.spawn();
+        d
+    }
+
+    /// A daemon for test `name`, its directories and policy made, not started: change
+    /// its paths, then [`Daemon::spawn`] it or [`Daemon::expect_refusal`].
+    pub fn prepare(name: &str, policy: impl Display, extra_args: &[&str]) -> Self {
         require_root();
-        let base = format!("zt-test-{name}");
+        sweep_stale_daemons();
+        let base = format!("zt-test-{name}-{}", tag());
         let work = std::env::temp_dir().join(&base);
-        let mut d = Self {
+        let d = Self {
             name: name.to_owned(),
             pin_dir: PathBuf::from("/sys/fs/bpf").join(&base),
             state_dir: PathBuf::from("/run").join(&base),
@@ -54,18 +63,14 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&d.work);
         std::fs::create_dir_all(&d.policy_dir).expect("policy dir");
         d.write_policy(policy);
-        d.spawn();
         d
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.work.join("daemon.log"))
-            .expect("daemon log");
-        let child = Command::new(agent_bin())
-            .arg("daemon")
+    /// `zt-agent daemon` with this daemon's arguments, not started.
+    #[must_use]
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.arg("daemon")
             .arg("--policy")
             .arg(&self.policy_dir)
             .arg("--metrics-addr")
@@ -75,7 +80,46 @@ impl Daemon {
             // Tests run side by side, each with its own resolver.
             .args(["--dns-port", "0"])
             .args(&self.extra_args)
-            .args(self.dir_args())
+            .args(self.dir_args());
+        c
+    }
+
+    /// Start the daemon expecting it to refuse: its exit code and stderr. A daemon
+    /// still running after 20 s did not refuse; it is killed and the code is `None`.
+    #[must_use]
+    pub fn expect_refusal(&self) -> (Option<i32>, String) {
+        let err_path = self.work.join("refusal.log");
+        let err = std::fs::File::create(&err_path).expect("refusal log");
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn daemon");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (code, std::fs::read_to_string(&err_path).unwrap_or_default())
+    }
+
+    /// Start the daemon and wait until it serves.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("daemon.log"))
+            .expect("daemon log");
+        let child = self
+            .command()
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -258,10 +302,13 @@ impl Daemon {
         }
     }
 
-    /// Scrape /metrics.
+    /// Scrape /metrics (within 10 s).
     #[must_use]
     pub fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.metrics_addr).expect("metrics connect");
+        let mut s = TcpStream::connect_timeout(&self.metrics_addr, Duration::from_secs(10))
+            .expect("metrics connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("metrics request");
         let mut buf = String::new();
@@ -278,6 +325,20 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    /// Whether the daemon process still runs.
+    #[must_use]
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The daemon's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL the daemon, leaving its pins in place.
@@ -339,10 +400,53 @@ impl Drop for Daemon {
         self.kill9();
         self.teardown();
         for n in names {
-            remove_cgroup_tree(&cgroup2_root().join("zt").join(n));
+            remove_orphan_runs(&cgroup2_root().join("zt").join(n));
         }
         if std::thread::panicking() {
             eprintln!("--- daemon log of {} ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Tear down what daemons of test processes that died left pinned (their programs stay
+/// attached at the cgroup2 root until their links go). Once per test process.
+fn sweep_stale_daemons() {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("zt-test-") else {
+                continue;
+            };
+            if !rest.rsplit('-').next().is_some_and(is_stale_tag) {
+                continue;
+            }
+            let _ = Command::new(agent_bin())
+                .args(["daemon", "--teardown", "--pin-dir"])
+                .arg(e.path())
+                .arg("--state-dir")
+                .arg(PathBuf::from("/run").join(&name))
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&name));
+        }
+    });
+}
+
+/// Kill and remove the launch cgroups below an identity's `/zt/<name>` whose launcher is
+/// gone (a run id starts with the launcher's pid), then the directory if it is empty.
+/// Runs of other test processes, whose launchers live, are left alone.
+fn remove_orphan_runs(identity_dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(identity_dir) {
+        for e in rd.flatten() {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if run.split('-').next().is_some_and(is_stale_tag) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(identity_dir);
 }

@@ -17,6 +17,12 @@ impl Dnsmasq {
     /// Serve `hosts` (address, name) with TTL `ttl` seconds.
     #[must_use]
     pub fn start(name: &str, hosts: &[(&str, &str)], ttl: u32) -> Self {
+        Self::start_with(name, hosts, ttl, &[])
+    }
+
+    /// The same, with more dnsmasq arguments (`--address=/domain/ADDR`, say).
+    #[must_use]
+    pub fn start_with(name: &str, hosts: &[(&str, &str)], ttl: u32, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("zt-dnsmasq-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dnsmasq dir");
@@ -38,6 +44,7 @@ impl Dnsmasq {
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg("--user=root")
             .arg("--log-facility=-")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

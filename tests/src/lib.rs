@@ -8,8 +8,9 @@
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
 //! policy documents), `cgroup` (test cgroups and probes started in them), `containers`
 //! (Docker and Podman of one test, and the root filesystem their containers run), `net`
-//! (listeners, veth pairs), `dnsmasq` (the upstream resolver), `fs` (test files),
-//! `probe` (the binaries under test, zt-probe's exit codes), `host` (root, cgroup2).
+//! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
+//! resolver), `fs` (test files), `probe` (the binaries under test, zt-probe's exit
+//! codes), `host` (root, cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
 pub mod containers;
@@ -25,8 +26,8 @@ pub use cgroup::{Cgroup, remove_cgroup_tree};
 pub use daemon::Daemon;
 pub use dnsmasq::Dnsmasq;
 pub use fs::{TestDir, sha256_of};
-pub use host::{cgroup2_root, require_root};
-pub use net::{TcpServer, UdpServer, Veth};
+pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
+pub use net::{Peer, TcpServer, UdpServer, Veth};
 pub use policy::{Identity, Policy, Rule, Selector};
 pub use probe::{
     DENIED, KILLED, OK, agent_bin, code_and_output, probe_bin, run_file, run_probe_unenrolled,

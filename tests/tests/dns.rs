@@ -1,12 +1,13 @@
 //! The DNS path against a real upstream (dnsmasq on loopback) and real test addresses on
-//! a veth pair: enrolled tasks' DNS is redirected to the agent's resolver whatever
+//! a peer (a veth pair into a network namespace; this host's own addresses are never
+//! opened by an answer, see hostile_dns.rs): enrolled tasks' DNS is redirected to the agent's resolver whatever
 //! server they address, allowed names install their answers for the identity only,
 //! for the rule's ports and the answer's TTL, and everything else is refused.
 
 use std::time::Duration;
 
 use zt_agent_tests::{
-    DENIED, Daemon, Dnsmasq, Identity, OK, Rule, TcpServer, Veth, run_probe_unenrolled,
+    DENIED, Daemon, Dnsmasq, Identity, OK, Peer, Rule, TcpServer, run_probe_unenrolled,
 };
 
 /// Any resolver address: the kernel sends the query to the agent's resolver anyway.
@@ -48,7 +49,7 @@ fn tcp(d: &Daemon, id: &str, ip: &str, port: u16) -> i32 {
 
 #[test]
 fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
-    let _veth = Veth::new("ztdns1", &["10.231.1.1/24", "fd00:231:1::1/64"]);
+    let peer = Peer::new("ztdns1", &["10.231.1.1/24", "fd00:231:1::1/64"]);
     let up = Dnsmasq::start(
         "allowed",
         &[
@@ -58,8 +59,8 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
         ],
         60,
     );
-    let srv4 = TcpServer::new("10.231.1.1");
-    let srv6 = TcpServer::new("fd00:231:1::1");
+    let srv4 = peer.tcp_server("10.231.1.1");
+    let srv6 = peer.tcp_server("fd00:231:1::1");
     let port4 = srv4.port;
     // One rule per family's server port, for the same name.
     let policy = Identity::new("dns-a")
@@ -79,7 +80,7 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
     assert_eq!(answers(&a), ["10.231.1.1"]);
     assert_eq!(tcp(&d, "dns-a", "10.231.1.1", port4), OK);
     // Only the rule's ports: another port of the same address stays closed.
-    let other = TcpServer::new("10.231.1.1");
+    let other = peer.tcp_server("10.231.1.1");
     assert_eq!(tcp(&d, "dns-a", "10.231.1.1", other.port), DENIED);
 
     // AAAA over an IPv6 socket, connected UDP.
@@ -139,7 +140,7 @@ fn allowed_name_resolves_then_connects_over_udp_tcp_v4_and_v6() {
 
 #[test]
 fn refused_names_exfiltration_and_other_identities() {
-    let _veth = Veth::new("ztdns2", &["10.231.2.1/24", "fd00:231:2::1/64"]);
+    let peer = Peer::new("ztdns2", &["10.231.2.1/24", "fd00:231:2::1/64"]);
     let up = Dnsmasq::start(
         "refused",
         &[
@@ -150,8 +151,8 @@ fn refused_names_exfiltration_and_other_identities() {
         ],
         60,
     );
-    let srv = TcpServer::new("10.231.2.1");
-    let srv6 = TcpServer::new("fd00:231:2::1");
+    let srv = peer.tcp_server("10.231.2.1");
+    let srv6 = peer.tcp_server("fd00:231:2::1");
     let policy = Identity::new("dns-r1")
         .egress(Rule::to(["shared.dns-r.test"]).ports([srv.port]).tcp())
         .egress(Rule::to(["shared.dns-r.test"]).ports([srv6.port]).tcp())
@@ -259,7 +260,7 @@ fn refused_names_exfiltration_and_other_identities() {
 
 #[test]
 fn allowances_lapse_after_the_ttl_also_without_the_daemon() {
-    let _veth = Veth::new("ztdns3", &["10.231.3.1/24", "fd00:231:3::1/64"]);
+    let peer = Peer::new("ztdns3", &["10.231.3.1/24", "fd00:231:3::1/64"]);
     let up = Dnsmasq::start(
         "ttl",
         &[
@@ -268,8 +269,8 @@ fn allowances_lapse_after_the_ttl_also_without_the_daemon() {
         ],
         2,
     );
-    let srv4 = TcpServer::new("10.231.3.1");
-    let srv6 = TcpServer::new("fd00:231:3::1");
+    let srv4 = peer.tcp_server("10.231.3.1");
+    let srv6 = peer.tcp_server("fd00:231:3::1");
     let policy = Identity::new("dns-t")
         .egress(Rule::to(["short.dns-t.test"]).ports([srv4.port]).tcp())
         .egress(Rule::to(["short.dns-t.test"]).ports([srv6.port]).tcp());
@@ -310,9 +311,9 @@ fn allowances_lapse_after_the_ttl_also_without_the_daemon() {
 
 #[test]
 fn ttls_are_clamped_to_the_maximum() {
-    let _veth = Veth::new("ztdns4", &["10.231.4.1/24"]);
+    let peer = Peer::new("ztdns4", &["10.231.4.1/24"]);
     let up = Dnsmasq::start("clamp", &[("10.231.4.1", "long.dns-c.test")], 86400);
-    let srv = TcpServer::new("10.231.4.1");
+    let srv = peer.tcp_server("10.231.4.1");
     let policy =
         Identity::new("dns-c").egress(Rule::to(["long.dns-c.test"]).ports([srv.port]).tcp());
     let d = Daemon::start_with(
@@ -336,7 +337,7 @@ fn ttls_are_clamped_to_the_maximum() {
 
 #[test]
 fn wildcards_match_subdomains_and_not_the_parent() {
-    let _veth = Veth::new("ztdns5", &["10.231.5.1/24", "fd00:231:5::1/64"]);
+    let peer = Peer::new("ztdns5", &["10.231.5.1/24", "fd00:231:5::1/64"]);
     let up = Dnsmasq::start(
         "wild",
         &[
@@ -349,7 +350,7 @@ fn wildcards_match_subdomains_and_not_the_parent() {
         ],
         60,
     );
-    let srv = TcpServer::new("10.231.5.1");
+    let srv = peer.tcp_server("10.231.5.1");
     let policy =
         Identity::new("dns-w").egress(Rule::to(["*.cdn.dns-w.test"]).ports([srv.port]).tcp());
     let d = Daemon::start_with("dns-wild", &policy, &["--dns-upstream", &up.upstream()]);
@@ -449,7 +450,7 @@ fn loopback_and_metadata_answers_are_never_installed() {
 
 #[test]
 fn malformed_packets_do_not_crash_the_resolver() {
-    let _veth = Veth::new("ztdns6", &["10.231.6.1/24"]);
+    let _peer = Peer::new("ztdns6", &["10.231.6.1/24"]);
     let up = Dnsmasq::start("malformed", &[("10.231.6.1", "ok.dns-m.test")], 60);
     let policy = Identity::new("dns-m").egress(
         Rule::to(["ok.dns-m.test", "late.dns-m.test"])
@@ -509,7 +510,7 @@ fn malformed_packets_do_not_crash_the_resolver() {
 
 #[test]
 fn a_reload_revokes_what_a_removed_name_installed() {
-    let _veth = Veth::new("ztdns7", &["10.231.7.1/24"]);
+    let peer = Peer::new("ztdns7", &["10.231.7.1/24", "10.231.7.2/24"]);
     let up = Dnsmasq::start(
         "reload",
         &[
@@ -518,9 +519,8 @@ fn a_reload_revokes_what_a_removed_name_installed() {
         ],
         60,
     );
-    let _veth2 = Veth::new("ztdns8", &["10.231.7.2/32"]);
-    let keep = TcpServer::new("10.231.7.1");
-    let dropped = TcpServer::new("10.231.7.2");
+    let keep = peer.tcp_server("10.231.7.1");
+    let dropped = peer.tcp_server("10.231.7.2");
     let with_both = Identity::new("dns-x")
         .egress(Rule::to(["keep.dns-x.test"]).ports([keep.port]).tcp())
         .egress(Rule::to(["drop.dns-x.test"]).ports([dropped.port]).tcp());
@@ -550,7 +550,7 @@ fn a_reload_revokes_what_a_removed_name_installed() {
 
 #[test]
 fn audit_mode_answers_and_reports_but_installs_nothing_new() {
-    let _veth = Veth::new("ztdns9", &["10.231.9.1/24"]);
+    let _peer = Peer::new("ztdns9", &["10.231.9.1/24"]);
     let up = Dnsmasq::start("audit", &[("10.231.9.1", "any.dns-u.test")], 60);
     let policy = Identity::new("dns-u")
         .audit()

@@ -6,12 +6,17 @@
 //! subscriber has no room for is dropped for that subscriber alone and counted in
 //! `zt_agent_events_lost_total{reason="<subscriber>_backlog"}`, so a slow consumer
 //! never holds up enforcement, the producers or the other consumers.
+//!
+//! Before a producer spends anything on an event (reading /proc, hashing a file), it
+//! asks [`Bus::admit`]: the per-identity and per-cause budgets of `events::limit` say
+//! whether the event is reported or only counted.
 
 use std::sync::Arc;
 
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
+use crate::events::limit::{Cause, Limits};
 use crate::events::{DnsEvent, FileEvent, KernelEvent};
 use crate::metrics::EventMetrics;
 
@@ -60,9 +65,16 @@ struct Subscriber {
 #[derive(Clone)]
 pub struct Bus {
     subscribers: Arc<[Subscriber]>,
+    limits: Limits,
 }
 
 impl Bus {
+    /// Whether an event of `cause` is within its budgets (and so to be published).
+    #[must_use]
+    pub fn admit(&self, cause: Cause<'_>) -> bool {
+        self.limits.admit(cause)
+    }
+
     /// Hand `event` to every subscriber that has room for it.
     pub fn publish(&self, event: Event) {
         let event = Arc::new(event);
@@ -79,14 +91,16 @@ impl Bus {
 pub struct Builder {
     subscribers: Vec<Subscriber>,
     metrics: EventMetrics,
+    limits: Limits,
 }
 
 impl Builder {
     #[must_use]
-    pub fn new(metrics: &EventMetrics) -> Self {
+    pub fn new(metrics: &EventMetrics, limits: Limits) -> Self {
         Self {
             subscribers: Vec::new(),
             metrics: metrics.clone(),
+            limits,
         }
     }
 
@@ -106,6 +120,7 @@ impl Builder {
     pub fn build(self) -> Bus {
         Bus {
             subscribers: self.subscribers.into(),
+            limits: self.limits,
         }
     }
 }
@@ -126,7 +141,14 @@ mod tests {
     #[test]
     fn slow_subscriber_loses_alone_and_counts() {
         let m = Metrics::new();
-        let mut b = Builder::new(&m.events);
+        let limits = Limits::new(
+            crate::events::limit::Budget {
+                per_second: 1.0,
+                burst: 1.0,
+            },
+            m.events.suppressed.clone(),
+        );
+        let mut b = Builder::new(&m.events, limits);
         let mut fast = b.subscribe("fast", 8);
         let slow = b.subscribe("slow", 2);
         let bus = b.build();

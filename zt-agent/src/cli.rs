@@ -80,6 +80,23 @@ pub struct DaemonArgs {
     /// Event output: a file path to append JSON lines to, or `-` for stdout.
     #[arg(long, default_value = "-")]
     pub events: String,
+    /// Size in bytes at which the event file is rotated (PATH to PATH.1, ...); 0 never.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub events_max_bytes: u64,
+    /// Rotated event files kept (PATH.1 ... PATH.N); 0 empties the file instead.
+    #[arg(long, default_value_t = 5)]
+    pub events_keep: usize,
+    /// Events per second written per identity and cause (kind, verdict, reason); past
+    /// it they are counted and summed up on a `suppressed` line.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_rate: u32,
+    /// Events one identity and cause may write at once before the rate applies.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_burst: u32,
+    /// Group (name or gid) that may read the events file (mode 0640); without it the
+    /// file is root's alone (0600).
+    #[arg(long)]
+    pub events_group: Option<String>,
     /// Detach and remove everything zt-agent pinned, then exit.
     #[arg(long)]
     pub teardown: bool,
@@ -154,6 +171,14 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
 }
 
+fn parse_env(s: &str) -> Result<String, String> {
+    let name = s.split_once('=').map_or(s, |(k, _)| k);
+    if name.is_empty() || s.contains('\0') {
+        return Err(format!("`{s}` is not NAME or NAME=VALUE"));
+    }
+    Ok(s.to_owned())
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Identity (metadata.name in the policy) to run CMD under.
@@ -163,6 +188,11 @@ pub struct RunArgs {
     /// sudo. Root only when given explicitly as `--user root`.
     #[arg(long)]
     pub user: Option<String>,
+    /// Pass a variable to CMD: `NAME` with the caller's value, or `NAME=VALUE`
+    /// (repeatable). CMD gets no other variable of the caller's but LANG and TERM;
+    /// PATH is /usr/local/bin:/usr/bin:/bin unless given here.
+    #[arg(long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<String>,
     #[command(flatten)]
     pub dirs: Dirs,
     /// The command and its arguments.

@@ -9,10 +9,14 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::PathBuf;
 use std::process::Command;
 
-use zt_agent_common::{ENROLL_RUN, map_names};
+use aya::maps::{Array, MapData};
+use zt_agent_common::{
+    ENROLL_RUN, IDENTITY_FLAG_IN_POLICY, IDENTITY_NONE, IDENTITY_QUARANTINE, IdentityConfig,
+    map_names,
+};
 
 use crate::cli::RunArgs;
-use crate::ebpf::loader::{self, PinDir};
+use crate::ebpf::loader::{self, PinDir, Pins};
 use crate::ebpf::maps::{Cgroups, Tasks};
 use crate::exit;
 use crate::policy::LAUNCH_CGROUP_ROOT;
@@ -43,6 +47,22 @@ pub enum RunError {
     },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error("launch cgroup: {0}")]
+    LaunchCgroup(#[source] crate::sys::fs::FsError),
+    #[error(transparent)]
+    Mount(crate::sys::mounts::MountError),
+    #[error(
+        "no complete enforcement is pinned at {pin_dir}: is the daemon running (with the same --pin-dir)?"
+    )]
+    NoEnforcement { pin_dir: String },
+    #[error(
+        "pin directory {pin_dir} is not trusted: {why} (is the daemon running with the same --pin-dir?)"
+    )]
+    PinsNotTrusted { pin_dir: String, why: String },
+    #[error(
+        "identity {name:?} (id {id} in the daemon's state) does not match the kernel: {why}; refusing to enroll under it"
+    )]
+    IdentityNotInKernel { name: String, id: u32, why: String },
     #[error(
         "zt-agent run must run in the host's pid namespace: the kernel tags tasks by their host pid"
     )]
@@ -64,7 +84,10 @@ impl RunError {
             Self::UnknownIdentity { .. } => exit::CONFIG,
             Self::User(_) => exit::NOUSER,
             Self::RootWorkload => exit::USAGE,
-            Self::Cgroup(_) => exit::OSERR,
+            Self::Cgroup(_) | Self::LaunchCgroup(_) | Self::Mount(_) => exit::OSERR,
+            Self::PinsNotTrusted { .. }
+            | Self::NoEnforcement { .. }
+            | Self::IdentityNotInKernel { .. } => exit::UNAVAILABLE,
             Self::PidNamespace => exit::USAGE,
             Self::Spawn { source, .. } => {
                 if source.kind() == std::io::ErrorKind::NotFound {
@@ -106,6 +129,30 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
     if !in_host_pid_namespace() {
         return Err(RunError::PidNamespace);
     }
+    let pins = PinDir::new(&args.dirs.pin_dir);
+    match pins.inspect().map_err(RunError::Pinned)? {
+        // The agent's own pins, attached: an incomplete set (a link removed by hand)
+        // still enforces with the rest, so workloads still start under it.
+        Pins::Agent { links, .. } if links > 0 => {}
+        Pins::Foreign { owner, found } => {
+            return Err(RunError::PinsNotTrusted {
+                pin_dir: pins.root.display().to_string(),
+                why: format!(
+                    "not made by zt-agent (owner uid {owner}; found: {})",
+                    Pins::describe_found(&found)
+                ),
+            });
+        }
+        Pins::Agent { .. } | Pins::Absent => {
+            return Err(RunError::NoEnforcement {
+                pin_dir: pins.root.display().to_string(),
+            });
+        }
+    }
+    // The pins must be the agent's (above). The state is trusted only when root's and
+    // writable by no one else (`State::read`), and then checked against the kernel:
+    // the identity must be one the kernel has in its policy, and the cgroup2 root is
+    // the one this host mounts, whatever the state says.
     let state = State::read(&args.dirs.state_dir)?;
     let ident = state
         .identity(&args.identity)
@@ -123,7 +170,8 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
         .clone();
     let acct = target_account(args)?;
 
-    let pins = PinDir::new(&args.dirs.pin_dir);
+    check_identity_in_kernel(&pins, &state, &ident)?;
+    let cgroup_root = crate::sys::mounts::cgroup2_mount().map_err(RunError::Mount)?;
     let mut tasks: Tasks = loader::open_pinned_map(&pins, map_names::TASKS)
         .map(Tasks)
         .map_err(RunError::Pinned)?;
@@ -139,12 +187,15 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let dir: PathBuf = state
-        .cgroup_root
-        .join(LAUNCH_CGROUP_ROOT.trim_start_matches('/'))
-        .join(&ident.name)
-        .join(run_id);
-    cgroup::create(&dir)?;
+    let dir: PathBuf = cgroup::create_launch(
+        &cgroup_root,
+        &[
+            LAUNCH_CGROUP_ROOT.trim_start_matches('/'),
+            &ident.name,
+            &run_id,
+        ],
+    )
+    .map_err(RunError::LaunchCgroup)?;
     let cg_id = cgroup::cgroup_id(&dir)?;
     // The kernel enrolls whatever enters this cgroup (cgroup_attach_task), CMD first.
     cgroups
@@ -157,15 +208,12 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
     let procs = dir.join("cgroup.procs");
     let mut cmd = Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
-    workload_env(&mut cmd, &acct);
+    workload_env(&mut cmd, &acct, &args.env);
     let identity = ident.id;
     let filter = crate::sys::seccomp::socket_filter();
-    let landlock = crate::sys::landlock::abi_version().is_some();
-    if !landlock {
-        eprintln!(
-            "zt-agent run: Landlock is not available on this kernel; {} is not kept from /proc/PID/mem of other processes of its user",
-            args.cmd[0]
-        );
+    let landlock = crate::sys::landlock::abi_version();
+    if let Some(note) = crate::sys::landlock::missing_at(landlock) {
+        eprintln!("zt-agent run: {note}");
     }
     // SAFETY: the closure runs in the forked child before exec; the launcher is
     // single-threaded, so the calls below cannot deadlock on a lock held by another
@@ -192,9 +240,10 @@ pub fn launch(args: &RunArgs) -> Result<u8, RunError> {
                 libc::CLOSE_RANGE_CLOEXEC,
             );
             user::drop_privileges(&acct)?;
-            // No ptrace or /proc/PID/mem of processes outside the workload.
-            if landlock {
-                crate::sys::landlock::restrict_self()?;
+            // No ptrace, /proc/PID/mem, signals or abstract unix sockets of processes
+            // outside the workload.
+            if let Some(abi) = landlock {
+                crate::sys::landlock::restrict_self(abi)?;
             }
             // Sockets only of the families the kernel hooks judge or that stay local.
             crate::sys::seccomp::install(&filter)
@@ -253,18 +302,85 @@ fn in_host_pid_namespace() -> bool {
         .is_some_and(|levels| levels == 1)
 }
 
-/// The workload's environment: the caller's, minus sudo's traces, with the target
-/// user's identity variables.
-fn workload_env(cmd: &mut Command, acct: &user::Account) {
-    for k in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"] {
-        cmd.env_remove(k);
-    }
+/// PATH of a workload: the system's directories only, none a user can write.
+pub const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Variables a workload gets from the caller unless `--env` says otherwise.
+const PASSED: [&str; 2] = ["LANG", "TERM"];
+
+/// The workload's environment: a short allowlist, never the caller's whole environment
+/// (LD_PRELOAD, credentials, root's PATH): PATH set to [`SAFE_PATH`], the target
+/// user's HOME, USER and LOGNAME, the caller's LANG and TERM, and each `--env NAME`
+/// (the caller's value) or `--env NAME=VALUE`.
+fn workload_env(cmd: &mut Command, acct: &user::Account, extra: &[String]) {
+    cmd.env_clear();
+    cmd.env("PATH", SAFE_PATH);
     if let Some(home) = &acct.home {
         cmd.env("HOME", home);
     }
     if let Some(name) = &acct.name {
         cmd.env("USER", name).env("LOGNAME", name);
     }
+    for k in PASSED {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    for e in extra {
+        match e.split_once('=') {
+            Some((k, v)) => {
+                cmd.env(k, v);
+            }
+            None => {
+                if let Some(v) = std::env::var_os(e) {
+                    cmd.env(e, v);
+                }
+            }
+        }
+    }
+}
+
+/// The identity `state.json` names must be one the kernel enforces now: its id in
+/// range, not the quarantine, recorded for that name alone, and marked in the
+/// kernel's identity table as part of the installed policy.
+fn check_identity_in_kernel(
+    pins: &PinDir,
+    state: &State,
+    ident: &crate::state::IdentityState,
+) -> Result<(), RunError> {
+    let refuse = |why: String| RunError::IdentityNotInKernel {
+        name: ident.name.clone(),
+        id: ident.id,
+        why,
+    };
+    if ident.id == IDENTITY_NONE || ident.id >= IDENTITY_QUARANTINE {
+        return Err(refuse("not an id the daemon assigns".into()));
+    }
+    if state.ids.get(&ident.name) != Some(&ident.id) {
+        return Err(refuse(
+            "the state's id table gives the name another id".into(),
+        ));
+    }
+    if let Some((other, _)) = state
+        .ids
+        .iter()
+        .find(|(n, id)| **id == ident.id && **n != ident.name)
+    {
+        return Err(refuse(format!(
+            "the state gives identity {other:?} the same id"
+        )));
+    }
+    let configs: Array<MapData, IdentityConfig> =
+        loader::open_pinned_map(pins, map_names::IDENTITIES).map_err(RunError::Pinned)?;
+    let cfg = configs.get(&ident.id, 0).map_err(|source| RunError::Map {
+        path: pins.map(map_names::IDENTITIES).display().to_string(),
+        source,
+    })?;
+    if cfg.flags & IDENTITY_FLAG_IN_POLICY == 0 {
+        return Err(refuse(
+            "the kernel's identity table has no identity in force under that id".into(),
+        ));
+    }
+    Ok(())
 }
 
 static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);

@@ -1,13 +1,26 @@
 //! What the daemon tells `zt-agent run` and its own successor: stable identity ids,
 //! the active policy's identities, and where cgroup2 is. Root-only, written atomically.
+//!
+//! The directory is created 0700 and the file 0600, both root's; an existing directory
+//! with another owner or a looser mode is refused, and the temporary file is created
+//! exclusively, never through a link (`sys::fs`). Readers (`run`, `ps`, `status`, a
+//! successor daemon) trust the file only when root owns it and the directory, and no
+//! one else may write either.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::fs::{Dir, FsError};
+
 pub const DEFAULT_STATE_DIR: &str = "/run/zt-agent";
 const FILE: &str = "state.json";
+/// Mode of the state directory and of the file.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+/// Largest state file read (ids, identities and the paths a policy names).
+const MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -23,11 +36,17 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("writing {path}: {source}")]
+    #[error("zt-agent daemon state {path} is not trusted: {source}")]
+    Untrusted {
+        path: String,
+        #[source]
+        source: FsError,
+    },
+    #[error("writing the daemon state in {path}: {source}")]
     Write {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: FsError,
     },
 }
 
@@ -75,43 +94,62 @@ impl State {
         dir.join(FILE)
     }
 
+    /// Read the state file, trusted only when it and its directory are root's and no
+    /// one else may write them.
     pub fn read(dir: &Path) -> Result<Self, StateError> {
         let path = Self::path(dir);
-        let text = std::fs::read_to_string(&path).map_err(|source| StateError::Missing {
-            path: path.display().to_string(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
-            path: path.display().to_string(),
+        let shown = path.display().to_string();
+        let untrusted_or_missing = |source: FsError| match source {
+            FsError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                StateError::Missing {
+                    path: shown.clone(),
+                    source,
+                }
+            }
+            source => StateError::Untrusted {
+                path: shown.clone(),
+                source,
+            },
+        };
+        let d = Dir::open(dir).map_err(untrusted_or_missing)?;
+        d.require_private_writes().map_err(untrusted_or_missing)?;
+        let bytes = d
+            .read_trusted(FILE, MAX_BYTES)
+            .map_err(untrusted_or_missing)?;
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+            path: shown.clone(),
             source,
         })
     }
 
-    pub fn write(&self, dir: &Path) -> Result<(), StateError> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let path = Self::path(dir);
-        let werr = |source| StateError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(werr)?;
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(werr)?;
-        f.write_all(&text).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        std::fs::rename(&tmp, &path).map_err(werr)
+    /// Create the state directory if it is missing, and refuse one the agent would not
+    /// write to (another owner, a looser mode, a link, a path others may change).
+    pub fn check_dir(dir: &Path) -> Result<(), StateError> {
+        Dir::ensure(dir, DIR_MODE)
+            .map(drop)
+            .map_err(|source| StateError::Write {
+                path: dir.display().to_string(),
+                source,
+            })
     }
 
+    pub fn write(&self, dir: &Path) -> Result<(), StateError> {
+        let werr = |source| StateError::Write {
+            path: dir.display().to_string(),
+            source,
+        };
+        let d = Dir::ensure(dir, DIR_MODE).map_err(werr)?;
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        d.write_atomic(FILE, &text, FILE_MODE).map_err(werr)
+    }
+
+    /// Remove the state file (never through a link) and the directory if it is empty.
     pub fn remove(dir: &Path) {
-        let _ = std::fs::remove_file(Self::path(dir));
+        if let Ok(d) = Dir::open(dir) {
+            let _ = d.remove(FILE);
+            let _ = d.remove(&format!("{FILE}.tmp"));
+        }
+        // rmdir does not follow a link either.
         let _ = std::fs::remove_dir(dir);
     }
 

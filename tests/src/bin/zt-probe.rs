@@ -18,6 +18,9 @@ use nix::sys::socket::{
 
 use zt_agent_tests::probe::code::{DENIED, KILLED, OTHER, USAGE};
 
+#[path = "zt-probe/doors.rs"]
+mod doors;
+
 fn outcome(what: &str, r: std::io::Result<()>) -> u8 {
     match r {
         Ok(()) => {
@@ -47,7 +50,13 @@ fn usage() -> ! {
          fd-client UNIX-PATH ADDR PORT | loop-tcp ADDR PORT MILLIS |\n\
          spawn PROG ARGS... | spawn-memfd FILE ARGS... | as-uid UID PROBE-ARGS... |\n\
          wait-stdin PROBE-ARGS... | ptrace PID | proc-mem PID |\n\
-         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME"
+         dns udp|udp-connect|tcp SERVER NAME A|AAAA | dns-raw SERVER HEX | resolve NAME |\n\
+         dns-labels udp|udp-connect|tcp SERVER A|AAAA LABEL... |\n\
+         dns-flood SERVER NAME N SOCKETS | hold ADDR PORT N SECS HEX|- |\n\
+         connects udp|tcp ADDR PORT N | soak DESTFILE |\n\
+         slowloris ADDR PORT HEX EVERY_MS SECS |\n\
+         signal PID SIG | abstract-listen NAME | abstract-connect NAME |\n\
+         uring-socket vsock|inet | int80-sendmmsg ADDR PORT"
     );
     std::process::exit(USAGE.into())
 }
@@ -454,8 +463,22 @@ fn dispatch(args: &[String]) -> u8 {
         ["ptrace", pid] => outcome("ptrace", ptrace_attach(pid)),
         ["proc-mem", pid] => outcome("proc-mem", proc_mem(pid)),
         ["dns", how, server, name, qtype] => dns(how, server, name, qtype),
+        ["dns-labels", how, server, qtype, labels @ ..] => dns_labels(how, server, qtype, labels),
+        ["dns-flood", server, name, n, socks] => dns_flood(server, name, num(n), num(socks)),
+        ["hold", h, p, n, secs, hex] => hold(addr(h, p), num(n), num(secs), hex),
+        ["connects", proto, h, p, n] => connects(proto, addr(h, p), num(n)),
+        ["slowloris", h, p, hex, every, secs] => slowloris(addr(h, p), hex, num(every), num(secs)),
+        ["soak", file] => soak::run(file),
         ["dns-raw", server, hex] => dns_raw(server, hex),
         ["resolve", name] => resolve(name),
+        ["signal", pid, sig] => outcome("signal", doors::signal(pid, sig)),
+        ["abstract-listen", name] => outcome("abstract-listen", doors::abstract_listen(name)),
+        ["abstract-connect", name] => outcome("abstract-connect", doors::abstract_connect(name)),
+        ["uring-socket", family] => outcome("uring-socket", doors::uring_socket(family)),
+        ["int80-sendmmsg", h, p] => match addr(h, p) {
+            SocketAddr::V4(a) => outcome("int80-sendmmsg", doors::int80_sendmmsg(a)),
+            SocketAddr::V6(_) => usage(),
+        },
         _ => usage(),
     }
 }
@@ -467,27 +490,65 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// One DNS query to SERVER:53 as a stub resolver sends it. Prints a JSON line with the
-/// response code, where the answer came from and the addresses in it.
-fn dns(how: &str, server: &str, name: &str, qtype: &str) -> u8 {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
-    let server = server
+fn num<T: std::str::FromStr>(s: &str) -> T {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+fn dns_server(server: &str) -> SocketAddr {
+    server
         .parse::<SocketAddr>()
-        .unwrap_or_else(|_| SocketAddr::new(server.parse().unwrap_or_else(|_| usage()), 53));
-    let t = match qtype {
+        .unwrap_or_else(|_| SocketAddr::new(server.parse().unwrap_or_else(|_| usage()), 53))
+}
+
+fn record_type(qtype: &str) -> hickory_proto::rr::RecordType {
+    use hickory_proto::rr::RecordType;
+    match qtype {
         "A" => RecordType::A,
         "AAAA" => RecordType::AAAA,
         "TXT" => RecordType::TXT,
         _ => usage(),
-    };
+    }
+}
+
+/// One DNS query to SERVER:53 as a stub resolver sends it. Prints a JSON line with the
+/// response code, where the answer came from and the addresses in it.
+fn dns(how: &str, server: &str, name: &str, qtype: &str) -> u8 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
     let mut m = Message::query();
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(
         Name::from_ascii(name).unwrap_or_else(|_| usage()),
-        t,
+        record_type(qtype),
     ));
     let Ok(q) = m.to_vec() else { return OTHER };
+    dns_exchange(how, dns_server(server), &q, m.metadata.id)
+}
+
+/// A query whose name has exactly the wire labels given (one argument each, dots and
+/// all), as no stub would send it.
+fn dns_labels(how: &str, server: &str, qtype: &str, labels: &[&str]) -> u8 {
+    let id: u16 = 0x5a17;
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in labels {
+        let Ok(n) = u8::try_from(l.len()) else {
+            usage()
+        };
+        q.push(n);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&u16::from(record_type(qtype)).to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    dns_exchange(how, dns_server(server), &q, id)
+}
+
+/// Send query `q` (id `id`) and print the answer as [`dns`] does.
+fn dns_exchange(how: &str, server: SocketAddr, q: &[u8], id: u16) -> u8 {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RData;
+    let q = q.to_vec();
     let got = match how {
         "udp" | "udp-connect" => dns_udp(server, &q, how == "udp-connect"),
         "tcp" => dns_tcp(server, &q),
@@ -515,7 +576,7 @@ fn dns(how: &str, server: &str, name: &str, qtype: &str) -> u8 {
         "{}",
         serde_json::json!({
             "rcode": format!("{:?}", r.metadata.response_code).to_uppercase(),
-            "id_ok": r.metadata.id == m.metadata.id,
+            "id_ok": r.metadata.id == id,
             "from": from.to_string(),
             "answers": answers,
             "ttls": ttls,
@@ -600,4 +661,286 @@ fn resolve(name: &str) -> u8 {
             OTHER
         }
     }
+}
+
+/// N queries for NAME spread over SOCKETS unconnected UDP sockets, sent without waiting,
+/// then the replies that come within a second. Prints `sent=... replies=...`.
+fn dns_flood(server: &str, name: &str, n: usize, socks: usize) -> u8 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let server = dns_server(server);
+    let Ok(qname) = Name::from_ascii(name) else {
+        usage()
+    };
+    let socks: Vec<UdpSocket> = (0..socks.max(1))
+        .filter_map(|_| udp_socket(server).ok())
+        .collect();
+    let mut sent = 0usize;
+    for i in 0..n {
+        let mut m = Message::query();
+        m.metadata.id = u16::try_from(i % 65536).unwrap_or(0);
+        m.add_query(Query::query(qname.clone(), RecordType::A));
+        let Ok(q) = m.to_vec() else { return OTHER };
+        if socks[i % socks.len()].send_to(&q, server).is_ok() {
+            sent += 1;
+        }
+    }
+    let mut replies = 0usize;
+    let end = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 1500];
+    for s in &socks {
+        let _ = s.set_nonblocking(true);
+    }
+    while Instant::now() < end {
+        let mut any = false;
+        for s in &socks {
+            while s.recv_from(&mut buf).is_ok() {
+                replies += 1;
+                any = true;
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    println!("sent={sent} replies={replies}");
+    0
+}
+
+/// Open N TCP connections to ADDR:PORT, write HEX (`-`: nothing) on each, print
+/// `held N` once they are open, and keep them SECS seconds: a client that never
+/// finishes its request.
+fn hold(a: SocketAddr, n: usize, secs: u64, hex: &str) -> u8 {
+    raise_nofile();
+    let bytes: Vec<u8> = if hex == "-" {
+        Vec::new()
+    } else {
+        (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    };
+    let mut held = Vec::new();
+    let mut failed = 0usize;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
+            Ok(mut c) => {
+                let _ = c.write_all(&bytes);
+                held.push(c);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    println!("held {} failed {failed}", held.len());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(secs));
+    0
+}
+
+/// As many descriptors as the hard limit allows.
+fn raise_nofile() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading and setting this process's own limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const l);
+        }
+    }
+}
+
+/// N connects in a row (TCP, or connect() on a UDP socket, which sends nothing); print
+/// how many passed and were denied.
+fn connects(proto: &str, a: SocketAddr, n: usize) -> u8 {
+    let (mut ok, mut denied, mut other) = (0usize, 0usize, 0usize);
+    let udp = match proto {
+        "udp" => Some(udp_socket(a).unwrap_or_else(|e| {
+            println!("socket: {e}");
+            std::process::exit(OTHER.into())
+        })),
+        "tcp" => None,
+        _ => usage(),
+    };
+    for _ in 0..n {
+        let r = match &udp {
+            Some(s) => s.connect(a),
+            None => TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| ()),
+        };
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => denied += 1,
+            Err(_) => other += 1,
+        }
+    }
+    println!("ok={ok} denied={denied} other={other}");
+    0
+}
+
+/// The soak's client: connect verdicts on a fixed list of destinations, in rounds the
+/// test asks for on stdin, while a second thread connects without pause throughout.
+///
+/// DESTFILE has one destination a line: `udp|tcp ADDR PORT`. UDP connects reuse one
+/// socket per destination (connect() on a UDP socket runs the hook and sends nothing);
+/// TCP connects are non-blocking to loopback, where a refused connection (no listener)
+/// still means the hook let it pass. On stdin:
+///
+///   round K N    N passes over the list; prints `round K ok=... <allowed count per destination>`
+///   end          prints `hammer connects=C <runs per destination>` and exits, where a run
+///                list is the sequence of verdicts seen, A and D, with repeats collapsed
+mod soak {
+    use std::io::BufRead as _;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd as _;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    pub struct Dest {
+        udp: Option<UdpSocket>,
+        addr: SocketAddr,
+    }
+
+    fn dests(file: &str) -> Vec<Dest> {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|_| super::usage());
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let [proto, h, p] = w.as_slice() else {
+                    super::usage()
+                };
+                let addr = super::addr(h, p);
+                let udp = (*proto == "udp").then(|| {
+                    super::udp_socket(addr).unwrap_or_else(|e| {
+                        println!("socket: {e}");
+                        std::process::exit(super::OTHER.into())
+                    })
+                });
+                Dest { udp, addr }
+            })
+            .collect()
+    }
+
+    /// Whether the hook let a connect to `d` pass.
+    fn allowed(d: &Dest) -> bool {
+        let r = match &d.udp {
+            Some(s) => s.connect(d.addr),
+            None => tcp_nonblocking(d.addr),
+        };
+        !matches!(
+            r.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EPERM | libc::EACCES))
+        )
+    }
+
+    fn tcp_nonblocking(a: SocketAddr) -> std::io::Result<()> {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrStorage, connect, socket,
+        };
+        let family = if a.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let s = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK, None)
+            .map_err(std::io::Error::from)?;
+        match connect(s.as_raw_fd(), &SockaddrStorage::from(a)) {
+            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn run(file: &str) -> u8 {
+        let list = Arc::new(dests(file));
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(Mutex::new(vec![String::new(); list.len()]));
+        let hammer = {
+            let (list, stop, count, runs) =
+                (list.clone(), stop.clone(), count.clone(), runs.clone());
+            // Its own sockets: the main thread's UDP sockets are connected in turn too.
+            let own = dests(file);
+            std::thread::spawn(move || {
+                let mut seen: Vec<Option<bool>> = vec![None; list.len()];
+                let mut local: Vec<String> = vec![String::new(); list.len()];
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, d) in own.iter().enumerate() {
+                        let v = allowed(d);
+                        if seen[i] != Some(v) {
+                            seen[i] = Some(v);
+                            local[i].push(if v { 'A' } else { 'D' });
+                        }
+                    }
+                    count.fetch_add(own.len() as u64, Ordering::Relaxed);
+                }
+                if let Ok(mut r) = runs.lock() {
+                    *r = local;
+                }
+            })
+        };
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                ["round", k, n] => {
+                    let n: usize = super::num(n);
+                    let mut ok = vec![0usize; list.len()];
+                    for _ in 0..n {
+                        for (i, d) in list.iter().enumerate() {
+                            if allowed(d) {
+                                ok[i] += 1;
+                            }
+                        }
+                    }
+                    let ok: Vec<String> = ok.iter().map(ToString::to_string).collect();
+                    println!("round {k} {}", ok.join(" "));
+                }
+                ["end"] => break,
+                _ => super::usage(),
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = hammer.join();
+        let runs = runs.lock().map(|r| r.join(" ")).unwrap_or_default();
+        println!("hammer connects={} {runs}", count.load(Ordering::Relaxed));
+        0
+    }
+}
+
+/// Connect and send HEX one byte every EVERY_MS ms (over and over), never finishing a
+/// request; print `closed_ms=N` when the server closes the connection, or `open` if it
+/// is still open after SECS seconds.
+fn slowloris(a: SocketAddr, hex: &str, every: u64, secs: u64) -> u8 {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    let Ok(mut c) = TcpStream::connect_timeout(&a, Duration::from_secs(5)) else {
+        println!("connect failed");
+        return OTHER;
+    };
+    let _ = c.set_nonblocking(true);
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    for b in bytes.iter().cycle() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            break;
+        }
+        let closed = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        if closed || c.write_all(&[*b]).is_err() {
+            println!("closed_ms={}", start.elapsed().as_millis());
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(every));
+    }
+    println!("open");
+    0
 }

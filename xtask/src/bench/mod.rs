@@ -93,6 +93,22 @@ fn enter_private_netns() -> anyhow::Result<()> {
     })
 }
 
+/// Hold the host's bench lock until the returned file is dropped (waits for a bench
+/// that holds it).
+fn one_at_a_time() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/zt-agent-bench.lock")?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(f)
+}
+
 pub fn run(quick: bool) -> anyhow::Result<()> {
     let plan = if quick { &QUICK } else { &FULL };
     peers::ensure_installed()?;
@@ -108,6 +124,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bins",
     ]);
     cmd::run(b)?;
+    // One bench at a time on this host: they share the bench's pins, cgroups and peers'
+    // rules, and one would skew the other's figures anyway.
+    let _lock = one_at_a_time()?;
     let bins = Bins {
         agent: cmd::root().join("target/release/zt-agent"),
         bench: cmd::root().join("target/release/zt-bench"),

@@ -8,13 +8,17 @@ use crate::identity::resolve::HostFiles;
 use crate::{exit, plan, policy};
 
 pub fn check(dir: &Path) -> u8 {
-    let p = match policy::load_dir(dir) {
+    let p = match policy::load_dir(dir, policy::Trust::Any) {
         Ok(p) => p,
         Err(errs) => {
             eprint!("{errs}");
             return exit::CONFIG;
         }
     };
+    // A draft may live anywhere; say what the daemon would refuse to read.
+    for problem in policy::trust_problems(dir) {
+        eprintln!("warning: the daemon would refuse this: {problem}");
+    }
     // Resolve the files too: a missing binary or a digest that does not match this
     // host is worth knowing before the daemon loads it.
     let mut files = HostFiles::default();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::DaemonError;
 use crate::cli::DaemonArgs;
-use crate::ebpf::loader::{self, KernelMaps, Loaded, PinDir};
+use crate::ebpf::loader::{self, KernelMaps, Loaded, PinDir, Pins};
 use crate::metrics::PolicyMetrics;
 use crate::policy::{self, Policy, PolicyErrors};
 use crate::state::State;
@@ -38,13 +38,18 @@ pub fn boot(args: &DaemonArgs, metrics: &PolicyMetrics) -> Result<Booted, Daemon
     crate::ebpf::features::probe_all()?;
     mounts::ensure_bpffs()?;
     let cgroup_root = mounts::cgroup2_mount()?;
-    let policy = policy::load_dir(&args.policy);
+    let policy = policy::load_dir(&args.policy, policy::Trust::Root);
 
-    let (maps, loaded) = if pins.is_complete() {
-        tracing::info!(pin_dir = %pins.root.display(), "adopting pinned enforcement");
-        (KernelMaps::open_pinned(&pins)?, None)
-    } else {
-        if pins.has_links() {
+    // The state directory is checked before anything is loaded: one the agent will
+    // not write is found before the programs are attached, not after.
+    State::check_dir(&args.dirs.state_dir)?;
+
+    let (maps, loaded) = match pins.inspect()? {
+        Pins::Agent { complete: true, .. } => {
+            tracing::info!(pin_dir = %pins.root.display(), "adopting pinned enforcement");
+            (KernelMaps::open_pinned(&pins)?, None)
+        }
+        Pins::Agent { links, .. } if links > 0 => {
             // Something is attached, but not the set this binary expects (a crash
             // mid-start, or another version). Removing it would drop enforcement and
             // every identity; leave that to the operator.
@@ -52,20 +57,29 @@ pub fn boot(args: &DaemonArgs, metrics: &PolicyMetrics) -> Result<Booted, Daemon
                 pin_dir: pins.root.display().to_string(),
             });
         }
-        if pins.exists() {
-            // A half-finished start-up with nothing attached: start over.
-            pins.remove_all()?;
-        }
-        // A fresh start needs a valid policy before anything is attached.
-        if let Err(errs) = &policy {
-            metrics.rejected();
-            return Err(DaemonError::Policy {
-                dir: args.policy.display().to_string(),
-                errors: errs.to_string(),
+        Pins::Foreign { owner, found } => {
+            return Err(DaemonError::Planted {
+                pin_dir: pins.root.display().to_string(),
+                owner,
+                found: Pins::describe_found(&found),
             });
         }
-        let (loaded, maps) = loader::load(&pins)?;
-        (maps, Some(loaded))
+        found @ (Pins::Agent { .. } | Pins::Absent) => {
+            if found != Pins::Absent {
+                // A half-finished start-up of the agent's with nothing attached: start over.
+                pins.remove_all()?;
+            }
+            // A fresh start needs a valid policy before anything is attached.
+            if let Err(errs) = &policy {
+                metrics.rejected();
+                return Err(DaemonError::Policy {
+                    dir: args.policy.display().to_string(),
+                    errors: errs.to_string(),
+                });
+            }
+            let (loaded, maps) = loader::load(&pins)?;
+            (maps, Some(loaded))
+        }
     };
     let mut state = if loaded.is_none() {
         // Without the recorded ids the kernel's entries cannot be matched to names;

@@ -1,32 +1,56 @@
-//! The event pump: kernel records from the ring buffer, decoded and enriched with what
-//! /proc shows of their task while it may still be there, onto the bus.
+//! The event pump: kernel records from the ring buffer, decoded, held to their budgets,
+//! and enriched with what /proc shows of their task while it may still be there, onto
+//! the bus.
 
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
+use zt_agent_common::{EventKind, Reason, Verdict};
 
 use crate::bus::{self, Body, Bus};
 use crate::events::decode;
+use crate::events::json::identity_label;
+use crate::events::limit::Cause;
 use crate::events::provenance::Digests;
 use crate::metrics::EventMetrics;
 use crate::state::State;
 
+/// The ring buffer and what the pump keeps between records; it outlives a restart of
+/// the pump.
+pub struct Pump {
+    ring: AsyncFd<RingBuf<MapData>>,
+    digests: Digests,
+    metrics: EventMetrics,
+}
+
+impl Pump {
+    /// Register the ring buffer with the runtime.
+    pub fn new(events: RingBuf<MapData>, metrics: EventMetrics) -> std::io::Result<Self> {
+        Ok(Self {
+            // SAFETY: the ring buffer owns its descriptor and outlives the
+            // registration: both live in the pump.
+            ring: unsafe { AsyncFd::register(events) }?,
+            digests: Digests::default(),
+            metrics,
+        })
+    }
+}
+
 /// Drain the ring buffer until it fails.
 pub async fn run(
-    events: RingBuf<MapData>,
+    pump: &mut Pump,
     state: watch::Receiver<Arc<State>>,
     bus: Bus,
-    metrics: EventMetrics,
 ) -> std::io::Result<()> {
-    let malformed = metrics.lost.with_label_values(&["malformed"]);
-    // SAFETY: the ring buffer owns its descriptor and outlives the registration: both
-    // live in this task.
-    let mut ring = unsafe { AsyncFd::register(events) }?;
-    let mut digests = Digests::default();
+    let malformed = pump.metrics.lost.with_label_values(&["malformed"]);
     loop {
-        let mut guard = ring.readable_mut().await?;
+        let mut guard = pump.ring.readable_mut().await?;
+        // Cleared before draining, never after: the kernel wakes a reader only when it
+        // had read everything, so a record that arrived between the last read and a
+        // later clear would never wake the pump again, and events would stop for good.
+        guard.clear_ready();
         let rb = guard.get_inner_mut();
         let mut batch = Vec::new();
         while let Some(item) = rb.next() {
@@ -35,13 +59,30 @@ pub async fn run(
                 None => malformed.inc(),
             }
         }
-        guard.clear_ready();
         if batch.is_empty() {
             continue;
         }
         let st = state.borrow().clone();
         for raw in batch {
-            match decode::enrich(&raw, &st, &mut digests) {
+            let (Ok(kind), Ok(verdict), Ok(reason)) = (
+                EventKind::try_from(raw.kind),
+                Verdict::try_from(raw.verdict),
+                Reason::try_from(raw.reason),
+            ) else {
+                malformed.inc();
+                continue;
+            };
+            let identity = identity_label(&st, raw.identity);
+            let cause = Cause {
+                identity: &identity,
+                kind: kind.as_str(),
+                verdict: verdict.as_str(),
+                reason: reason.as_str(),
+            };
+            if !bus.admit(cause) {
+                continue;
+            }
+            match decode::enrich(&raw, &st, &mut pump.digests) {
                 Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
                 None => malformed.inc(),
             }

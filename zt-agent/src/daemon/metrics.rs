@@ -16,7 +16,7 @@ use super::enforcer::Enforcer;
 use crate::dns::server::Resolver;
 use crate::ebpf::maps::Counters;
 use crate::metrics::KernelMetrics;
-use crate::metrics::server::{self, Refresh};
+use crate::metrics::server::{self, Limits, Refresh};
 use crate::policy;
 use crate::state::State;
 
@@ -29,18 +29,24 @@ pub struct Sources {
     pub state: watch::Receiver<Arc<State>>,
 }
 
-/// Serve metrics on `listener` until it fails.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    registry: Registry,
-    sources: Sources,
-) -> std::io::Result<()> {
+/// The hook a scrape runs first: `sources` read into the registry, one scrape at a
+/// time.
+#[must_use]
+pub fn refresh(sources: Sources) -> Refresh {
     let sources = Arc::new(tokio::sync::Mutex::new(sources));
-    let refresh: Refresh = Arc::new(move || {
+    Arc::new(move || {
         let sources = sources.clone();
         Box::pin(async move { sources.lock().await.refresh().await })
-    });
-    server::serve(listener, registry, refresh).await
+    })
+}
+
+/// Serve metrics on `listener`; never returns.
+pub async fn serve(
+    listener: Arc<tokio::net::TcpListener>,
+    registry: Registry,
+    refresh: Refresh,
+) -> Result<(), String> {
+    match server::serve(listener, registry, refresh, Limits::default()).await {}
 }
 
 impl Sources {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::DaemonArgs;
-use crate::ebpf::loader::{LoadError, PinDir};
+use crate::ebpf::loader::{LoadError, PinDir, Pins};
 use crate::exit;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -48,7 +48,7 @@ pub enum DaemonError {
     Sink {
         spec: String,
         #[source]
-        source: std::io::Error,
+        source: crate::sys::fs::FsError,
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -56,6 +56,14 @@ pub enum DaemonError {
         "{pin_dir} holds attached programs but not the complete set this version pins; enforcement is left as it is. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
     )]
     Incomplete { pin_dir: String },
+    #[error(
+        "{pin_dir} was not made by zt-agent (its owner is uid {owner}; found: {found}): another user may have created it first, since bpffs is world-writable. Nothing was loaded. Run `zt-agent daemon --teardown` to remove it, then start again"
+    )]
+    Planted {
+        pin_dir: String,
+        owner: u32,
+        found: String,
+    },
     #[error(
         "pinned enforcement at {pin_dir} cannot be adopted: {source}. Run `zt-agent daemon --teardown` (which stops enforcement) and start again"
     )]
@@ -76,10 +84,14 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
+            Self::State(
+                crate::state::StateError::Untrusted { .. } | crate::state::StateError::Write { .. },
+            ) => exit::CONFIG,
             Self::Mount(_)
             | Self::Load(_)
             | Self::Feature(_)
             | Self::Incomplete { .. }
+            | Self::Planted { .. }
             | Self::AdoptWithoutState { .. } => exit::UNAVAILABLE,
             Self::PartStopped { .. } | Self::EnforcerStopped(_) => exit::SOFTWARE,
             _ => exit::OSERR,
@@ -93,6 +105,16 @@ pub fn teardown(args: &DaemonArgs) -> Result<(), DaemonError> {
         return Err(DaemonError::NotRoot);
     }
     let pins = PinDir::new(&args.dirs.pin_dir);
+    match pins.inspect() {
+        Ok(Pins::Foreign { owner, found }) => tracing::warn!(
+            pin_dir = %pins.root.display(),
+            owner,
+            found = %Pins::describe_found(&found),
+            "removing a pin directory zt-agent did not make"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %exit::chain(&e), "inspecting the pin directory"),
+    }
     pins.remove_all()?;
     State::remove(&args.dirs.state_dir);
     tracing::info!(pin_dir = %pins.root.display(), "removed all pinned programs, links and maps");
@@ -108,9 +130,10 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     if !zt_agent_host::is_root() {
         return Err(DaemonError::NotRoot);
     }
+    let sink = start::open_sink(&args)?;
     let metrics = Metrics::new();
     let booted = boot::boot(&args, &metrics.policy)?;
-    let started = start::start(&args, booted, metrics).await?;
+    let started = start::start(&args, booted, sink, metrics).await?;
     let mut parts = Parts::spawn(started)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

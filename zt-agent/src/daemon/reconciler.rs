@@ -137,7 +137,7 @@ impl Reconciler {
     /// Reload if the policy files changed (or always, when `forced`: SIGHUP).
     pub async fn reload(&mut self, forced: bool) {
         // Polling hashes the raw files; only a change (or SIGHUP) parses them.
-        let digest = policy::source_digest(&self.policy_dir);
+        let digest = policy::source_digest(&self.policy_dir, policy::Trust::Root);
         if !forced && self.seen_sha.as_deref() == Some(digest.as_str()) {
             return;
         }
@@ -145,7 +145,7 @@ impl Reconciler {
         if !forced && digest == self.state.policy_sha256 {
             return;
         }
-        let result = match policy::load_dir(&self.policy_dir) {
+        let result = match policy::load_dir(&self.policy_dir, policy::Trust::Root) {
             Ok(p) => self.apply(p).await.map_err(|e| e.to_string()),
             Err(errs) => Err(errs.to_string()),
         };
@@ -419,8 +419,10 @@ impl Reconciler {
             if dir.exists() {
                 continue;
             }
-            match cgroup::create(&dir) {
-                Ok(()) => {
+            let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+            // Made root's, mode 0755, as the runtime would; the leaf must be new.
+            match cgroup::create_launch(&self.state.cgroup_root, &parts) {
+                Ok(_) => {
                     tracing::info!(container = %c.name, cgroup = %rel, "made the cgroup of a created container, to enroll it before it starts");
                     self.precreated.insert(c.id.clone(), dir);
                 }

@@ -1,5 +1,6 @@
 //! The resolver part: enrolled tasks' DNS, bound and pointed at before the programs
-//! attach, so that the first redirected query finds it listening.
+//! attach, so that the first redirected query finds it listening (the kernel queues
+//! what arrives before its sockets are served).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use super::DaemonError;
 use crate::bus::Bus;
 use crate::cli::DnsArgs;
-use crate::dns::server::{self, Resolver};
+use crate::dns::server::{self, DnsEvents, Resolver, Serving};
 use crate::ebpf::maps::DnsMaps;
 use crate::metrics::DnsMetrics;
 
@@ -16,7 +17,7 @@ pub fn start(
     mut maps: DnsMaps,
     metrics: DnsMetrics,
     bus: Bus,
-) -> Result<Arc<Resolver>, DaemonError> {
+) -> Result<(Arc<Resolver>, DnsEvents, Serving), DaemonError> {
     let listeners = server::bind(args.dns_port)?;
     let port = listeners.port;
     let mut upstreams = if args.dns_upstreams.is_empty() {
@@ -52,7 +53,7 @@ pub fn start(
         clients,
         allow,
     } = maps;
-    let resolver = Arc::new(Resolver::new(settings, allow, clients, metrics, bus));
-    resolver.serve(listeners)?;
-    Ok(resolver)
+    let (resolver, events) = Resolver::new(settings, allow, clients, metrics, bus);
+    let serving = Resolver::serve(listeners)?;
+    Ok((Arc::new(resolver), events, serving))
 }

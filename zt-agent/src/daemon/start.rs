@@ -5,18 +5,21 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
 
 use super::DaemonError;
 use super::boot::Booted;
 use super::enforcer::{self, Enforcer};
+use super::event_pump::Pump;
 use super::reconciler::{self, Reconciler};
 use crate::bus::{self, Bus};
 use crate::cli::DaemonArgs;
-use crate::dns::server::Resolver;
+use crate::dns::server::{DnsEvents, Resolver, Serving};
 use crate::ebpf::loader::{ExecGuard, KernelMaps};
 use crate::ebpf::maps::Counters;
-use crate::events::sink::Sink;
+use crate::events::limit::{Budget, Limits};
+use crate::events::sink::{Rotation, Sink, SinkPart};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::workload::watch::{Containers, Watcher};
@@ -28,16 +31,17 @@ const SINK_BACKLOG: usize = 16_384;
 pub struct Started {
     pub metrics: Metrics,
     pub bus: Bus,
-    pub sink: Sink,
-    pub sink_events: mpsc::Receiver<Arc<bus::Event>>,
+    pub sink: SinkPart,
     pub state: watch::Receiver<Arc<State>>,
-    pub events: aya::maps::RingBuf<aya::maps::MapData>,
+    pub pump: Pump,
     pub counters: Counters,
     pub enforcer: Enforcer,
     pub enforcer_ended: oneshot::Receiver<()>,
     pub resolver: Arc<Resolver>,
+    pub dns_events: DnsEvents,
+    pub dns_serving: Serving,
     pub reconciler: Reconciler,
-    pub listener: TcpListener,
+    pub listener: Arc<TcpListener>,
     /// The container runtimes, followed; and what they report.
     pub watcher: Watcher,
     pub containers: watch::Receiver<Containers>,
@@ -46,6 +50,7 @@ pub struct Started {
 pub async fn start(
     args: &DaemonArgs,
     booted: Booted,
+    sink: Sink,
     metrics: Metrics,
 ) -> Result<Started, DaemonError> {
     let adopted = booted.adopted();
@@ -59,10 +64,18 @@ pub async fn start(
         dns,
         events,
     } = booted.maps;
-    let mut bus = bus::Builder::new(&metrics.events);
+    let limits = Limits::new(
+        Budget {
+            per_second: f64::from(args.events_rate),
+            burst: f64::from(args.events_burst),
+        },
+        metrics.events.suppressed.clone(),
+    );
+    let mut bus = bus::Builder::new(&metrics.events, limits.clone());
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
     let bus = bus.build();
-    let resolver = super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
+    let (resolver, dns_events, dns_serving) =
+        super::resolver::start(&args.dns, dns, metrics.dns.clone(), bus.clone())?;
     let (enforcer, enforcer_ended) = Enforcer::spawn(enforcer::Maps {
         tasks,
         cgroups,
@@ -117,24 +130,50 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
-    let sink = Sink::open(&args.events).map_err(|source| DaemonError::Sink {
-        spec: args.events.clone(),
-        source,
-    })?;
+    let sink = SinkPart {
+        sink,
+        events: sink_events,
+        state: state.clone(),
+        metrics: metrics.events.clone(),
+        limits,
+        hup: signal(SignalKind::hangup())?,
+    };
+    let pump = Pump::new(events, metrics.events.clone())?;
     Ok(Started {
         metrics,
         bus,
         sink,
-        sink_events,
         state,
-        events,
+        pump,
         counters,
         enforcer,
         enforcer_ended,
         resolver,
+        dns_events,
+        dns_serving,
         reconciler,
-        listener,
+        listener: Arc::new(listener),
         watcher,
         containers,
     })
+}
+
+/// The event sink, opened before the programs are attached or the state written: a
+/// path the agent will not write is a configuration error, found first.
+pub fn open_sink(args: &DaemonArgs) -> Result<Sink, DaemonError> {
+    let rotation = Rotation {
+        max_bytes: args.events_max_bytes,
+        keep: args.events_keep,
+    };
+    let err = |source| DaemonError::Sink {
+        spec: args.events.clone(),
+        source,
+    };
+    let group = args
+        .events_group
+        .as_deref()
+        .map(crate::sys::fs::group_id)
+        .transpose()
+        .map_err(err)?;
+    Sink::open(&args.events, rotation, group).map_err(err)
 }

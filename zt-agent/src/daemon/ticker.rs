@@ -2,7 +2,6 @@
 //! files the policy names and let the resolver drop what lapsed; on SIGHUP, reload at
 //! once; when the runtimes report a container change, enroll its cgroups at once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::Signal;
@@ -13,10 +12,10 @@ use crate::dns::server::Resolver;
 use crate::workload::watch::Containers;
 
 pub async fn run(
-    mut reconciler: Reconciler,
-    resolver: Arc<Resolver>,
-    mut hup: Signal,
-    mut containers: watch::Receiver<Containers>,
+    reconciler: &mut Reconciler,
+    resolver: &Resolver,
+    hup: &mut Signal,
+    containers: &mut watch::Receiver<Containers>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -31,7 +30,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 reconciler.reload(false).await;
-                reconciler.sync_cgroups(false).await;
+                // With prune: an entry made for a cgroup removed meanwhile (a launch
+                // cgroup whose `run` ended during the walk) is gone a second later.
+                // Launch cgroups made after the walk are marked, and left alone.
+                reconciler.sync_cgroups(true).await;
                 reconciler.refresh_files().await;
                 resolver.tick();
             }

@@ -259,6 +259,26 @@ impl Learned {
         }
     }
 
+    /// Drop every entry whose address `gone` says may no longer be open (it became one
+    /// of the host's own, say); returns how many.
+    pub fn forget(
+        &mut self,
+        map: &mut HashMap<MapData, DnsAllowKey, DnsAllowValue>,
+        gone: impl Fn(IpAddr) -> bool,
+    ) -> usize {
+        let keys: Vec<(u32, IpAddr)> = self
+            .entries
+            .keys()
+            .filter(|(_, a)| gone(*a))
+            .copied()
+            .collect();
+        for k in &keys {
+            self.entries.remove(k);
+            let _ = map.remove(&key(k.0, k.1));
+        }
+        keys.len()
+    }
+
     /// Remove every kernel entry: at start-up, where nothing says why they were made.
     pub fn flush(map: &mut HashMap<MapData, DnsAllowKey, DnsAllowValue>) -> usize {
         let keys: Vec<DnsAllowKey> = map.keys().filter_map(Result::ok).collect();

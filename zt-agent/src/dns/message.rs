@@ -14,7 +14,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use ipnet::IpNet;
 
-use crate::policy::NameRule;
+use crate::policy::{NameRule, valid_label};
 
 /// What the resolver knows of the identity that asked.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +24,8 @@ pub struct Asker<'a> {
     pub audit: bool,
     pub rules: &'a [NameRule],
     pub nets: &'a [IpNet],
+    /// The host's own addresses, sorted: never installed from an answer.
+    pub host: &'a [IpAddr],
 }
 
 /// Why a query was not forwarded, or how it went: the metric's `result` label.
@@ -84,6 +86,9 @@ pub struct Forward {
     /// for a name outside the policy.
     pub rules: Vec<usize>,
     pub outcome: Outcome,
+    /// The event's reason: `name_allowed`, or in audit mode `name_not_allowed` or
+    /// `invalid_name`.
+    pub why: &'static str,
 }
 
 /// Most addresses one answer installs; the rest are left out of the task's answer.
@@ -151,22 +156,35 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
         );
     };
     let qname = normalise(q.name());
-    let rules: Vec<usize> = asker
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.names.iter().any(|n| n.matches(&qname)))
-        .map(|(i, _)| i)
-        .collect();
-    let outcome = if !rules.is_empty() {
-        Outcome::Allowed
+    // Judged on the wire labels, never on the text form, where `a\.b` and `a.b` look
+    // alike at the end.
+    let labels: Vec<&[u8]> = q.name().iter().collect();
+    let valid = labels.iter().all(|l| valid_label(l));
+    let rules: Vec<usize> = if valid {
+        asker
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.names.iter().any(|n| n.matches_labels(&labels)))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let not_allowed = if valid {
+        "name_not_allowed"
+    } else {
+        "invalid_name"
+    };
+    let (outcome, why) = if !rules.is_empty() {
+        (Outcome::Allowed, "name_allowed")
     } else if asker.audit {
-        Outcome::Audited
+        (Outcome::Audited, not_allowed)
     } else {
         return refuse(
             ResponseCode::Refused,
             Outcome::Refused,
-            "name_not_allowed",
+            not_allowed,
             Some(q),
         );
     };
@@ -188,6 +206,7 @@ pub fn query(bytes: &[u8], asker: &Asker<'_>, upstream_id: u16) -> Decision {
         qname,
         rules,
         outcome,
+        why,
     }))
 }
 
@@ -212,8 +231,9 @@ pub struct Answer {
     pub reply: Vec<u8>,
     pub learned: Vec<Learned>,
     /// Addresses on the chain left out of the client's answer: those never installed
-    /// from DNS (loopback, link-local, unspecified, multicast, broadcast) that no literal
-    /// network of the identity allows, and those past [`MAX_LEARNED`].
+    /// from DNS (loopback, link-local, unspecified, multicast, broadcast, and the host's
+    /// own addresses) that no literal network of the identity allows, and those past
+    /// [`MAX_LEARNED`].
     pub withheld: Vec<IpAddr>,
     pub rcode: ResponseCode,
 }
@@ -251,12 +271,14 @@ pub fn answer(
     {
         return Err(BadAnswer::Mismatch);
     }
-    // The chain: the queried name, then each CNAME target named by a record on it.
+    // The chain: the queried name, then each CNAME target named by a record on it (of
+    // class IN: the only records the client is shown).
     let mut chain = vec![fwd.qname.clone()];
     for _ in 0..16 {
         let mut grew = false;
         for r in &up.answers {
             if let RData::CNAME(target) = &r.data
+                && r.dns_class == DNSClass::IN
                 && chain.contains(&normalise(&r.name))
             {
                 let t = normalise(&target.0);
@@ -289,7 +311,7 @@ pub fn answer(
         };
         let ttl = r.ttl.min(limits.max_ttl);
         if let Some(addr) = addr {
-            if never_from_dns(addr) {
+            if never_from_dns(addr) || asker.host.binary_search(&addr).is_ok() {
                 // Never installed. A literal network of the identity may already allow
                 // it, on that rule's ports: then the task may see it.
                 if !asker.nets.iter().any(|n| n.contains(&addr)) {
@@ -339,6 +361,86 @@ pub fn answer(
         withheld,
         rcode: up.metadata.response_code,
     })
+}
+
+/// What every answer the resolver builds must hold, whatever upstream sent: the
+/// reply is a response to the client's own id and question, within `max` bytes, with
+/// TTLs at most the cap, and only records on the queried name's CNAME chain; every
+/// address installed is in the reply, none is one DNS may never open or one of the
+/// host's own, and there are at most [`MAX_LEARNED`]. The fuzz targets and the tests
+/// check it on hostile input.
+///
+/// # Errors
+/// The first property that does not hold.
+pub fn invariants(
+    fwd: &Forward,
+    asker: &Asker<'_>,
+    limits: Limits,
+    max: usize,
+    ans: &Answer,
+) -> Result<(), String> {
+    let fail = |what: &str| Err(format!("{what}: {ans:?}"));
+    if ans.reply.len() > max {
+        return fail("reply too long");
+    }
+    let Ok(reply) = Message::from_vec(&ans.reply) else {
+        return fail("reply does not parse");
+    };
+    if reply.metadata.id != fwd.client.metadata.id
+        || reply.metadata.message_type != MessageType::Response
+        || reply.queries != fwd.client.queries
+    {
+        return fail("not a response to the client's question");
+    }
+    if reply
+        .answers
+        .iter()
+        .chain(&reply.authorities)
+        .any(|r| r.ttl > limits.max_ttl)
+    {
+        return fail("TTL above the cap");
+    }
+    let mut chain = vec![fwd.qname.clone()];
+    while let Some(t) = reply.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(t) if chain.contains(&normalise(&r.name)) => {
+            Some(normalise(&t.0)).filter(|t| !chain.contains(t))
+        }
+        _ => None,
+    }) {
+        chain.push(t);
+    }
+    if reply
+        .answers
+        .iter()
+        .any(|r| !chain.contains(&normalise(&r.name)))
+    {
+        return fail("a record off the CNAME chain");
+    }
+    let shown: Vec<IpAddr> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0).to_canonical()),
+            _ => None,
+        })
+        .collect();
+    if ans.learned.len() > MAX_LEARNED {
+        return fail("too many addresses installed");
+    }
+    for l in &ans.learned {
+        if l.ttl > limits.max_ttl
+            || never_from_dns(l.addr)
+            || asker.host.binary_search(&l.addr).is_ok()
+            || !shown.contains(&l.addr)
+        {
+            return fail("an address installed that may not be");
+        }
+    }
+    if fwd.rules.is_empty() && asker.identity.is_some() && !asker.audit {
+        return fail("forwarded without a rule");
+    }
+    Ok(())
 }
 
 /// An upstream answer worth keeping for later queries: a whole NOERROR answer with
@@ -474,6 +576,7 @@ mod tests {
             audit: false,
             rules: r,
             nets,
+            host: &[],
         }
     }
 
@@ -537,6 +640,133 @@ mod tests {
                     assert_eq!(qname.as_deref(), Some(name.to_ascii_lowercase().as_str()));
                 }
                 other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    /// A query whose name has exactly these wire labels.
+    fn q_labels(labels: &[&[u8]], t: RecordType) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in labels {
+            m.push(u8::try_from(l.len()).expect("label"));
+            m.extend_from_slice(l);
+        }
+        m.push(0);
+        m.extend_from_slice(&u16::from(t).to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        m
+    }
+
+    #[test]
+    fn a_label_holding_a_dot_or_another_byte_is_refused() {
+        let r = rules(&["*.zt.test", "api.zt.test"]);
+        let a = asker(&r, &[]);
+        forward(query(
+            &q_labels(&[b"evil2", b"zt", b"test"], RecordType::A),
+            &a,
+            1,
+        ));
+        for bad in [
+            &[&b"evil2.zt"[..], b"test"][..],
+            &[b"api.zt", b"test"],
+            &[b"a\\", b"zt", b"test"],
+            &[b"a b", b"zt", b"test"],
+            &[b"\xc3\xa9", b"zt", b"test"],
+            &[b"a\x00", b"zt", b"test"],
+            &[b"*", b"zt", b"test"],
+        ] {
+            for t in [RecordType::A, RecordType::AAAA] {
+                match query(&q_labels(bad, t), &a, 1) {
+                    Decision::Reply {
+                        reply,
+                        outcome: Outcome::Refused,
+                        why: "invalid_name",
+                        ..
+                    } => assert_eq!(rcode(&reply), ResponseCode::Refused),
+                    other => panic!("{bad:?}: {other:?}"),
+                }
+            }
+        }
+        // Audit mode forwards it (it never blocks), reports it as such, and no rule
+        // covers it, so its answer installs nothing.
+        let audit = Asker { audit: true, ..a };
+        let f = forward(query(
+            &q_labels(&[b"evil2.zt", b"test"], RecordType::A),
+            &audit,
+            1,
+        ));
+        assert_eq!((f.outcome, f.why), (Outcome::Audited, "invalid_name"));
+        assert!(f.rules.is_empty());
+        assert_eq!(f.qname, "evil2\\.zt.test");
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_withheld_unless_a_literal_rule_covers_them() {
+        let r = rules(&["api.example.com"]);
+        let host: Vec<IpAddr> = {
+            let mut h: Vec<IpAddr> = ["10.9.8.7", "2001:db8::7", "203.0.113.255"]
+                .iter()
+                .map(|a| a.parse().expect("ip"))
+                .collect();
+            h.sort_unstable();
+            h
+        };
+        let nets: Vec<IpNet> = vec!["10.9.8.0/24".parse().expect("net")];
+        for (literal, audit) in [(false, false), (true, false), (false, true)] {
+            let a = Asker {
+                host: &host,
+                audit,
+                ..asker(&r, if literal { &nets } else { &[] })
+            };
+            for t in [RecordType::A, RecordType::AAAA] {
+                let f = forward(query(&q("api.example.com", t), &a, 4));
+                let up = upstream_answer(
+                    &f,
+                    vec![
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(10, 9, 8, 7))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(203, 0, 113, 255))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::AAAA(AAAA("2001:db8::7".parse().expect("ip"))),
+                        ),
+                        // The host's IPv4 address, mapped: the same address.
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::AAAA(AAAA("::ffff:10.9.8.7".parse().expect("ip"))),
+                        ),
+                        rec(
+                            "api.example.com.",
+                            60,
+                            RData::A(A(Ipv4Addr::new(10, 9, 9, 1))),
+                        ),
+                    ],
+                );
+                let ans = answer(&f, &up, &a, LIMITS, 65535).expect("answer");
+                let learned: Vec<String> = ans.learned.iter().map(|l| l.addr.to_string()).collect();
+                assert_eq!(learned, ["10.9.9.1"], "{t} literal={literal} audit={audit}");
+                let withheld: Vec<String> = ans.withheld.iter().map(ToString::to_string).collect();
+                let shown = Message::from_vec(&ans.reply).expect("reply").answers.len();
+                if literal {
+                    // 10.9.8.7 (twice) stays in the answer for the literal rule's ports.
+                    assert_eq!(withheld, ["203.0.113.255", "2001:db8::7"]);
+                    assert_eq!(shown, 3);
+                } else {
+                    assert_eq!(
+                        withheld,
+                        ["10.9.8.7", "203.0.113.255", "2001:db8::7", "10.9.8.7"]
+                    );
+                    assert_eq!(shown, 1);
+                }
             }
         }
     }
@@ -869,5 +1099,145 @@ mod tests {
         for a in ["203.0.113.7", "10.0.0.1", "2001:db8::1", "fd00::1"] {
             assert!(!never_from_dns(a.parse().expect("ip")), "{a}");
         }
+    }
+
+    /// The answer fuzz target's property (`invariants`) over a fixed stream of
+    /// answers built to trick the judge (records off the chain, CNAME loops, escaped
+    /// labels, the host's and never-open addresses, mapped addresses, huge TTLs, wrong
+    /// ids and questions), each also mutated byte by byte now and then.
+    #[test]
+    fn a_stream_of_hostile_answers_keeps_every_invariant() {
+        let r = rules(&["api.example.com", "*.example.net"]);
+        let mut host: Vec<IpAddr> = ["10.0.0.5", "2001:db8::5"]
+            .iter()
+            .map(|a| a.parse().expect("ip"))
+            .collect();
+        host.sort_unstable();
+        let nets: Vec<IpNet> = vec!["10.0.0.0/24".parse().expect("net")];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let names = [
+            "api.example.com.",
+            "API.Example.COM.",
+            "edge.cdn.example.",
+            "loop.example.",
+            "evil.example.",
+            "x.example.net.",
+        ];
+        let addrs: Vec<IpAddr> = [
+            "203.0.113.1",
+            "198.51.100.7",
+            "10.0.0.5",
+            "10.0.0.9",
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "2001:db8::5",
+            "2001:db8::6",
+            "::1",
+            "fe80::1",
+            "::ffff:10.0.0.5",
+            "::ffff:203.0.113.1",
+            "::",
+            "ff02::1",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("ip"))
+        .collect();
+        let (mut ok, mut learned) = (0, 0);
+        for case in 0..6_000u32 {
+            let v = next();
+            let audit = v % 7 == 0;
+            let literal = v % 5 == 0;
+            let a = Asker {
+                audit,
+                host: &host,
+                ..asker(&r, if literal { &nets } else { &[] })
+            };
+            let (qn, qt) = match (v >> 3) % 4 {
+                0 => ("api.example.com", RecordType::A),
+                1 => ("api.example.com", RecordType::AAAA),
+                2 => ("x.example.net", RecordType::A),
+                _ => ("unlisted.example.org", RecordType::A),
+            };
+            let Decision::Forward(f) = query(&q(qn, qt), &a, 0x77) else {
+                continue;
+            };
+            let id = if next() % 50 == 0 { 0x78 } else { 0x77 };
+            let mut m = Message::response(id, OpCode::Query);
+            let question = if next() % 50 == 0 {
+                Query::query(Name::from_ascii("evil.example.").expect("n"), qt)
+            } else {
+                Message::from_vec(&f.upstream).expect("q").queries[0].clone()
+            };
+            m.add_query(question);
+            m.metadata.response_code = match next() % 10 {
+                0 => ResponseCode::NXDomain,
+                1 => ResponseCode::ServFail,
+                _ => ResponseCode::NoError,
+            };
+            m.metadata.truncation = next() % 20 == 0;
+            for _ in 0..(next() % 40) {
+                let w = next();
+                let name = if w % 9 == 0 {
+                    qn.to_owned() + "."
+                } else {
+                    names[(w >> 8) as usize % names.len()].to_owned()
+                };
+                let ttl = match (w >> 16) % 4 {
+                    0 => 0,
+                    1 => u32::MAX,
+                    _ => (w >> 20) as u32 % 100_000,
+                };
+                let data = match (w >> 24) % 5 {
+                    0 => RData::CNAME(CNAME(
+                        Name::from_ascii(names[(w >> 28) as usize % names.len()]).expect("n"),
+                    )),
+                    1 | 2 => match addrs[(w >> 32) as usize % addrs.len()] {
+                        IpAddr::V4(x) => RData::A(A(x)),
+                        IpAddr::V6(x) => RData::AAAA(AAAA(x)),
+                    },
+                    3 => RData::AAAA(AAAA(match addrs[(w >> 32) as usize % addrs.len()] {
+                        IpAddr::V4(x) => x.to_ipv6_mapped(),
+                        IpAddr::V6(x) => x,
+                    })),
+                    _ => RData::A(A(Ipv4Addr::from((w >> 32) as u32))),
+                };
+                m.add_answer(rec(&name, ttl, data));
+            }
+            let Ok(mut bytes) = m.to_vec() else { continue };
+            if next() % 4 == 0 {
+                for _ in 0..(1 + next() % 3) {
+                    let w = next();
+                    let n = bytes.len();
+                    match w % 3 {
+                        0 if n > 0 => bytes[(w >> 8) as usize % n] = (w >> 40) as u8,
+                        1 => bytes.truncate((w >> 8) as usize % (n + 1)),
+                        _ => bytes.insert((w >> 8) as usize % (n + 1), (w >> 40) as u8),
+                    }
+                }
+            }
+            for max in [512, 1232, 65535] {
+                if let Ok(ans) = answer(&f, &bytes, &a, LIMITS, max) {
+                    ok += 1;
+                    learned += ans.learned.len();
+                    if let Err(e) = invariants(&f, &a, LIMITS, max, &ans) {
+                        panic!("case {case}, max {max}: {e}");
+                    }
+                }
+            }
+        }
+        // The stream reaches the install path, not only the parser's exits.
+        assert!(
+            ok > 3_000 && learned > 1_500,
+            "{ok} answers, {learned} learned"
+        );
     }
 }

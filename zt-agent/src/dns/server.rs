@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,12 +16,14 @@ use hickory_proto::op::{Message, ResponseCode};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zt_agent_common::{DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey};
 
+use super::host::HostAddrs;
 use super::learned::{Answered, Learned, Rules, boot_ns};
 use super::message::{self, Asker, Decision, Forward, Limits, Outcome};
+use super::shares::{self, Query, Shares};
 use crate::bus::{self, Body, Bus};
+use crate::events::limit::Cause;
 use crate::events::{DnsDetail, DnsEvent, TaskFacts};
 use crate::metrics::DnsMetrics;
 use crate::policy::{Compiled, Mode, NameRule};
@@ -184,6 +187,7 @@ fn bind_once(port: u16) -> io::Result<Listeners> {
     }
     for (s, _) in &l.udp {
         s.set_nonblocking(true)?;
+        deep_receive_queue(s);
     }
     for (s, _) in &l.tcp {
         s.set_nonblocking(true)?;
@@ -191,13 +195,26 @@ fn bind_once(port: u16) -> io::Result<Listeners> {
     Ok(l)
 }
 
-/// Queries handled at once; more are dropped (a stub retries).
-const IN_FLIGHT: usize = 512;
-/// Queries of one identity handled at once, so that one identity asking slow names
-/// cannot starve the others.
-const PER_IDENTITY_IN_FLIGHT: usize = 64;
-/// TCP connections open at once.
-const TCP_CONNECTIONS: usize = 256;
+/// Receive queue of each UDP socket: a burst from one workload queues behind it rather
+/// than push other identities' queries out of a small default queue.
+const UDP_RECEIVE_QUEUE: libc::c_int = 8 << 20;
+
+fn deep_receive_queue(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size = UDP_RECEIVE_QUEUE;
+    // SAFETY: setting an int option on a socket we own. SO_RCVBUFFORCE (root) goes past
+    // net.core.rmem_max; where it fails the default stays.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// DNS events waiting to be written; past this, they are counted lost.
 const EVENT_BACKLOG: usize = 16_384;
 /// (identity, query name, query type).
@@ -205,8 +222,12 @@ type CacheKey = (u32, String, u16);
 
 /// Queries an upstream socket carries before it is replaced by one on a new port.
 const UPSTREAM_SOCKET_USES: u32 = 64;
-/// A TCP client that sends nothing for this long is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// A TCP client that takes longer than this to send a whole query (or to take its
+/// answer) is closed, as is one that sends nothing for this long.
+const TCP_IDLE: Duration = Duration::from_secs(5);
+/// Shortest and longest pause after a failed receive or accept (out of descriptors,
+/// say), so that a persistent error never spins.
+const PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 pub struct Resolver {
     settings: Settings,
@@ -214,9 +235,13 @@ pub struct Resolver {
     learned: Mutex<(Learned, BpfHashMap<MapData, DnsAllowKey, DnsAllowValue>)>,
     clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
     metrics: DnsMetrics,
-    permits: Arc<Semaphore>,
-    connections: Arc<Semaphore>,
-    in_flight: Mutex<BTreeMap<u32, usize>>,
+    /// Each identity's TCP connections and queries in flight.
+    shares: Shares,
+    /// The host's own addresses, and the generation of them the learned entries were
+    /// last checked against.
+    host: HostAddrs,
+    host_checked: AtomicU64,
+    bus: Bus,
     /// Answers kept per identity and question, for their TTL: repeated lookups skip
     /// the upstream round trip. Per identity, so that no identity learns from timing
     /// what another one asked.
@@ -238,24 +263,64 @@ struct PendingEvent {
     detail: DnsDetail,
 }
 
-/// One query's place in the resolver; given back on drop.
-struct Admission {
-    resolver: Arc<Resolver>,
-    identity: u32,
-    _permit: OwnedSemaphorePermit,
+/// The builder of DNS events, on the daemon's runtime: it reads the task's facts from
+/// /proc off the resolver's thread and publishes the events.
+pub struct DnsEvents {
+    rx: tokio::sync::mpsc::Receiver<PendingEvent>,
+    bus: Bus,
 }
 
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.resolver.in_flight.lock()
-            && let Some(n) = m.get_mut(&self.identity)
-        {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.identity);
-            }
+impl DnsEvents {
+    /// Publish every event the resolver queues, until it is gone.
+    pub async fn run(&mut self) {
+        while let Some(p) = self.rx.recv().await {
+            let task = if p.tgid == 0 {
+                TaskFacts::default()
+            } else {
+                TaskFacts::read(p.tgid)
+            };
+            self.bus
+                .publish(bus::Event::now(Body::Dns(Box::new(DnsEvent {
+                    verdict: p.verdict,
+                    identity: p.identity,
+                    reason: p.reason,
+                    tgid: p.tgid,
+                    protocol: p.proto,
+                    detail: p.detail,
+                    task,
+                }))));
         }
     }
+}
+
+/// A socket of the resolver and its address family.
+pub struct Bound<S> {
+    pub sock: Arc<S>,
+    pub family: u8,
+}
+
+impl<S> Clone for Bound<S> {
+    fn clone(&self) -> Self {
+        Self {
+            sock: self.sock.clone(),
+            family: self.family,
+        }
+    }
+}
+
+impl<S> Bound<S> {
+    #[must_use]
+    pub const fn ipv6(&self) -> bool {
+        self.family == AF_INET6
+    }
+}
+
+/// The resolver's sockets, registered with the runtime of its thread, where the daemon
+/// runs each of them as a part.
+pub struct Serving {
+    pub runtime: tokio::runtime::Handle,
+    pub udp: Vec<Bound<UdpSocket>>,
+    pub tcp: Vec<Bound<TcpListener>>,
 }
 
 impl Resolver {
@@ -266,26 +331,12 @@ impl Resolver {
         clients: BpfHashMap<MapData, DnsClientKey, DnsClient>,
         metrics: DnsMetrics,
         bus: Bus,
-    ) -> Self {
-        let (pending, mut rx) = tokio::sync::mpsc::channel::<PendingEvent>(EVENT_BACKLOG);
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let task = if p.tgid == 0 {
-                    TaskFacts::default()
-                } else {
-                    TaskFacts::read(p.tgid)
-                };
-                bus.publish(bus::Event::now(Body::Dns(Box::new(DnsEvent {
-                    verdict: p.verdict,
-                    identity: p.identity,
-                    reason: p.reason,
-                    tgid: p.tgid,
-                    protocol: p.proto,
-                    detail: p.detail,
-                    task,
-                }))));
-            }
-        });
+    ) -> (Self, DnsEvents) {
+        let (pending, rx) = tokio::sync::mpsc::channel::<PendingEvent>(EVENT_BACKLOG);
+        let events = DnsEvents {
+            rx,
+            bus: bus.clone(),
+        };
         // Nothing says why entries left by an earlier daemon were made, or under which
         // policy: start from none. Tasks resolve again.
         let flushed = Learned::flush(&mut allow);
@@ -295,19 +346,22 @@ impl Resolver {
                 "dropped addresses an earlier daemon learned from DNS"
             );
         }
-        Self {
+        let host = HostAddrs::follow();
+        let me = Self {
             learned: Mutex::new((Learned::new(settings.per_identity), allow)),
             settings,
             policy: RwLock::new(Arc::new(DnsPolicy::default())),
             clients,
             metrics,
-            permits: Arc::new(Semaphore::new(IN_FLIGHT)),
-            connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
-            in_flight: Mutex::new(BTreeMap::new()),
+            shares: Shares::default(),
+            host_checked: AtomicU64::new(host.generation()),
+            host,
+            bus,
             idle_upstream: Mutex::new(Vec::new()),
             pending,
             cache: Mutex::new(HashMap::new()),
-        }
+        };
+        (me, events)
     }
 
     #[must_use]
@@ -334,11 +388,26 @@ impl Resolver {
         self.update_gauges();
     }
 
-    /// Free what has lapsed (the kernel already ignores it) and refresh the gauges.
+    /// Free what has lapsed (the kernel already ignores it), read the host's addresses
+    /// again and close what an answer opened on an address that is now the host's, and
+    /// refresh the gauges.
     pub fn tick(&self) {
         let p = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        self.host.refresh();
+        let generation = self.host.generation();
+        let host = (self.host_checked.swap(generation, Ordering::AcqRel) != generation)
+            .then(|| self.host.get());
         if let Ok(mut l) = self.learned.lock() {
             let (table, map) = &mut *l;
+            if let Some(host) = host {
+                let n = table.forget(map, |a| host.binary_search(&a).is_ok());
+                if n > 0 {
+                    tracing::info!(
+                        n,
+                        "closed addresses answers had opened that are now the host's own"
+                    );
+                }
+            }
             table.refresh(map, p.as_ref(), boot_ns(), false);
         }
         self.update_gauges();
@@ -363,12 +432,13 @@ impl Resolver {
         }
     }
 
-    /// Serve on `listeners` until the runtime stops.
+    /// Start the resolver's thread and register `listeners` with its runtime; the
+    /// daemon then serves each socket there ([`Self::serve_udp`], [`Self::serve_tcp`]).
     ///
     /// The resolver runs on a thread of its own with a single-threaded runtime: a query
     /// then never waits for a wake-up on another worker thread, which costs more than the
     /// query's own work.
-    pub fn serve(self: &Arc<Self>, listeners: Listeners) -> io::Result<()> {
+    pub fn serve(listeners: Listeners) -> io::Result<Serving> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -377,30 +447,30 @@ impl Resolver {
             let udp = listeners
                 .udp
                 .into_iter()
-                .map(|(s, f)| Ok((Arc::new(UdpSocket::from_std(s)?), f)))
+                .map(|(s, family)| {
+                    Ok(Bound {
+                        sock: Arc::new(UdpSocket::from_std(s)?),
+                        family,
+                    })
+                })
                 .collect::<io::Result<Vec<_>>>()?;
             let tcp = listeners
                 .tcp
                 .into_iter()
-                .map(|(l, f)| Ok((TcpListener::from_std(l)?, f)))
+                .map(|(l, family)| {
+                    Ok(Bound {
+                        sock: Arc::new(TcpListener::from_std(l)?),
+                        family,
+                    })
+                })
                 .collect::<io::Result<Vec<_>>>()?;
             (udp, tcp)
         };
-        let me = self.clone();
+        let runtime = rt.handle().clone();
         std::thread::Builder::new()
             .name("zt-dns".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    for (sock, family) in udp {
-                        tokio::spawn(me.clone().serve_udp(sock, family));
-                    }
-                    for (l, family) in tcp {
-                        tokio::spawn(me.clone().serve_tcp(l, family));
-                    }
-                    std::future::pending::<()>().await;
-                });
-            })?;
-        Ok(())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        Ok(Serving { runtime, udp, tcp })
     }
 
     fn client(&self, family: u8, protocol: u8, peer: SocketAddr) -> DnsClient {
@@ -421,21 +491,9 @@ impl Resolver {
         })
     }
 
-    /// A place for one query of `identity`, or `None` when the resolver or the
-    /// identity's share of it is full.
-    fn admit(self: &Arc<Self>, identity: u32) -> Option<Admission> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        let mut m = self.in_flight.lock().ok()?;
-        let n = m.entry(identity).or_default();
-        if *n >= PER_IDENTITY_IN_FLIGHT {
-            return None;
-        }
-        *n += 1;
-        Some(Admission {
-            resolver: self.clone(),
-            identity,
-            _permit: permit,
-        })
+    /// A place for one query of `identity`, or `None` when its share is used up.
+    fn admit(&self, identity: u32) -> Option<Query> {
+        self.shares.query(identity)
     }
 
     fn dropped(&self, identity: u32) {
@@ -450,21 +508,32 @@ impl Resolver {
             .inc();
     }
 
-    async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>, family: u8) {
+    /// Serve queries on one UDP socket. Returns only on a panic of its own.
+    pub async fn serve_udp(self: Arc<Self>, b: Bound<UdpSocket>) -> Result<(), String> {
         let mut buf = vec![0u8; 65535];
+        let mut pause = PAUSE.0;
         loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                continue;
+            let (n, peer) = match b.sock.recv_from(&mut buf).await {
+                Ok(x) => {
+                    pause = PAUSE.0;
+                    x
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS resolver: receive failed");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PAUSE.1);
+                    continue;
+                }
             };
             // Read the record now: it is the sender of this very datagram.
-            let client = self.client(family, IPPROTO_UDP, peer);
+            let client = self.client(b.family, IPPROTO_UDP, peer);
             let Some(admission) = self.admit(client.identity) else {
                 self.dropped(client.identity);
                 continue;
             };
             let bytes = buf[..n].to_vec();
             let me = self.clone();
-            let sock = sock.clone();
+            let sock = b.sock.clone();
             tokio::spawn(async move {
                 let _admission = admission;
                 if let Some(reply) = me.handle(&bytes, client, true).await {
@@ -474,31 +543,41 @@ impl Resolver {
         }
     }
 
-    async fn serve_tcp(self: Arc<Self>, l: TcpListener, family: u8) {
+    /// Accept TCP connections on one listener. Returns only on a panic of its own.
+    pub async fn serve_tcp(self: Arc<Self>, b: Bound<TcpListener>) -> Result<(), String> {
+        let mut pause = PAUSE.0;
         loop {
-            let (stream, peer) = match l.accept().await {
-                Ok(x) => x,
+            let (stream, peer) = match b.sock.accept().await {
+                Ok(x) => {
+                    pause = PAUSE.0;
+                    x
+                }
                 Err(e) => {
                     // Out of descriptors, most likely: wait rather than spin.
                     tracing::warn!(error = %e, "DNS resolver: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PAUSE.1);
                     continue;
                 }
             };
-            let client = self.client(family, IPPROTO_TCP, peer);
+            let client = self.client(b.family, IPPROTO_TCP, peer);
             if client.identity == 0 {
                 // Not a connection the kernel redirected.
                 self.dropped(0);
                 continue;
             }
-            let Ok(conn) = self.connections.clone().try_acquire_owned() else {
-                self.dropped(client.identity);
+            // Always taken: room is made from the identity's own oldest connection, or
+            // from the identity holding the most.
+            let Some(conn) = self.shares.connect(client.identity) else {
                 continue;
             };
             let me = self.clone();
             tokio::spawn(async move {
-                let _conn = conn;
-                me.serve_conn(stream, client).await;
+                tokio::select! {
+                    () = me.serve_conn(stream, client) => {}
+                    () = conn.evicted.notified() => {}
+                }
+                drop(conn);
             });
         }
     }
@@ -527,8 +606,9 @@ impl Resolver {
             };
             let mut out = n.to_be_bytes().to_vec();
             out.extend_from_slice(&reply);
-            if stream.write_all(&out).await.is_err() {
-                return;
+            match tokio::time::timeout(TCP_IDLE, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     }
@@ -538,11 +618,13 @@ impl Resolver {
         let start = Instant::now();
         let policy = self.policy.read().map(|p| p.clone()).unwrap_or_default();
         let ident = policy.by_id.get(&client.identity);
+        let host = self.host.get();
         let asker = Asker {
             identity: ident.map(|i| i.name.as_str()),
             audit: ident.is_some_and(|i| i.audit),
             rules: ident.map_or(&[], |i| i.rules.as_slice()),
             nets: ident.map_or(&[], |i| i.nets.as_slice()),
+            host: &host,
         };
         let label = ident.map_or("unenrolled", |i| i.name.as_str());
         let proto = if udp { "udp" } else { "tcp" };
@@ -657,11 +739,7 @@ impl Resolver {
         self.event(
             verdict,
             label,
-            if fwd.outcome == Outcome::Audited {
-                "name_not_allowed"
-            } else {
-                "name_allowed"
-            },
+            fwd.why,
             client.tgid,
             proto,
             DnsDetail {
@@ -684,6 +762,15 @@ impl Resolver {
         proto: &'static str,
         detail: DnsDetail,
     ) {
+        let cause = Cause {
+            identity,
+            kind: "dns",
+            verdict,
+            reason,
+        };
+        if !self.bus.admit(cause) {
+            return;
+        }
         let pending = PendingEvent {
             verdict,
             identity: identity.to_owned(),
@@ -734,7 +821,7 @@ impl Resolver {
                 buf.truncate(n);
                 if uses + 1 < UPSTREAM_SOCKET_USES
                     && let Ok(mut v) = self.idle_upstream.lock()
-                    && v.len() < IN_FLIGHT
+                    && v.len() < shares::IN_FLIGHT
                 {
                     v.push((up, sock, uses + 1));
                 }

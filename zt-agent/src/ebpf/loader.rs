@@ -5,6 +5,7 @@
 //!   links/<PROG>  one bpf_link per program: enforcement lasts as long as these do
 //! Programs stay alive through their links; removing the links detaches them.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::btf;
 use super::maps::{Cgroups, Counters, DnsMaps, ExecMaps, PolicyMaps, Shadow, Tasks};
+use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/zt-agent";
 
@@ -105,6 +107,12 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: String,
+        #[source]
+        source: FsError,
+    },
     #[error("pinning {path}: {source}")]
     PinObject {
         path: String,
@@ -125,6 +133,52 @@ pub struct PinDir {
     pub root: PathBuf,
 }
 
+/// What the pin directory holds, judged without following a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pins {
+    Absent,
+    /// What this agent pins and nothing else: root's directories (mode 0700) holding
+    /// root's pinned objects, as an earlier run left them. `complete`: every map and
+    /// every link this version pins is there.
+    Agent {
+        complete: bool,
+        links: usize,
+    },
+    /// Something the agent did not make: the directory or an entry of it has another
+    /// owner, is a symlink, a looser mode or an unknown kind. bpffs is world-writable
+    /// (sticky) on many distributions, so any local user can create the directory
+    /// first. `found` describes each such entry.
+    Foreign {
+        owner: u32,
+        found: Vec<String>,
+    },
+}
+
+/// Most foreign entries a message lists.
+const FOUND_SHOWN: usize = 16;
+
+impl Pins {
+    /// The foreign entries, one per line, for messages.
+    #[must_use]
+    pub fn describe_found(found: &[String]) -> String {
+        let mut s: Vec<String> = found.iter().take(FOUND_SHOWN).cloned().collect();
+        if found.len() > FOUND_SHOWN {
+            s.push(format!("and {} more", found.len() - FOUND_SHOWN));
+        }
+        s.join("; ")
+    }
+}
+
+fn describe(rel: &str, m: &Meta) -> String {
+    let kind = match m.kind {
+        Kind::File => "object",
+        Kind::Dir => "directory",
+        Kind::Symlink => "symbolic link",
+        Kind::CharDevice | Kind::Other => "special file",
+    };
+    format!("{rel} ({kind}, uid {}, mode {:04o})", m.uid, m.mode)
+}
+
 impl PinDir {
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -138,47 +192,107 @@ impl PinDir {
     pub fn link(&self, name: &str) -> PathBuf {
         self.root.join("links").join(name)
     }
-    /// Some program is attached through a pinned link.
-    #[must_use]
-    pub fn has_links(&self) -> bool {
-        std::fs::read_dir(self.root.join("links")).is_ok_and(|mut rd| rd.next().is_some())
+
+    fn fs_err(&self) -> impl FnOnce(FsError) -> LoadError + '_ {
+        |source| LoadError::PinDir {
+            path: self.root.display().to_string(),
+            source,
+        }
     }
 
-    /// Every map and every link is pinned: a running enforcement to adopt.
-    #[must_use]
-    pub fn is_complete(&self) -> bool {
-        map_names::ALL.iter().all(|m| self.map(m).exists())
+    fn parent(&self) -> Result<(Dir, String), LoadError> {
+        let (parent, name) = fs::split(&self.root).map_err(self.fs_err())?;
+        let parent = Dir::open(&parent).map_err(self.fs_err())?;
+        Ok((parent, name.to_string_lossy().into_owned()))
+    }
+
+    /// Look at what the pin directory holds, following no link and trusting nothing
+    /// another user made.
+    ///
+    /// # Errors
+    /// The directories above it cannot be walked or are not root's.
+    pub fn inspect(&self) -> Result<Pins, LoadError> {
+        let (parent, name) = self.parent()?;
+        let Some(top) = parent.stat(&name).map_err(self.fs_err())? else {
+            return Ok(Pins::Absent);
+        };
+        let private = |m: &Meta| m.kind == Kind::Dir && m.uid == 0 && m.mode & 0o7077 == 0;
+        if top.kind != Kind::Dir {
+            return Ok(Pins::Foreign {
+                owner: top.uid,
+                found: vec![describe(&name, &top)],
+            });
+        }
+        let mut found = Vec::new();
+        if !private(&top) {
+            found.push(describe(&format!("{name}/"), &top));
+        }
+        let root = parent.subdir(&name).map_err(self.fs_err())?;
+        let (mut links, mut maps) = (BTreeSet::new(), BTreeSet::new());
+        for entry in root.entries().map_err(self.fs_err())? {
+            let Some(m) = root.stat(&entry).map_err(self.fs_err())? else {
+                continue;
+            };
+            let known = entry == "maps" || entry == "links";
+            if !known || !private(&m) {
+                found.push(describe(&entry, &m));
+                if !known || m.kind != Kind::Dir {
+                    continue;
+                }
+            }
+            let sub = root.subdir(&entry).map_err(self.fs_err())?;
+            for obj in sub.entries().map_err(self.fs_err())? {
+                let Some(om) = sub.stat(&obj).map_err(self.fs_err())? else {
+                    continue;
+                };
+                // A pinned object is a regular file of root's on bpffs; a user can
+                // make directories and links there, never one of these.
+                if om.kind != Kind::File || om.uid != 0 {
+                    found.push(describe(&format!("{entry}/{obj}"), &om));
+                } else if entry == "links" {
+                    links.insert(obj);
+                } else {
+                    maps.insert(obj);
+                }
+            }
+        }
+        if !found.is_empty() {
+            return Ok(Pins::Foreign {
+                owner: top.uid,
+                found,
+            });
+        }
+        let complete = map_names::ALL.iter().all(|m| maps.contains(*m))
             && PROGRAMS
                 .iter()
                 .filter(|p| !p.kind.is_optional())
-                .all(|p| self.link(p.name).exists())
-    }
-    #[must_use]
-    pub fn exists(&self) -> bool {
-        self.root.exists()
+                .all(|p| links.contains(p.name));
+        Ok(Pins::Agent {
+            complete,
+            links: links.len(),
+        })
     }
 
-    /// Remove every pin: links first, which detaches the programs, then maps.
+    /// Every map and every link is pinned, by the agent: a running enforcement to
+    /// adopt or to open.
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        matches!(self.inspect(), Ok(Pins::Agent { complete: true, .. }))
+    }
+
+    /// Remove every pin, never following a link: links first, which detaches the
+    /// programs, then everything else, whoever made it (a directory another user
+    /// planted included).
     pub fn remove_all(&self) -> Result<(), LoadError> {
-        for sub in ["links", "maps"] {
-            let dir = self.root.join(sub);
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                for e in rd.flatten() {
-                    std::fs::remove_file(e.path()).map_err(|source| LoadError::Pin {
-                        path: e.path().display().to_string(),
-                        source,
-                    })?;
-                }
+        let (parent, name) = self.parent()?;
+        if let Ok(root) = parent.subdir(&name)
+            && let Ok(links) = root.subdir("links")
+        {
+            for l in links.entries().map_err(self.fs_err())? {
+                links.remove(&l).map_err(self.fs_err())?;
             }
-            let _ = std::fs::remove_dir(&dir);
         }
-        if self.root.exists() {
-            std::fs::remove_dir(&self.root).map_err(|source| LoadError::Pin {
-                path: self.root.display().to_string(),
-                source,
-            })?;
-        }
-        Ok(())
+        parent.remove(&name).map_err(self.fs_err())
     }
 }
 
@@ -427,22 +541,12 @@ fn ctime_offsets(vmlinux: &[u8]) -> Result<(u32, u32), LoadError> {
 /// world-writable (1777), and a directory someone else created first would let them
 /// unlink the pins, which detaches the programs.
 fn create_private_dir(dir: &Path) -> Result<(), LoadError> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    let err = |source| LoadError::Pin {
-        path: dir.display().to_string(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let md = std::fs::symlink_metadata(dir).map_err(err)?;
-    if !md.is_dir() || md.uid() != 0 {
-        return Err(err(std::io::Error::other(
-            "not a directory owned by root right after creating it",
-        )));
-    }
-    Ok(())
+    Dir::create_new(dir, 0o700)
+        .map(drop)
+        .map_err(|source| LoadError::PinDir {
+            path: dir.display().to_string(),
+            source,
+        })
 }
 
 fn map_data(map: &Map) -> &MapData {

@@ -1,12 +1,15 @@
 //! The JSON line of an event: the same schema on stdout, in a file and for every
 //! reader. Field names are a contract (see the README's Events section).
 
+use std::time::Duration;
+
 use serde::Serialize;
 use zt_agent_common::{
     ENROLL_EXE, ENROLL_PRINCIPAL, ENROLL_QUARANTINE, EventKind, ip_protocol_name,
 };
 
 use super::decode::{c_str, comm, dst};
+use super::limit::Suppressed;
 use super::provenance::Ancestor;
 use super::{DnsDetail, DnsEvent, FileEvent, KernelEvent};
 use crate::bus::{Body, Event};
@@ -61,6 +64,14 @@ pub struct JsonEvent {
     /// DNS events: the query and what the resolver did with it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDetail>,
+    /// Summaries (`kind` `suppressed`): the kind of the events left out ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_kind: Option<&'static str>,
+    /// ... and how many, within `interval_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u64>,
 }
 
 impl JsonEvent {
@@ -74,6 +85,26 @@ impl JsonEvent {
             Body::File(f) => file(&ev.time, f, state),
         }
     }
+
+    /// The summary line of events the limits left out.
+    #[must_use]
+    pub fn suppressed(time: &str, s: &Suppressed, interval: Duration, state: &State) -> Self {
+        let mut j = daemon(time, "suppressed", &s.identity, s.reason, state);
+        j.verdict = Some(s.verdict);
+        j.suppressed_kind = Some(s.kind);
+        j.suppressed = Some(s.count);
+        j.interval_seconds = Some(interval.as_secs());
+        j
+    }
+}
+
+/// The `identity` of a kernel event: the identity's name, or a label for an id the
+/// policy no longer has.
+#[must_use]
+pub fn identity_label(state: &State, id: u32) -> String {
+    state
+        .by_id(id)
+        .map_or_else(|| state.label_of(id), |i| i.name.clone())
 }
 
 /// An event the daemon reports itself.
@@ -112,6 +143,9 @@ fn daemon(
         file: None,
         enrolled_by: None,
         dns: None,
+        suppressed_kind: None,
+        suppressed: None,
+        interval_seconds: None,
     }
 }
 
@@ -138,7 +172,7 @@ fn dns(time: &str, d: &DnsEvent, state: &State) -> JsonEvent {
 fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
     let ev = &k.raw;
     let ident = state.by_id(ev.identity);
-    let name = ident.map_or_else(|| state.label_of(ev.identity), |i| i.name.clone());
+    let name = identity_label(state, ev.identity);
     let is_exec = k.kind == EventKind::Exec;
     let is_addr = matches!(k.kind, EventKind::Connect | EventKind::Sendmsg);
     let detail = match k.kind {
@@ -184,5 +218,8 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         file: is_exec.then(|| FileId::describe(&ev.file)),
         enrolled_by,
         dns: None,
+        suppressed_kind: None,
+        suppressed: None,
+        interval_seconds: None,
     }
 }

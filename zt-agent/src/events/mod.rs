@@ -1,9 +1,10 @@
 //! Events: what the kernel reports (`decode`), the typed events the bus carries (here),
-//! the JSON line every sink writes (`json`), the sink itself (`sink`), and the exec
-//! provenance the decoder adds (`provenance`).
+//! the JSON line every sink writes (`json`), the budgets that bound them (`limit`), the
+//! sink itself (`sink`), and the exec provenance the decoder adds (`provenance`).
 
 pub mod decode;
 pub mod json;
+pub mod limit;
 pub mod provenance;
 pub mod sink;
 

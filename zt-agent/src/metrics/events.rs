@@ -12,6 +12,8 @@ pub struct EventMetrics {
     /// `sink_error`, `<subscriber>_backlog` (a bus subscriber fell behind),
     /// `dns_backlog`.
     pub lost: IntCounterVec,
+    /// Events left out by the per-identity and per-cause budgets, by identity and kind.
+    pub suppressed: IntCounterVec,
 }
 
 impl EventMetrics {
@@ -35,6 +37,12 @@ impl EventMetrics {
                 &["kind", "verdict"],
             ),
             lost,
+            suppressed: counter(
+                r,
+                "zt_agent_events_suppressed_total",
+                "Events left out by the per-identity and per-cause budgets (each summed up on a `suppressed` line), by identity and kind.",
+                &["identity", "kind"],
+            ),
         }
     }
 }

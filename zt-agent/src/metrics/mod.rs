@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod events;
 pub mod kernel;
+pub mod parts;
 pub mod policy;
 mod registry;
 pub mod server;
@@ -15,6 +16,7 @@ use prometheus::{Encoder as _, Registry, TextEncoder};
 pub use dns::DnsMetrics;
 pub use events::EventMetrics;
 pub use kernel::KernelMetrics;
+pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
 
 /// Every metric the daemon serves.
@@ -24,6 +26,7 @@ pub struct Metrics {
     pub events: EventMetrics,
     pub policy: PolicyMetrics,
     pub dns: DnsMetrics,
+    pub parts: PartMetrics,
 }
 
 impl Metrics {
@@ -35,6 +38,7 @@ impl Metrics {
             kernel: KernelMetrics::register(&registry, events.lost.clone()),
             dns: DnsMetrics::register(&registry, events.lost.clone()),
             policy: PolicyMetrics::register(&registry),
+            parts: PartMetrics::register(&registry),
             events,
             registry,
         }

@@ -85,18 +85,49 @@ impl DnsName {
         })
     }
 
-    /// Whether query name `qname` (any case, trailing dot optional) is covered.
+    /// Whether query name `qname` (its text form, any case, trailing dot optional) is
+    /// covered. A label that is not one a policy name can hold (an escaped dot or
+    /// byte, say) covers nothing.
     #[must_use]
     pub fn matches(&self, qname: &str) -> bool {
         let q = qname.strip_suffix('.').unwrap_or(qname);
-        if !self.wildcard {
-            return q.eq_ignore_ascii_case(&self.suffix);
-        }
-        // Below the suffix, at a label boundary.
-        q.len() > self.suffix.len() + 1
-            && q.as_bytes()[q.len() - self.suffix.len() - 1] == b'.'
-            && q[q.len() - self.suffix.len()..].eq_ignore_ascii_case(&self.suffix)
+        let labels: Vec<&[u8]> = q.split('.').map(str::as_bytes).collect();
+        self.matches_labels(&labels)
     }
+
+    /// Whether the name with these wire labels (leftmost first, without the root) is
+    /// covered: compared label by label, so that a label holding a dot (`evil\.zt`
+    /// under `test`) never passes for two labels of the suffix.
+    #[must_use]
+    pub fn matches_labels(&self, labels: &[&[u8]]) -> bool {
+        if !labels.iter().all(|l| valid_label(l)) {
+            return false;
+        }
+        let n = self.suffix.split('.').count();
+        let depth_ok = if self.wildcard {
+            labels.len() > n
+        } else {
+            labels.len() == n
+        };
+        depth_ok
+            && self
+                .suffix
+                .split('.')
+                .rev()
+                .zip(labels.iter().rev())
+                .all(|(s, l)| s.as_bytes().eq_ignore_ascii_case(l))
+    }
+}
+
+/// Whether a wire label is one a policy name can hold: 1 to 63 letters, digits, `-`
+/// and `_`. Anything else (a dot, a backslash, a space, a byte past ASCII) is a name no
+/// rule may cover.
+#[must_use]
+pub fn valid_label(label: &[u8]) -> bool {
+    (1..=MAX_LABEL).contains(&label.len())
+        && label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 impl fmt::Display for DnsName {
@@ -142,6 +173,30 @@ mod tests {
         assert!(!n.matches("evilgithubusercontent.com"));
         assert!(!n.matches("githubusercontent.com.evil.example"));
         assert!(!n.matches(".githubusercontent.com"));
+    }
+
+    #[test]
+    fn names_are_matched_label_by_label() {
+        let n = name("*.zt.test");
+        fn l<'a>(ls: &[&'a str]) -> Vec<&'a [u8]> {
+            ls.iter().map(|s| s.as_bytes()).collect()
+        }
+        assert!(n.matches_labels(&l(&["a", "zt", "test"])));
+        assert!(n.matches_labels(&l(&["A", "b", "ZT", "test"])));
+        // One label `evil2.zt` under `test`: its text form ends in `.zt.test`.
+        assert!(!n.matches_labels(&l(&["evil2.zt", "test"])));
+        assert!(!n.matches("evil2\\.zt.test"));
+        for bad in ["a\\b", "a b", "\u{e9}", "*", "a\u{0}"] {
+            assert!(!n.matches_labels(&l(&[bad, "zt", "test"])), "{bad:?}");
+        }
+        assert!(!n.matches_labels(&l(&["", "zt", "test"])));
+        assert!(!n.matches_labels(&l(&["zt", "test"])));
+        let exact = name("api.zt.test");
+        assert!(exact.matches_labels(&l(&["api", "zt", "test"])));
+        assert!(!exact.matches_labels(&l(&["api.zt", "test"])));
+        assert!(!exact.matches_labels(&l(&["api", "zt.test"])));
+        assert!(valid_label(b"xn--bcher-kva") && valid_label(b"_dmarc"));
+        assert!(!valid_label(&[b'a'; 64]));
     }
 
     #[test]

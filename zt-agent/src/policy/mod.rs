@@ -18,6 +18,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::sys::fs::Dir;
+
 pub use compile::{CompileError, Compiled, CompiledIdentity, NameRule, compile};
 pub use model::*;
 
@@ -60,104 +62,137 @@ fn lines(errors: &[PolicyError]) -> String {
         .join("\n")
 }
 
-impl PolicyErrors {
-    fn single(file: String, message: String) -> Self {
-        Self(vec![PolicyError {
-            file,
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message,
-        }])
-    }
-}
-
 /// Whether `name` is a policy file: `*.yaml` or `*.yml`, not hidden (editor temp files).
 fn is_policy_file(name: &str) -> bool {
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
+/// How far [`load_dir`] trusts the directory it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// What the daemon enforces: the directory, every directory above it and every
+    /// file must be root's and writable by no one else. Whoever could write one of them
+    /// could give themselves any egress.
+    Root,
+    /// `policy check`: a draft anywhere, anyone's, read the same careful way.
+    Any,
+}
+
+/// Largest policy file read (a 100,000-rule identity takes about 1.5 MB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// One policy file as read: its name, its path as shown, and its text or why not.
+struct Read {
+    name: String,
+    display: String,
+    bytes: Result<Vec<u8>, String>,
+}
+
+/// Read every policy file of `dir`: each opened once, without blocking (a FIFO is
+/// refused, not waited on), checked on the open file (a regular file, at most
+/// [`MAX_FILE_BYTES`], and with [`Trust::Root`] root's and writable by no one else).
+/// A symlink is followed only while it stays inside `dir` (so that a ConfigMap-style
+/// `a.yaml -> ..data/a.yaml` works and a link to a file elsewhere is refused).
+fn read_dir_files(dir: &Path, trust: Trust) -> Result<Vec<Read>, PolicyError> {
+    let shown = dir.display().to_string();
+    let whole = |message: String| PolicyError {
+        file: shown.clone(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+    };
+    let d = match trust {
+        Trust::Root => Dir::open(dir).and_then(|d| d.require_private_writes().map(|()| d)),
+        Trust::Any => Dir::open_any(dir),
+    }
+    .map_err(|e| {
+        whole(if e.is_not_found() {
+            format!("cannot read policy directory: {e}")
+        } else {
+            format!("policy directory refused: {e}")
+        })
+    })?;
+    let names = d
+        .entries()
+        .map_err(|e| whole(format!("cannot list policy directory: {e}")))?;
+    Ok(names
+        .into_iter()
+        .filter(|n| is_policy_file(n))
+        .map(|name| {
+            let bytes = d
+                .read_beneath(&name, MAX_FILE_BYTES)
+                .map_err(|e| format!("policy file refused: {e}"));
+            Read {
+                display: dir.join(&name).display().to_string(),
+                name,
+                bytes,
+            }
+        })
+        .collect())
+}
+
 /// Loads every `*.yaml` / `*.yml` file of `dir` (not recursive, sorted by name).
 ///
 /// # Errors
-/// Every problem of every file, or one naming `dir` if it cannot be read.
-pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    let shown = dir.display().to_string();
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        PolicyErrors::single(shown.clone(), format!("cannot read policy directory: {e}"))
-    })?;
+/// Every problem of every file, or one naming `dir` if it cannot be read or is not
+/// trusted (see [`Trust`]).
+pub fn load_dir(dir: &Path, trust: Trust) -> Result<Policy, PolicyErrors> {
+    let files = read_dir_files(dir, trust).map_err(|e| PolicyErrors(vec![e]))?;
     let mut errors = Vec::new();
-    let mut names = BTreeSet::new();
-    for entry in entries {
-        match entry {
-            Ok(e) => {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let is_file = e.path().is_file();
-                if is_file && is_policy_file(&name) {
-                    names.insert(name);
-                }
-            }
-            Err(e) => errors.push(PolicyError {
-                file: shown.clone(),
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: format!("cannot list policy directory: {e}"),
-            }),
-        }
-    }
     let mut sources = Vec::new();
-    for name in names {
-        let path = dir.join(&name);
-        let display = path.display().to_string();
-        match std::fs::read(&path) {
+    for f in files {
+        let error = |message| PolicyError {
+            file: f.display.clone(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        };
+        match f.bytes {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => sources.push(Source {
-                    name,
-                    display,
+                    name: f.name,
+                    display: f.display,
                     text,
                 }),
-                Err(e) => errors.push(PolicyError {
-                    file: display,
-                    line: 0,
-                    column: 0,
-                    field: String::new(),
-                    message: format!("not UTF-8 text: {}", e.utf8_error()),
-                }),
+                Err(e) => errors.push(error(format!("not UTF-8 text: {}", e.utf8_error()))),
             },
-            Err(e) => errors.push(PolicyError {
-                file: display,
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: format!("cannot read policy file: {e}"),
-            }),
+            Err(message) => errors.push(error(message)),
         }
     }
     load_sources(&sources, errors)
 }
 
-/// The digest `load_dir` would give `dir`'s policy, from the raw files, without
-/// parsing: cheap enough to poll for changes. Unreadable entries change it too.
+/// Why the daemon would refuse `dir` (for `policy check`, which reads any directory).
 #[must_use]
-pub fn source_digest(dir: &Path) -> String {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| is_policy_file(n))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
+pub fn trust_problems(dir: &Path) -> Vec<String> {
+    match read_dir_files(dir, Trust::Root) {
+        Err(e) => vec![e.to_string()],
+        Ok(files) => files
+            .into_iter()
+            .filter_map(|f| f.bytes.err().map(|m| format!("{}: {m}", f.display)))
+            .collect(),
+    }
+}
+
+/// The digest `load_dir` would give `dir`'s policy, from the raw files, without
+/// parsing: cheap enough to poll for changes. Unreadable or refused entries change
+/// it too.
+#[must_use]
+pub fn source_digest(dir: &Path, trust: Trust) -> String {
     let mut h = Sha256::new();
-    for name in names {
-        let bytes = std::fs::read(dir.join(&name)).unwrap_or_else(|e| e.to_string().into_bytes());
-        h.update(name.as_bytes());
-        h.update([0u8]);
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(&bytes);
+    match read_dir_files(dir, trust) {
+        Err(e) => h.update(e.to_string().as_bytes()),
+        Ok(files) => {
+            for f in files {
+                let bytes = f.bytes.unwrap_or_else(String::into_bytes);
+                h.update(f.name.as_bytes());
+                h.update([0u8]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(&bytes);
+            }
+        }
     }
     hex::encode(h.finalize())
 }
@@ -255,6 +290,35 @@ pub fn assign_ids(existing: &BTreeMap<String, u32>, policy: &Policy) -> BTreeMap
         }
     }
     ids
+}
+
+/// What holds for any text fed to the policy pipeline: it never panics; a text that
+/// loads compiles or fails with a compile error; every error names the file and a
+/// place inside the text (or line 0 for none). The fuzz target and the tests check it
+/// on hostile input; `true` when the text loaded.
+///
+/// # Panics
+/// When a property does not hold.
+pub fn check_any_text(text: &str) -> bool {
+    match load_str("fuzz.yaml", text) {
+        Ok(p) => {
+            let ids = assign_ids(&BTreeMap::new(), &p);
+            let _ = compile(&p, &ids);
+            assert!(p.identities.iter().all(|i| ids.contains_key(&i.name)));
+            true
+        }
+        Err(errors) => {
+            assert!(!errors.0.is_empty());
+            let lines = text.split('\n').count();
+            for e in &errors.0 {
+                assert_eq!(e.file, "fuzz.yaml", "{e}");
+                assert!(e.line <= lines + 1, "{e}: past the last of {lines} lines");
+                assert!(e.line == 0 || e.column >= 1, "{e}");
+                assert!(!e.message.is_empty(), "{e}");
+            }
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -513,7 +577,7 @@ spec:
         );
         dir.write("notes.txt", "not a policy");
         dir.write(".hidden.yaml", "garbage: [");
-        let e = load_dir(&dir.0)
+        let e = load_dir(&dir.0, Trust::Root)
             .err()
             .unwrap_or_else(|| panic!("expected errors"))
             .0;
@@ -542,15 +606,15 @@ spec:
         let two = TempDir::new("hash2");
         two.write("a.yaml", &doc("a"));
         two.write("b.yaml", &doc("b"));
-        let p1 = load_dir(&one.0).unwrap_or_else(|e| panic!("{e}"));
-        let p2 = load_dir(&two.0).unwrap_or_else(|e| panic!("{e}"));
+        let p1 = load_dir(&one.0, Trust::Root).unwrap_or_else(|e| panic!("{e}"));
+        let p2 = load_dir(&two.0, Trust::Root).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p1.sha256, p2.sha256);
-        assert_eq!(source_digest(&one.0), p1.sha256);
+        assert_eq!(source_digest(&one.0, Trust::Root), p1.sha256);
         assert_eq!(p1.sources, ["a.yaml", "b.yaml"]);
         // Moving a document between files changes the hash.
         let three = TempDir::new("hash3");
         three.write("a.yaml", &format!("{}---\n{}", doc("a"), doc("b")));
-        let p3 = load_dir(&three.0).unwrap_or_else(|e| panic!("{e}"));
+        let p3 = load_dir(&three.0, Trust::Root).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(p3.sha256, p1.sha256);
         assert_eq!(p3.identities, {
             let mut ids = p1.identities.clone();
@@ -562,12 +626,74 @@ spec:
         });
         // An empty directory is an empty policy.
         let empty = TempDir::new("empty");
-        assert!(load_dir(&empty.0).is_ok_and(|p| p.identities.is_empty()));
+        assert!(load_dir(&empty.0, Trust::Root).is_ok_and(|p| p.identities.is_empty()));
+    }
+
+    /// What the daemon reads only from root: a file of another user's, a directory
+    /// others may write, a link out of the directory, a FIFO, an oversized file.
+    #[test]
+    fn untrusted_sources_are_refused_naming_the_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // SAFETY: no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (sudo ./x test)"
+        );
+        let doc = "apiVersion: zt-agent/v1\nkind: Identity\nmetadata: {name: a, owner: x}\n";
+        let shown = |dir: &TempDir| match load_dir(&dir.0, Trust::Root) {
+            Ok(_) => panic!("{} was trusted", dir.0.display()),
+            Err(e) => e.to_string(),
+        };
+        let dir = TempDir::new("trust");
+        dir.write("a.yaml", doc);
+        let a = dir.0.join("a.yaml");
+        std::os::unix::fs::chown(&a, Some(65534), None).expect("chown");
+        let e = shown(&dir);
+        assert!(
+            e.contains("a.yaml: policy file refused") && e.contains("uid 65534"),
+            "{e}"
+        );
+        assert!(
+            load_dir(&dir.0, Trust::Any).is_ok(),
+            "policy check reads any draft"
+        );
+        assert_eq!(trust_problems(&dir.0).len(), 1);
+        std::os::unix::fs::chown(&a, Some(0), None).expect("chown");
+        assert!(load_dir(&dir.0, Trust::Root).is_ok());
+
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = shown(&dir);
+        assert!(
+            e.contains("policy directory refused") && e.contains("0777"),
+            "{e}"
+        );
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(shown(&dir).contains("0666"));
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        let outside = TempDir::new("trust-outside");
+        outside.write("b.yaml", doc);
+        std::os::unix::fs::symlink(outside.0.join("b.yaml"), dir.0.join("b.yaml")).expect("ln");
+        assert!(shown(&dir).contains("leads out of the directory"));
+        std::fs::remove_file(dir.0.join("b.yaml")).expect("rm");
+
+        let c = std::ffi::CString::new(dir.0.join("c.yaml").display().to_string()).expect("c");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(shown(&dir).contains("not a regular file"));
+        assert_ne!(source_digest(&dir.0, Trust::Root), String::new());
+        std::fs::remove_file(dir.0.join("c.yaml")).expect("rm");
+
+        let big = "#".repeat(usize::try_from(MAX_FILE_BYTES).expect("cap") + 1);
+        dir.write("d.yaml", &big);
+        assert!(shown(&dir).contains("larger than"));
     }
 
     #[test]
     fn missing_dir_is_an_error_naming_it() {
-        let e = load_dir(Path::new("/nonexistent/zt-agent-policies"))
+        let e = load_dir(Path::new("/nonexistent/zt-agent-policies"), Trust::Root)
             .err()
             .unwrap_or_else(|| panic!("expected an error"));
         let shown = e.to_string();
@@ -633,7 +759,7 @@ spec:
     #[test]
     fn examples_load_and_compile() {
         let dir = format!("{}/../policies", env!("CARGO_MANIFEST_DIR"));
-        let policy = load_dir(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+        let policy = load_dir(Path::new(&dir), Trust::Any).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = policy.identities.iter().map(|i| i.name.as_str()).collect();
         assert!(
             names.contains(&"coder") && names.contains(&"telemetry"),
@@ -683,5 +809,92 @@ spec:
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// The policy fuzz target's property on a fixed stream of mutated policies (bytes
+    /// flipped, cut, duplicated, YAML tokens spliced in), so that every CI run exercises
+    /// it.
+    #[test]
+    fn mutated_policies_never_panic_and_every_error_is_located() {
+        let bases = [
+            FULL_EXAMPLE,
+            include_str!("../../../policies/ai-agent.yaml"),
+            include_str!("../../../policies/iot-service.yaml"),
+        ];
+        let tokens: [&str; 28] = [
+            "- ",
+            ": ",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            "&a ",
+            "*a",
+            "!!binary ",
+            "\t",
+            "\"",
+            "'",
+            "---\n",
+            "...\n",
+            "\u{feff}",
+            "0x1f",
+            "-1",
+            "99999999999999999999",
+            "\\",
+            "#",
+            "? ",
+            "|\n",
+            ">\n",
+            "%YAML 1.2\n",
+            "*.",
+            "::ffff:",
+            "\u{0}",
+        ];
+        let mut seed = 0x6a09_e667_f3bc_c908_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut loaded, mut rejected) = (0, 0);
+        for case in 0..10_000 {
+            let mut text = bases[case % bases.len()].as_bytes().to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let v = next();
+                let n = text.len().max(1);
+                let at = (v >> 8) as usize % n;
+                match v % 5 {
+                    0 if !text.is_empty() => text[at] = (v >> 40) as u8,
+                    1 => {
+                        let end = (at + (v >> 32) as usize % 40).min(text.len());
+                        text.drain(at.min(end)..end);
+                    }
+                    2 => {
+                        let t = tokens[(v >> 32) as usize % tokens.len()];
+                        let at = at.min(text.len());
+                        text.splice(at..at, t.bytes());
+                    }
+                    3 => {
+                        let end = (at + (v >> 32) as usize % 80).min(text.len());
+                        let piece = text[at.min(end)..end].to_vec();
+                        text.splice(end..end, piece);
+                    }
+                    _ => text.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if check_any_text(&text) {
+                loaded += 1;
+            } else {
+                rejected += 1;
+            }
+        }
+        // Both outcomes are reached: the stream is not all syntax errors.
+        assert!(
+            loaded > 100 && rejected > 1_000,
+            "{loaded} loaded, {rejected} rejected"
+        );
     }
 }

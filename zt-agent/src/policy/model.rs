@@ -5,7 +5,7 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use super::dns_name::DnsName;
+pub use super::dns_name::{DnsName, valid_label};
 
 /// Trust domain of the SPIFFE ids of identities that do not name their own.
 pub const DEFAULT_TRUST_DOMAIN: &str = "zt-agent.local";

@@ -1,6 +1,7 @@
-//! Host facts and host changes: mounts, cgroups, users and privileges, and readiness
-//! for the service manager.
+//! Host facts and host changes: mounts, cgroups, users and privileges, opening files
+//! no other user can redirect (`fs`), and readiness for the service manager (`notify`).
 pub mod cgroup;
+pub mod fs;
 pub mod landlock;
 pub mod mounts;
 pub mod notify;

@@ -79,11 +79,10 @@ impl Watcher {
     }
 
     /// Follow every endpoint until the daemon stops.
-    pub async fn run(self) {
-        let me = Arc::new(self);
+    pub async fn run(self: Arc<Self>) {
         let mut tasks = tokio::task::JoinSet::new();
-        for e in me.engines.clone() {
-            let me = me.clone();
+        for e in self.engines.clone() {
+            let me = self.clone();
             tasks.spawn(async move { me.follow(&e).await });
         }
         while tasks.join_next().await.is_some() {}
