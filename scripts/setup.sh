@@ -3,17 +3,25 @@
 # the pinned Rust toolchain, Debian's LLVM 22 and bpf-linker for the eBPF build,
 # test and benchmark tools (promtool, bpftool, nftables, iptables, dnsmasq as the tests'
 # upstream DNS server, the official SPIFFE client for Python in a virtualenv the
-# tests' unprivileged workloads can read), and the bpffs and tracefs mounts.
+# tests' unprivileged workloads can read), container runtimes for the container tests
+# (Docker, Podman, runc, busybox-static for their root filesystem), systemd-analyze and
+# man-db for the unit and package tests, cargo-deb, the aarch64 cross toolchain and
+# qemu-user for the arm64 build, kubernetes-validate (PyPI) for the manifests, and the
+# bpffs and tracefs mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 python3-venv openssl bpftool nftables iptables dnsmasq-base)
-# The SPIFFE tests' Python: Debian's interpreter (workloads run as nobody, who cannot
-# read a root-only pyenv), the `spiffe` client and PyJWT (which it brings).
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev prometheus iproute2 python3 python3-venv openssl bpftool nftables iptables dnsmasq-base
+    docker.io podman runc busybox-static systemd man-db
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+# The tests' Python: Debian's interpreter (workloads run as nobody, who cannot read a
+# root-only pyenv) with the `spiffe` client (PyJWT comes with it) and
+# kubernetes-validate for the manifests.
 TEST_VENV=/opt/zt-agent/test-venv
-PY_PACKAGES=(spiffe)
+PY_PACKAGES=(spiffe kubernetes-validate)
+CARGO_DEB_VERSION=3.8.0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -38,9 +46,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# The SPIFFE client for Python, world-readable.
-if ! "$TEST_VENV/bin/python3" -c 'import spiffe, jwt, cryptography' >/dev/null 2>&1; then
-    say "installing the SPIFFE client for Python into $TEST_VENV"
+# The tests' Python packages, world-readable.
+if ! "$TEST_VENV/bin/python3" -c 'import spiffe, jwt, cryptography, kubernetes_validate' >/dev/null 2>&1; then
+    say "installing ${PY_PACKAGES[*]} (PyPI) into $TEST_VENV"
     rm -rf "$TEST_VENV"
     mkdir -p "$(dirname "$TEST_VENV")"
     /usr/bin/python3 -m venv "$TEST_VENV"
@@ -66,6 +74,16 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 LLVM_PREFIX=/usr/lib/llvm-22 \
         cargo +"$TOOLCHAIN" install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
         --no-default-features --features llvm-22
+fi
+
+# The arm64 cross build (`./x dist`) needs the standard library for aarch64.
+rustup target list --toolchain "$TOOLCHAIN" --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$' \
+    || { say "adding the aarch64 target"; rustup target add --toolchain "$TOOLCHAIN" aarch64-unknown-linux-gnu; }
+
+# Packages are made by cargo-deb.
+if ! cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    say "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo +"$TOOLCHAIN" install cargo-deb --locked --version "$CARGO_DEB_VERSION"
 fi
 
 # Mounts the agent and the tests need.

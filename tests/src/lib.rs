@@ -6,13 +6,15 @@
 //! removed (which detaches its programs), and the cgroups it made removed.
 //!
 //! Modules by job: `daemon` (the daemon under test and its commands), `policy` (typed
-//! policy documents), `cgroup` (test cgroups and probes started in them), `net`
+//! policy documents), `cgroup` (test cgroups and probes started in them), `containers`
+//! (Docker and Podman of one test, and the root filesystem their containers run), `net`
 //! (listeners, veth pairs, peers in a network namespace), `dnsmasq` (the upstream
 //! resolver), `fs` (test files), `maps` (the pinned maps and links, read and changed
 //! directly), `probe` (the binaries under test, zt-probe's exit codes), `host` (root,
 //! cgroup2, the unprivileged user tests attack as).
 
 pub mod cgroup;
+pub mod containers;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod fs;
@@ -30,6 +32,6 @@ pub use host::{NOBODY, cgroup2_root, require_root, sh_as_nobody};
 pub use net::{Peer, TcpServer, UdpServer, Veth, free_port, send_udp};
 pub use policy::{Identity, InRule, Policy, Rule, Selector};
 pub use probe::{
-    Background, DENIED, KILLED, OK, TIMEOUT, agent_bin, code_and_output, probe_bin, reported,
-    run_file, run_probe_unenrolled, spawn_probe_unenrolled,
+    Background, DENIED, KILLED, OK, TEST_VENV, TIMEOUT, agent_bin, code_and_output, probe_bin,
+    reported, run_file, run_probe_unenrolled, spawn_probe_unenrolled,
 };

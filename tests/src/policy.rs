@@ -380,6 +380,8 @@ pub struct Selector {
     sha256: Option<String>,
     uid: Option<u32>,
     gid: Option<u32>,
+    /// A `container`, `pod` or `systemdUnit` selector: its key and its value, as YAML.
+    workload: Option<(&'static str, String)>,
 }
 
 impl Selector {
@@ -421,6 +423,46 @@ impl Selector {
         self
     }
 
+    /// Containers of `runtime` (docker, podman, containerd, any) carrying every label.
+    #[must_use]
+    pub fn container_labels(runtime: &str, labels: &[(&str, &str)]) -> Self {
+        Self {
+            workload: Some((
+                "container",
+                format!("{{runtime: {runtime}, labels: {}}}", flow_map(labels)),
+            )),
+            ..Self::default()
+        }
+    }
+
+    /// Containers of pods in `namespace` whose pods carry every label.
+    #[must_use]
+    pub fn pod(namespace: &str, labels: &[(&str, &str)], container: Option<&str>) -> Self {
+        let container = container
+            .map(|c| format!(", container: {}", quoted(c)))
+            .unwrap_or_default();
+        Self {
+            workload: Some((
+                "pod",
+                format!(
+                    "{{namespace: {}, labels: {}{container}}}",
+                    quoted(namespace),
+                    flow_map(labels)
+                ),
+            )),
+            ..Self::default()
+        }
+    }
+
+    /// The cgroup of systemd unit `unit`, wherever its slice puts it.
+    #[must_use]
+    pub fn systemd_unit(unit: &str) -> Self {
+        Self {
+            workload: Some(("systemdUnit", quoted(unit))),
+            ..Self::default()
+        }
+    }
+
     /// Pin an `exe` selector's binary to its content.
     #[must_use]
     pub fn sha256(mut self, digest: impl Into<String>) -> Self {
@@ -437,6 +479,10 @@ impl Display for Selector {
             ("sha256", self.sha256.as_deref().map(quoted)),
             ("uid", self.uid.map(|u| u.to_string())),
             ("gid", self.gid.map(|g| g.to_string())),
+            (
+                self.workload.as_ref().map_or("workload", |w| w.0),
+                self.workload.as_ref().map(|w| w.1.clone()),
+            ),
         ];
         let mut lead = "    - ";
         for (key, value) in fields {
@@ -466,6 +512,15 @@ fn quoted(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// `{"k": "v", ...}`
+fn flow_map(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}: {}", quoted(k), quoted(v)))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
 }
 
 #[cfg(test)]

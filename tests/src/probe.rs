@@ -36,6 +36,10 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The tests' Python environment scripts/setup.sh makes (the `spiffe` client,
+/// kubernetes-validate), readable by the unprivileged users workloads run as.
+pub const TEST_VENV: &str = "/opt/zt-agent/test-venv";
+
 /// The zt-agent binary under test (`./x test` builds it first).
 #[must_use]
 pub fn agent_bin() -> PathBuf {

@@ -1,5 +1,6 @@
-//! `cargo xtask daemon [ARGS]`: build the agent and run its daemon with the policies in
-//! policies/, handing it the terminal.
+//! `cargo xtask daemon [ARGS]`: build the agent, put it on PATH as
+//! /usr/local/bin/zt-agent (a link to the build), and run its daemon with the policies
+//! in policies/, handing it the terminal.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     b.args(["build", "--release", "-p", "zt-agent"]);
     cmd::run(b)?;
     let bin = cmd::root().join("target/release/zt-agent");
+    link_on_path(&bin)?;
     let policies = policy_dir()?;
     let mut d = Command::new(bin);
     d.current_dir(cmd::root())
@@ -65,4 +67,26 @@ fn policy_dir() -> anyhow::Result<PathBuf> {
         "policies/ is not root's alone, so the daemon would refuse it; running on a copy in {COPY}"
     );
     Ok(copy)
+}
+
+/// Where `./x daemon` puts `zt-agent`, so that the README's `zt-agent run ...` works as
+/// written.
+const ON_PATH: &str = "/usr/local/bin/zt-agent";
+
+/// Link /usr/local/bin/zt-agent to the build, replacing an earlier link (never a file
+/// something else installed there).
+fn link_on_path(bin: &Path) -> anyhow::Result<()> {
+    let on_path = Path::new(ON_PATH);
+    match std::fs::symlink_metadata(on_path) {
+        Ok(md) if md.file_type().is_symlink() => {
+            std::fs::remove_file(on_path).with_context(|| format!("replacing {ON_PATH}"))?;
+        }
+        Ok(_) => {
+            eprintln!("xtask: {ON_PATH} exists and is not a link to a build; leaving it");
+            return Ok(());
+        }
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(bin, on_path).with_context(|| format!("linking {ON_PATH}"))?;
+    Ok(())
 }

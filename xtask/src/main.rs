@@ -4,12 +4,14 @@
 //!   cargo xtask test [ARGS]     build and run every test, privileged eBPF tests included,
 //!                               then the benchmark in quick mode as a smoke test
 //!   cargo xtask bench [--quick] zt-agent against no hook and against nftables/iptables
+//!   cargo xtask dist [--arch A]  .deb packages (amd64, arm64), arm64 unit tests under qemu
 //!
-//! One module per task (`daemon`, `test`, `bench`); `cmd` runs cargo and the rest.
+//! One module per task (`daemon`, `test`, `bench`, `dist`); `cmd` runs cargo and the rest.
 
 mod bench;
 mod cmd;
 mod daemon;
+mod dist;
 mod test;
 
 use clap::{Args, Parser, Subcommand};
@@ -19,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
     name = "cargo xtask",
     bin_name = "cargo xtask",
     about = "Tasks cargo alone cannot do; run them through ./x",
-    override_usage = "cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick]"
+    override_usage = "cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick] | dist [--arch amd64|arm64|all]"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +43,12 @@ enum Task {
         /// Small counts, results printed only (what CI runs)
         #[arg(long)]
         quick: bool,
+    },
+    /// Packages: a .deb per architecture (amd64, arm64 cross-built), with the unit,
+    /// example policies, completions and man pages; the arm64 unit tests under qemu
+    Dist {
+        #[arg(long, value_enum, default_value = "all")]
+        arch: dist::Arch,
     },
 }
 
@@ -79,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Task::Daemon(a) => daemon::run(&a.args()),
         Task::Test(a) => test::run(&a.args()),
         Task::Bench { quick } => bench::run(quick),
+        Task::Dist { arch } => dist::run(arch),
     }
 }
 
@@ -93,7 +102,7 @@ mod tests {
             .expect("parses");
         match cli.task {
             Task::Test(a) | Task::Daemon(a) => a.args(),
-            Task::Bench { .. } => panic!("not a pass-on task"),
+            Task::Bench { .. } | Task::Dist { .. } => panic!("not a pass-on task"),
         }
     }
 

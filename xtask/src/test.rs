@@ -1,4 +1,5 @@
-//! `cargo xtask test [CARGO TEST ARGS]`: build the binaries the integration tests run,
+//! `cargo xtask test [CARGO TEST ARGS]`: build the binaries the integration tests run
+//! and the host's .deb,
 //! run every test (privileged eBPF tests included), add up cargo's result lines into
 //! one, and after a full green run smoke-test the benchmark in quick mode.
 
@@ -17,6 +18,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut b = cmd::cargo();
     b.args(["build", "-p", "zt-agent", "-p", "zt-agent-tests", "--bins"]);
     cmd::run(b)?;
+    // The package test installs the host's .deb (its release build is the one the
+    // benchmark runs afterwards).
+    crate::dist::deb(None)?;
     let mut t = cmd::cargo();
     t.args([
         "test",

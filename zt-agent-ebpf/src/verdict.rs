@@ -10,8 +10,8 @@ use zt_agent_common::{
 
 use crate::kernel::{AF_INET, AF_INET6, caller};
 use crate::maps::{
-    Tries, ZT_DNS_ALLOW, ZT_GRANTS_V4, ZT_GRANTS_V6, ZT_IN_PORTS, ZT_IN_V4, ZT_IN_V6,
-    ZT_POLICY_V4, ZT_POLICY_V6,
+    Tries, ZT_DNS_ALLOW, ZT_GRANTS_V4, ZT_GRANTS_V6, ZT_IN_PORTS, ZT_IN_V4, ZT_IN_V6, ZT_POLICY_V4,
+    ZT_POLICY_V6,
 };
 
 /// Result of judging one identity.

@@ -47,6 +47,13 @@ pub enum Command {
     /// Show an identity's latest SVIDs (their public parts) and the trust bundles
     /// (root only).
     Svid(SvidArgs),
+    /// Write shell completions (bash, zsh, fish) and the man page into DIR, for
+    /// packages: `./x dist` runs it.
+    #[command(hide = true)]
+    Generate {
+        /// Directory to write `completions/` and `man/` into.
+        dir: PathBuf,
+    },
     /// Show whether the kernel enforces, the policy in force and the exec guard.
     Status {
         /// Print JSON.
@@ -268,6 +275,8 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
     #[command(flatten)]
+    pub containers: ContainerArgs,
+    #[command(flatten)]
     pub dirs: Dirs,
 }
 
@@ -317,6 +326,31 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{s}` is outside 2s..7d"));
     }
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Where the container runtimes' metadata comes from.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Docker Engine API socket of a container runtime: Docker's, or Podman's
+    /// (`podman system service`); repeat for more. Default: /var/run/docker.sock and
+    /// /run/podman/podman.sock, where they exist.
+    #[arg(long = "container-socket", value_name = "PATH")]
+    pub container_sockets: Vec<PathBuf>,
+}
+
+impl ContainerArgs {
+    /// The sockets to follow: those given, or the runtimes' default ones.
+    #[must_use]
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        if self.container_sockets.is_empty() {
+            ["/var/run/docker.sock", "/run/podman/podman.sock"]
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        } else {
+            self.container_sockets.clone()
+        }
+    }
 }
 
 /// The resolver enrolled tasks' DNS goes to.

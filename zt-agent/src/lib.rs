@@ -6,7 +6,9 @@
 //! resolver of enrolled tasks' DNS), `bus` and `events` (typed events, their JSON and
 //! sinks), `metrics`, `daemon` (its parts), `launch` (`zt-agent run`), `inventory`
 //! (`ps` and `status`), `sys` (mounts, cgroups, users), `tamper` (programs and pins
-//! kept in place), and `cmd`, one file per command.
+//! kept in place), `grants` (just-in-time access), `spiffe` (the Workload API),
+//! `workload` (containers, pods and systemd units as host facts that resolve to
+//! cgroups), and `cmd`, one file per command.
 pub mod bus;
 pub mod cli;
 pub mod cmd;
@@ -26,3 +28,4 @@ pub mod spiffe;
 pub mod state;
 pub mod sys;
 pub mod tamper;
+pub mod workload;

@@ -5,6 +5,7 @@ mod approve;
 mod audit;
 mod daemon;
 mod deny;
+mod generate;
 mod grant;
 mod grants;
 mod policy;
@@ -13,8 +14,8 @@ mod requests;
 mod revoke;
 mod run;
 mod status;
-mod why;
 mod svid;
+mod why;
 
 use crate::cli::{AuditCommand, Cli, Command, PolicyCommand};
 
@@ -40,5 +41,6 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Deny { id, reason, dirs } => deny::execute(&dirs, id, reason),
         Command::Why(args) => why::execute(args),
         Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
+        Command::Generate { dir } => generate::execute(&dir),
     }
 }

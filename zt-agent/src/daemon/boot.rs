@@ -34,6 +34,8 @@ impl Booted {
 
 pub fn boot(args: &DaemonArgs, metrics: &PolicyMetrics) -> Result<Booted, DaemonError> {
     let pins = PinDir::new(&args.dirs.pin_dir);
+    // Every feature the programs need, by name, before anything is loaded or adopted.
+    crate::ebpf::features::probe_all()?;
     mounts::ensure_bpffs()?;
     let cgroup_root = mounts::cgroup2_mount()?;
     let policy = policy::load_dir(&args.policy, policy::Trust::Root);

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Mount(#[from] mounts::MountError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Feature(#[from] crate::ebpf::features::Missing),
     #[error("policy {dir}:\n{errors}")]
     Policy { dir: String, errors: String },
     #[error("installing the policy into the kernel: {0}")]
@@ -106,6 +108,7 @@ impl DaemonError {
             ) => exit::CONFIG,
             Self::Mount(_)
             | Self::Load(_)
+            | Self::Feature(_)
             | Self::Incomplete { .. }
             | Self::Planted { .. }
             | Self::AdoptWithoutState { .. } => exit::UNAVAILABLE,
@@ -173,6 +176,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let started = start::start(&args, booted, sink, metrics).await?;
     let mut parts = Parts::spawn(started)?;
     tracing::info!("zt-agent daemon running");
+    crate::sys::notify::ready();
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),

@@ -1,7 +1,8 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
-//! server, the ticker (with the reconciler), the resolver's sockets and its event
-//! builder, the tamper guard, the socket adopter, the grant manager, the control socket,
-//! the SPIFFE Workload API and its key keeper, and a watch on the enforcer's thread.
+//! server, the ticker (with the reconciler), the container watch, the resolver's
+//! sockets and its event builder, the tamper guard, the socket adopter, the grant
+//! manager, the control socket, the SPIFFE Workload API and its key keeper, and a
+//! watch on the enforcer's thread.
 //!
 //! A supervisor runs each part: when one fails (an error or a panic), it says which,
 //! marks it down in `zt_agent_part_up{part}`, and starts it again after a pause, counted
@@ -42,6 +43,7 @@ pub mod name {
     pub const EVENT_SINK: &str = "event_sink";
     pub const METRICS: &str = "metrics";
     pub const TICKER: &str = "ticker";
+    pub const CONTAINER_WATCH: &str = "container_watch";
     pub const ENFORCER: &str = "enforcer";
     pub const DNS_EVENTS: &str = "dns_events";
     pub const TAMPER_GUARD: &str = "tamper_guard";
@@ -131,6 +133,7 @@ impl Parts {
             name::EVENT_SINK,
             name::METRICS,
             name::TICKER,
+            name::CONTAINER_WATCH,
             name::ENFORCER,
             name::DNS_EVENTS,
             name::TAMPER_GUARD,
@@ -217,12 +220,33 @@ impl Parts {
         let hup = Arc::new(Mutex::new(signal(SignalKind::hangup())?));
         let reconciler = Arc::new(Mutex::new(s.reconciler));
         let resolver = s.resolver.clone();
+        let containers = Arc::new(Mutex::new(s.containers));
         set.spawn(supervise(
             name::TICKER,
             move || {
                 let (r, d, h) = (reconciler.clone(), resolver.clone(), hup.clone());
+                let c = containers.clone();
                 async move {
-                    ticker::run(&mut *r.lock().await, &d, &mut *h.lock().await).await;
+                    ticker::run(
+                        &mut *r.lock().await,
+                        &d,
+                        &mut *h.lock().await,
+                        &mut *c.lock().await,
+                    )
+                    .await;
+                    Ok(())
+                }
+            },
+            health.clone(),
+        ));
+
+        let watcher = Arc::new(s.watcher);
+        set.spawn(supervise(
+            name::CONTAINER_WATCH,
+            move || {
+                let w = watcher.clone();
+                async move {
+                    w.run().await;
                     Ok(())
                 }
             },

@@ -5,7 +5,8 @@
 //! parts).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -25,6 +26,8 @@ use crate::plan::{self, Plan};
 use crate::policy::{self, Mode, Policy, PolicyErrors};
 use crate::state::{IdentityState, State};
 use crate::sys::cgroup;
+use crate::workload::select::Workloads;
+use crate::workload::watch::Containers;
 
 pub struct Reconciler {
     policy_dir: PathBuf,
@@ -45,6 +48,15 @@ pub struct Reconciler {
     bus: Bus,
     metrics: PolicyMetrics,
     grants: watch::Sender<Arc<GrantPolicy>>,
+    /// The host's containers, as the runtimes last reported them.
+    containers: Containers,
+    /// One task of each container of each identity whose `exec.allow` applies inside
+    /// its containers, by identity id: where those paths are resolved.
+    roots: BTreeMap<u32, Vec<u32>>,
+    /// cgroups the daemon made for created containers before their runtime did, so
+    /// that their first task is enrolled as it enters; removed if the container goes
+    /// without having used it.
+    precreated: BTreeMap<String, PathBuf>,
 }
 
 /// The parts a reconciler works with.
@@ -81,8 +93,16 @@ impl Reconciler {
             bus: parts.bus,
             metrics: parts.metrics,
             grants: parts.grants,
+            containers: Containers::default(),
+            roots: BTreeMap::new(),
+            precreated: BTreeMap::new(),
         };
         (me, rx)
+    }
+
+    /// The containers changed (a runtime event, or the first listing).
+    pub fn set_containers(&mut self, containers: Containers) {
+        self.containers = containers;
     }
 
     /// The state the daemon records; boot adds where it serves and how execs are
@@ -152,11 +172,12 @@ impl Reconciler {
         if let Err(e) = self.files.refresh_mounts() {
             tracing::warn!(error = %e, "reading the mount table");
         }
-        let next =
+        let mut next =
             plan::build(&p, &self.state.ids, &mut self.files).map_err(|e| DaemonError::Policy {
                 dir: self.policy_dir.display().to_string(),
                 errors: e.to_string(),
             })?;
+        resolve::add_container_files(&p, &next.ids, &self.roots, &mut next.exec);
         if let Some((_, old)) = &self.current {
             tracing::info!(change = %plan::diff(old, &next), "installing policy");
         }
@@ -250,6 +271,7 @@ impl Reconciler {
             }
         };
         resolve::keep_unresolved(&plan.exec, &mut r);
+        resolve::add_container_files(p, &self.state.ids, &self.roots, &mut r);
         if r == plan.exec {
             return;
         }
@@ -301,9 +323,57 @@ impl Reconciler {
     }
 
     /// Enroll every cgroup that matches a selector, and the tasks already in them.
-    /// `prune` (on policy changes) also drops cgroups no identity selects any more.
+    /// `prune` (on policy and container changes) also drops cgroups no identity
+    /// selects any more.
     pub async fn sync_cgroups(&mut self, prune: bool) {
+        let workloads = self
+            .current
+            .as_ref()
+            .map(|(_, plan)| plan.workloads.clone())
+            .unwrap_or_default();
+        let containers = self.containers.clone();
+        self.precreate(&workloads);
         let tree = cgroup::walk(&self.state.cgroup_root);
+        let claims = plan::cgroups(&self.state.identities, &workloads, &tree, &containers);
+        // A container of an identity with an exec allowlist is enrolled only once its
+        // files are resolved inside it: its tasks' next exec is judged against them.
+        let mut roots: BTreeMap<u32, BTreeMap<&str, u32>> = BTreeMap::new();
+        let mut not_yet = BTreeSet::new();
+        for c in &claims {
+            let Some(container) = c.container else {
+                continue;
+            };
+            if !workloads
+                .0
+                .iter()
+                .any(|w| w.id == c.identity && w.exec_restricted)
+            {
+                continue;
+            }
+            match cgroup::procs(c.dir)
+                .into_iter()
+                .find(|pid| in_own_root(*pid))
+            {
+                Some(pid) => {
+                    roots
+                        .entry(c.identity)
+                        .or_default()
+                        .entry(container.id.as_str())
+                        .or_insert(pid);
+                }
+                None => {
+                    not_yet.insert(c.dir);
+                }
+            }
+        }
+        let roots: BTreeMap<u32, Vec<u32>> = roots
+            .into_iter()
+            .map(|(id, by_container)| (id, by_container.into_values().collect()))
+            .collect();
+        if roots != self.roots {
+            self.roots = roots;
+            self.refresh_files().await;
+        }
         let mut want = BTreeMap::new();
         let mut tasks = Vec::new();
         // One share of the cgroup table per identity (and one for launch cgroups), so
@@ -312,24 +382,28 @@ impl Reconciler {
         // still enrolled here, once a second.
         let share = cgroup_share(self.state.ids.len());
         let mut per_identity: BTreeMap<u32, usize> = BTreeMap::new();
-        for (dir, id) in plan::cgroups(&self.state.identities, &tree) {
-            tasks.extend(cgroup::procs(dir).into_iter().map(|t| (t, id, ENROLL_SCAN)));
-            let n = per_identity.entry(id).or_default();
+        for c in claims.iter().filter(|c| !not_yet.contains(c.dir)) {
+            tasks.extend(
+                cgroup::procs(c.dir)
+                    .into_iter()
+                    .map(|t| (t, c.identity, ENROLL_SCAN)),
+            );
+            let n = per_identity.entry(c.identity).or_default();
             *n += 1;
             if *n > share {
-                if *n == share + 1 && self.cgroups_over.insert(id) {
+                if *n == share + 1 && self.cgroups_over.insert(c.identity) {
                     tracing::warn!(
-                        identity = %self.state.label_of(id),
+                        identity = %self.state.label_of(c.identity),
                         share,
                         "the identity selects more cgroups than its share of the cgroup table; the rest are enrolled by the once-a-second scan only"
                     );
                 }
                 continue;
             }
-            let Ok(cgid) = cgroup::cgroup_id(dir) else {
+            let Ok(cgid) = cgroup::cgroup_id(c.dir) else {
                 continue;
             };
-            want.insert(cgid, id);
+            want.insert(cgid, c.identity);
         }
         self.cgroups_over
             .retain(|id| per_identity.get(id).is_some_and(|n| *n > share));
@@ -355,6 +429,53 @@ impl Reconciler {
         }
     }
 
+    /// Make the cgroup of each created container that a selector without an exec
+    /// allowlist selects, where its runtime uses the cgroupfs driver, before the
+    /// runtime does: the cgroup is then enrolled before the container's first task
+    /// enters it, and the cgroup_attach_task hook tags that task as it enters. Remove
+    /// the ones whose container went away unused.
+    fn precreate(&mut self, workloads: &Workloads) {
+        let containers = self.containers.clone();
+        self.precreated.retain(|id, dir| {
+            if containers.iter().any(|c| c.id == *id) {
+                return true;
+            }
+            // Fails, harmlessly, if the runtime put anything there.
+            let _ = std::fs::remove_dir(&*dir);
+            false
+        });
+        if workloads.is_empty() {
+            return;
+        }
+        for c in containers.iter().filter(|c| c.created) {
+            let Some(rel) = &c.cgroup else {
+                continue;
+            };
+            if self.precreated.contains_key(&c.id)
+                || !workloads
+                    .container(c, &containers)
+                    .is_some_and(|w| !w.exec_restricted)
+            {
+                continue;
+            }
+            let dir = self.state.cgroup_root.join(rel.trim_start_matches('/'));
+            if dir.exists() {
+                continue;
+            }
+            let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+            // Made root's, mode 0755, as the runtime would; the leaf must be new.
+            match cgroup::create_launch(&self.state.cgroup_root, &parts) {
+                Ok(_) => {
+                    tracing::info!(container = %c.name, cgroup = %rel, "made the cgroup of a created container, to enroll it before it starts");
+                    self.precreated.insert(c.id.clone(), dir);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %c.name, error = %e, "making a created container's cgroup")
+                }
+            }
+        }
+    }
+
     /// Tell the other parts, and write `state.json`.
     pub fn publish(&self) {
         self.published.send_replace(Arc::new(self.state.clone()));
@@ -375,4 +496,13 @@ impl Reconciler {
 /// that ever had an id, and one part kept for the launch cgroups of `zt-agent run`.
 fn cgroup_share(holders: usize) -> usize {
     zt_agent_common::CGROUPS_CAPACITY as usize / (holders + 1).max(1)
+}
+
+/// Whether a task runs in a root of its own (a container whose runtime has set up its
+/// root filesystem), not in the host's.
+fn in_own_root(pid: u32) -> bool {
+    let key = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let host = key(Path::new("/proc/1/root"));
+    let own = key(Path::new(&format!("/proc/{pid}/root")));
+    own.is_some() && own != host
 }

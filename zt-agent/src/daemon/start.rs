@@ -26,6 +26,7 @@ use crate::grants::{self, GrantPolicy};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::tamper::Guard;
+use crate::workload::watch::{Containers, Watcher};
 
 /// The grant manager's queue: denials (for `why` and requests) and grant events.
 const GRANTS_BACKLOG: usize = 4096;
@@ -56,6 +57,9 @@ pub struct Started {
     pub control: (UnixListener, Tasks, mpsc::Sender<ControlCall>),
     /// The SPIFFE Workload API, unless disabled.
     pub workload: Option<crate::spiffe::Workload>,
+    /// The container runtimes, followed; and what they report.
+    pub watcher: Watcher,
+    pub containers: watch::Receiver<Containers>,
 }
 
 pub async fn start(
@@ -123,6 +127,10 @@ pub async fn start(
             grants: grant_policy,
         },
     );
+    // The containers already there, before the first policy is put in force.
+    let (watcher, mut containers) = Watcher::new(&args.containers.sockets());
+    watcher.list_once(std::time::Duration::from_secs(2)).await;
+    reconciler.set_containers(containers.borrow_and_update().clone());
     reconciler.start(booted.policy, adopted).await?;
     if let Some(loaded) = booted.loaded {
         // Attach only once the policy is installed, so enrolled tasks see it from
@@ -220,6 +228,8 @@ pub async fn start(
         grants: (manager, inbox),
         control: (control, reader()?, handle.control),
         workload,
+        watcher,
+        containers,
     })
 }
 

@@ -39,15 +39,8 @@ fn str_at(strings: &[u8], off: u32) -> &[u8] {
 }
 
 /// Byte offset of `strukt.member` (a direct, byte-aligned member).
-pub fn member_offset(path: &Path, strukt: &str, member: &str) -> Result<u32, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    member_offset_in(&data, strukt, member)
-}
-
-pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, BtfError> {
+/// The type and string sections of a BTF blob.
+fn sections(data: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
     if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
         return Err(BtfError::Malformed(
             "bad magic (only little-endian BTF is supported)",
@@ -64,6 +57,19 @@ pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, 
     let strings = data
         .get(hdr_len + str_off..hdr_len + str_off + str_len)
         .ok_or(BtfError::Malformed("string section out of bounds"))?;
+    Ok((types, strings))
+}
+
+pub fn member_offset(path: &Path, strukt: &str, member: &str) -> Result<u32, BtfError> {
+    let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    member_offset_in(&data, strukt, member)
+}
+
+pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, BtfError> {
+    let (types, strings) = sections(data)?;
 
     let mut pos = 0;
     while pos + 12 <= types.len() {
@@ -105,9 +111,69 @@ pub fn member_offset_in(data: &[u8], strukt: &str, member: &str) -> Result<u32, 
     })
 }
 
+/// The number of arguments tracepoint `tp` hands a tp_btf program (its
+/// `btf_trace_<tp>` typedef, a pointer to a function whose first argument is the
+/// context), or `None` if the kernel's BTF has no such tracepoint.
+pub fn tracepoint_args_in(data: &[u8], tp: &str) -> Result<Option<usize>, BtfError> {
+    let (types, strings) = sections(data)?;
+    // (kind, name, type, vlen) by type id; id 0 is void.
+    let mut all = vec![(0u32, 0u32, 0u32, 0usize)];
+    let mut pos = 0;
+    while pos + 12 <= types.len() {
+        let name_off = u32_at(types, pos)?;
+        let info = u32_at(types, pos + 4)?;
+        let ty = u32_at(types, pos + 8)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        all.push((kind, name_off, ty, vlen));
+        pos += 12
+            + match kind {
+                1 | 14 | 17 => 4,
+                3 => 12,
+                4 | 5 | 15 | 19 => 12 * vlen,
+                6 | 13 => 8 * vlen,
+                _ => 0,
+            };
+    }
+    const KIND_PTR: u32 = 2;
+    const KIND_TYPEDEF: u32 = 8;
+    const KIND_FUNC_PROTO: u32 = 13;
+    let want = format!("btf_trace_{tp}");
+    let Some(&(_, _, ptr, _)) = all
+        .iter()
+        .find(|(k, n, _, _)| *k == KIND_TYPEDEF && str_at(strings, *n) == want.as_bytes())
+    else {
+        return Ok(None);
+    };
+    let Some(&(KIND_PTR, _, proto, _)) = all.get(ptr as usize) else {
+        return Err(BtfError::Malformed("tracepoint typedef is not a pointer"));
+    };
+    match all.get(proto as usize) {
+        // The first argument is the tracepoint's context, not one of its arguments.
+        Some(&(KIND_FUNC_PROTO, _, _, vlen)) => Ok(Some(vlen.saturating_sub(1))),
+        _ => Err(BtfError::Malformed(
+            "tracepoint typedef is not a function pointer",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracepoint_arguments_of_the_running_kernel() {
+        let data = std::fs::read(VMLINUX).expect("kernel BTF");
+        // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+        assert_eq!(
+            tracepoint_args_in(&data, "sched_process_exec").expect("btf"),
+            Some(3)
+        );
+        assert_eq!(
+            tracepoint_args_in(&data, "no_such_tracepoint").expect("btf"),
+            None
+        );
+    }
 
     #[test]
     fn rejects_garbage() {

@@ -22,8 +22,7 @@ use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::maps::{
-    Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Sockets, TaskShares,
-    Tasks,
+    Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Sockets, TaskShares, Tasks,
 };
 use super::{btf, sys};
 use crate::sys::fs::{self, Dir, FsError, Kind, Meta};

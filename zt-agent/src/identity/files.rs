@@ -140,6 +140,92 @@ pub fn of_fd(fd: BorrowedFd<'_>, mounts: &MountDevs) -> std::io::Result<FileId> 
     to_id(&statx(fd.as_raw_fd(), &empty, libc::AT_EMPTY_PATH)?, mounts)
 }
 
+/// A container's root directory, through which paths are resolved as the container's
+/// tasks see them: absolute symlinks and `..` stay inside it (`RESOLVE_IN_ROOT`), and
+/// devices come from the container's own mount table.
+pub struct Root {
+    dir: std::os::fd::OwnedFd,
+    pub mounts: MountDevs,
+}
+
+impl Root {
+    /// The root of `pid`'s mount namespace, as `pid` sees it.
+    pub fn of_pid(pid: u32) -> std::io::Result<Self> {
+        use std::os::fd::OwnedFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_path()
+            .open(format!("/proc/{pid}/root"))?;
+        Ok(Self {
+            dir: OwnedFd::from(f),
+            mounts: MountDevs::read(Some(pid))?,
+        })
+    }
+
+    /// A directory taken as a root, with this process's mount table.
+    pub fn of_dir(dir: &Path) -> std::io::Result<Self> {
+        use std::os::fd::OwnedFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_path()
+            .open(dir)?;
+        Ok(Self {
+            dir: OwnedFd::from(f),
+            mounts: MountDevs::read(None)?,
+        })
+    }
+
+    /// Open `path` (absolute inside the root) with `flags`, never leaving the root.
+    fn open(&self, path: &str, flags: i32) -> std::io::Result<std::fs::File> {
+        use std::os::fd::FromRawFd as _;
+        let c = CString::new(path).map_err(std::io::Error::other)?;
+        // SAFETY: zeroed open_how is valid; the fields are set below.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid directory fd, C string and open_how for the duration of the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &raw const how,
+                size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor this function owns.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+    }
+
+    /// The file `path` names inside the root, as the exec hook will see it.
+    pub fn id(&self, path: &str) -> std::io::Result<FileId> {
+        use std::os::fd::AsFd as _;
+        let f = self.open(path, libc::O_PATH)?;
+        of_fd(f.as_fd(), &self.mounts)
+    }
+
+    /// The digest of the file `path` names inside the root.
+    pub fn digest(&self, path: &str, max_bytes: u64) -> std::io::Result<(FileId, String)> {
+        let f = self.open(path, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
+        digest_open(f, &self.mounts, max_bytes)
+    }
+}
+
+/// O_PATH | O_DIRECTORY for the root's descriptor.
+trait PathFlags {
+    fn custom_flags_path(&mut self) -> &mut Self;
+}
+
+impl PathFlags for std::fs::OpenOptions {
+    fn custom_flags_path(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        self.custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    }
+}
+
 /// The sha256 of the regular file at `path` (at most `max_bytes` long), with the
 /// identity of the very file hashed. A file that changes while it is read is an error,
 /// never a digest of a mix.
@@ -148,8 +234,16 @@ pub fn digest(
     mounts: &MountDevs,
     max_bytes: u64,
 ) -> std::io::Result<(FileId, String)> {
+    digest_open(open_quietly(path)?, mounts, max_bytes)
+}
+
+/// The sha256 of an open regular file, as [`digest`].
+fn digest_open(
+    mut f: std::fs::File,
+    mounts: &MountDevs,
+    max_bytes: u64,
+) -> std::io::Result<(FileId, String)> {
     use std::os::fd::AsFd as _;
-    let mut f = open_quietly(path)?;
     let before = of_fd(f.as_fd(), mounts)?;
     let size = f.metadata()?.len();
     if size > max_bytes {
@@ -187,6 +281,35 @@ mod tests {
         );
         assert_eq!(m.0.get(&22), Some(&((259 << 20) | 3)));
         assert_eq!(m.0.get(&40), Some(&44));
+    }
+
+    #[test]
+    fn paths_in_a_root_stay_inside_it() {
+        let dir = std::env::temp_dir().join(format!("zt-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/bin")).expect("tmp root");
+        std::fs::write(dir.join("usr/bin/tool"), b"inside").expect("write");
+        // An absolute symlink, as images have them: /usr/bin/tool inside the root, not
+        // the host's.
+        std::os::unix::fs::symlink("/usr/bin/tool", dir.join("usr/bin/alias")).expect("symlink");
+        std::os::unix::fs::symlink("../../../../../usr/bin/tool", dir.join("usr/bin/up"))
+            .expect("symlink");
+        let mounts = MountDevs::read(None).expect("mountinfo");
+        let inside = of_path(&dir.join("usr/bin/tool"), &mounts)
+            .expect("stat")
+            .key;
+        let root = Root::of_dir(&dir).expect("root");
+        assert_eq!(root.id("/usr/bin/tool").expect("tool").key, inside);
+        assert_eq!(root.id("/usr/bin/alias").expect("alias").key, inside);
+        assert_eq!(root.id("/usr/bin/up").expect("dot-dot").key, inside);
+        assert!(
+            root.id("/etc/hostname").is_err(),
+            "the host's files are not in the root"
+        );
+        let (id, d) = root.digest("/usr/bin/alias", 1 << 20).expect("digest");
+        assert_eq!(id.key, inside);
+        assert_eq!(d.len(), 64);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

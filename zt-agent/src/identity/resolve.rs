@@ -217,6 +217,9 @@ pub fn resolve(
                         );
                         r.paths.entry(f.key).or_insert_with(|| p.path.clone());
                     }
+                    // A path of an identity that selects containers names a file
+                    // inside them, which the host need not have.
+                    Err(_) if identity.selects_containers() => {}
                     Err(e) => r.notes.push(Note {
                         identity: identity.name.clone(),
                         field: "spec.exec.allow",
@@ -351,6 +354,66 @@ pub fn resolve(
         Ok(r)
     } else {
         Err(errors)
+    }
+}
+
+/// Add the `exec.allow` files of identities that select containers as each of their
+/// containers sees them: a path in such a policy means the path inside the container,
+/// resolved through `/proc/PID/root` of one of its tasks with absolute symlinks and
+/// `..` kept inside the container's root. `roots` holds, per identity id, one task of
+/// each of its containers. A file missing in a container allows nothing there.
+pub fn add_container_files(
+    policy: &Policy,
+    ids: &BTreeMap<String, u32>,
+    roots: &BTreeMap<u32, Vec<u32>>,
+    r: &mut Resolved,
+) {
+    for identity in &policy.identities {
+        let (Some(allow), Some(id)) = (&identity.exec_allow, ids.get(&identity.name)) else {
+            continue;
+        };
+        let Some(pids) = roots.get(id) else {
+            continue;
+        };
+        for pid in pids {
+            let root = match files::Root::of_pid(*pid) {
+                Ok(root) => root,
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "opening a container's root");
+                    continue;
+                }
+            };
+            for p in allow {
+                let looked = match &p.sha256 {
+                    Some(want) => root
+                        .digest(&p.path, files::MAX_POLICY_DIGEST_BYTES)
+                        .and_then(|(f, d)| {
+                            if d == *want {
+                                Ok(f)
+                            } else {
+                                Err(std::io::Error::other("digest mismatch"))
+                            }
+                        }),
+                    None => root.id(&p.path),
+                };
+                match looked {
+                    Ok(f) => {
+                        r.entries.allow.insert(
+                            ExecAllowKey {
+                                identity: *id,
+                                dev: f.key.dev,
+                                ino: f.key.ino,
+                            },
+                            f.stamp,
+                        );
+                        r.paths.entry(f.key).or_insert_with(|| p.path.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(pid, path = %p.path, error = %e, "an exec.allow path in a container");
+                    }
+                }
+            }
+        }
     }
 }
 

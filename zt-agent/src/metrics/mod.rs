@@ -11,8 +11,8 @@ pub mod parts;
 pub mod policy;
 mod registry;
 pub mod server;
-pub mod tamper;
 pub mod spiffe;
+pub mod tamper;
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -22,8 +22,8 @@ pub use grants::GrantMetrics;
 pub use kernel::KernelMetrics;
 pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
-pub use tamper::TamperMetrics;
 pub use spiffe::SpiffeMetrics;
+pub use tamper::TamperMetrics;
 
 /// Every metric the daemon serves.
 pub struct Metrics {

@@ -9,6 +9,8 @@ use crate::dns::server::DnsPolicy;
 use crate::identity::resolve::{self, FileView, ResolveError};
 use crate::policy::{self, CompileError, Policy};
 use crate::state::IdentityState;
+use crate::workload::select::Workloads;
+use crate::workload::{Container, container_id_of};
 
 /// Why a policy cannot become a plan on this host.
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +46,38 @@ pub fn build(
         .flat_map(|i| crate::grants::entries::rule_allowances(i.id, &i.dynamic, |_| u64::MAX))
         .collect();
     crate::grants::entries::build(&dynamic)?;
+    let workloads = Workloads::of(policy, &ids);
     Ok(Plan {
         ids,
         compiled,
         exec,
         dns,
+        workloads,
     })
 }
 
+/// A cgroup an identity selects, and the container it belongs to, if it is one's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupClaim<'t, 'c> {
+    pub dir: &'t Path,
+    pub identity: u32,
+    pub container: Option<&'c Container>,
+}
+
 /// The cgroups of `tree` (relative path below the cgroup2 mount, directory) that an
-/// identity selects, with its id: its explicit `cgroup` globs and its launch cgroup
-/// `/zt/<name>/**`. The first identity in order wins; validation keeps globs apart.
+/// identity selects, with its id. First an identity's explicit `cgroup` globs and its
+/// launch cgroup `/zt/<name>/**` (the first identity in order wins; validation keeps
+/// globs apart); then, for the other cgroups, the deepest path component that is a
+/// selected container's cgroup (a `pod` selector before a `container` selector) or a
+/// selected systemd unit, so a container keeps its identity below a selected slice or
+/// unit, and everything below a selected cgroup is selected with it.
 #[must_use]
-pub fn cgroups<'t>(
+pub fn cgroups<'t, 'c>(
     identities: &[IdentityState],
+    workloads: &Workloads,
     tree: &'t [(String, PathBuf)],
-) -> Vec<(&'t Path, u32)> {
+    containers: &'c [Container],
+) -> Vec<CgroupClaim<'t, 'c>> {
     let globs: Vec<(u32, Vec<String>)> = identities
         .iter()
         .map(|i| {
@@ -68,12 +86,38 @@ pub fn cgroups<'t>(
             (i.id, g)
         })
         .collect();
+    let by_id: std::collections::HashMap<&str, &Container> =
+        containers.iter().map(|c| (c.id.as_str(), c)).collect();
     tree.iter()
         .filter_map(|(rel, dir)| {
-            globs
+            let dir = dir.as_path();
+            if let Some((id, _)) = globs
                 .iter()
                 .find(|(_, globs)| globs.iter().any(|g| policy::cgroup_glob_matches(g, rel)))
-                .map(|(id, _)| (dir.as_path(), *id))
+            {
+                return Some(CgroupClaim {
+                    dir,
+                    identity: *id,
+                    container: None,
+                });
+            }
+            if workloads.is_empty() {
+                return None;
+            }
+            rel.rsplit('/').filter(|c| !c.is_empty()).find_map(|comp| {
+                if let Some(c) = container_id_of(comp).and_then(|id| by_id.get(id)) {
+                    return workloads.container(c, containers).map(|w| CgroupClaim {
+                        dir,
+                        identity: w.id,
+                        container: Some(*c),
+                    });
+                }
+                workloads.unit(comp).map(|w| CgroupClaim {
+                    dir,
+                    identity: w.id,
+                    container: None,
+                })
+            })
         })
         .collect()
 }
@@ -142,15 +186,117 @@ mod tests {
         .iter()
         .map(|r| ((*r).to_owned(), PathBuf::from(format!("/cg{r}"))))
         .collect();
-        let got: Vec<(String, u32)> = cgroups(&identities, &tree)
+        let got: Vec<(String, u32)> = cgroups(&identities, &Workloads::default(), &tree, &[])
             .into_iter()
-            .map(|(d, id)| (d.display().to_string(), id))
+            .map(|c| (c.dir.display().to_string(), c.identity))
             .collect();
         assert_eq!(
             got,
             [
                 ("/cg/system.slice/svc-1.scope".to_owned(), 1),
                 ("/cg/zt/coder/42-1".to_owned(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn units_and_containers_resolve_wherever_their_cgroups_are() {
+        let text = doc("svc", "  selectors:\n    - systemdUnit: nginx.service\n")
+            + "---\n"
+            + &doc("web", "  selectors:\n    - container: {name: \"web-*\"}\n")
+            + "---\n"
+            + &doc(
+                "slice",
+                "  selectors:\n    - cgroup: /machine.slice/pinned/**\n",
+            );
+        let p = policy::load_str("p.yaml", &text).expect("valid");
+        let plan = build(&p, &BTreeMap::new(), &mut NoFiles).expect("plans");
+        let identities: Vec<IdentityState> = plan
+            .compiled
+            .identities
+            .iter()
+            .map(|i| IdentityState {
+                name: i.name.clone(),
+                id: i.id,
+                owner: String::new(),
+                spiffe_id: String::new(),
+                mode: "enforce".to_owned(),
+                cgroup_globs: i.cgroup_globs.clone(),
+            })
+            .collect();
+        let web = "a".repeat(64);
+        let db = "b".repeat(64);
+        let pinned = "c".repeat(64);
+        let container = |id: &str, name: &str| Container {
+            runtime: crate::policy::Runtime::Docker,
+            id: id.to_owned(),
+            name: name.to_owned(),
+            image: "i".to_owned(),
+            labels: BTreeMap::new(),
+            cgroup: None,
+            created: false,
+        };
+        let containers = [
+            container(&web, "web-1"),
+            container(&db, "db"),
+            container(&pinned, "web-2"),
+        ];
+        let tree: Vec<(String, PathBuf)> = [
+            "/system.slice/nginx.service".to_owned(),
+            "/system.slice/nginx.service/worker".to_owned(),
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service".to_owned(),
+            "/system.slice/other.service".to_owned(),
+            format!("/docker/{web}"),
+            format!("/system.slice/nginx.service/docker-{web}.scope"),
+            format!("/docker/{db}"),
+            format!("/machine.slice/pinned/libpod-{pinned}"),
+        ]
+        .into_iter()
+        .map(|r| (r.clone(), PathBuf::from(format!("/cg{r}"))))
+        .collect();
+        let got: Vec<(String, String, Option<String>)> =
+            cgroups(&identities, &plan.workloads, &tree, &containers)
+                .into_iter()
+                .map(|c| {
+                    let name = plan
+                        .ids
+                        .iter()
+                        .find(|(_, v)| **v == c.identity)
+                        .map(|(k, _)| k.clone())
+                        .unwrap_or_default();
+                    (
+                        c.dir.display().to_string(),
+                        name,
+                        c.container.map(|c| c.name.clone()),
+                    )
+                })
+                .collect();
+        let want = |d: &str, n: &str, c: Option<&str>| {
+            (format!("/cg{d}"), n.to_owned(), c.map(str::to_owned))
+        };
+        assert_eq!(
+            got,
+            [
+                want("/system.slice/nginx.service", "svc", None),
+                want("/system.slice/nginx.service/worker", "svc", None),
+                want(
+                    "/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+                    "svc",
+                    None
+                ),
+                want(&format!("/docker/{web}"), "web", Some("web-1")),
+                // The container keeps its own identity below the selected unit.
+                want(
+                    &format!("/system.slice/nginx.service/docker-{web}.scope"),
+                    "web",
+                    Some("web-1")
+                ),
+                // An explicit cgroup glob wins over a container selector.
+                want(
+                    &format!("/machine.slice/pinned/libpod-{pinned}"),
+                    "slice",
+                    None
+                ),
             ]
         );
     }

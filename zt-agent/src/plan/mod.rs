@@ -1,5 +1,6 @@
 //! The plan: everything the kernel gets, computed from the policy, the identity ids and
-//! the host's facts (the files the policy names, its cgroup tree), without touching the
+//! the host's facts (the files the policy names, its cgroup tree, its containers and
+//! units), without touching the
 //! kernel. `policy check` builds one to report what a policy would do on this host; the
 //! daemon builds one at every reload and hands it to the enforcer, which alone writes
 //! the maps. Two plans can be compared with [`diff`].
@@ -9,12 +10,13 @@ mod diff;
 
 use std::collections::BTreeMap;
 
-pub use build::{PlanError, build, cgroups};
+pub use build::{CgroupClaim, PlanError, build, cgroups};
 pub use diff::{EntryDiff, PlanDiff, diff};
 
 use crate::dns::server::DnsPolicy;
 use crate::identity::resolve::Resolved;
 use crate::policy::Compiled;
+use crate::workload::select::Workloads;
 
 /// Everything one policy puts into the kernel on this host.
 #[derive(Clone, Debug)]
@@ -28,6 +30,9 @@ pub struct Plan {
     pub exec: Resolved,
     /// The names each identity may resolve, for the resolver.
     pub dns: DnsPolicy,
+    /// The selectors that resolve to cgroups through host facts: containers, pods and
+    /// systemd units.
+    pub workloads: Workloads,
 }
 
 impl Plan {

@@ -4,10 +4,13 @@
 //! and the dotted path of its field.
 
 use super::PolicyError;
+use std::collections::BTreeMap;
+
 use super::model::{
-    ALL_DAYS, ALL_PORTS, API_VERSION, Access, CgroupSelector, DAY_NAMES, EgressRule, ExeSelector,
-    ExecPath, GrantSettings, Identity, IngressRule, KIND_IDENTITY, Location, MAX_GRANT_CEILING_SECS,
-    Mode, PrincipalSelector, Protocol, QUARANTINE_NAME, RESERVED_NAME, Target, Window,
+    ALL_DAYS, ALL_PORTS, API_VERSION, Access, CgroupSelector, ContainerSelector, DAY_NAMES,
+    EgressRule, ExeSelector, ExecPath, GrantSettings, Identity, IngressRule, KIND_IDENTITY,
+    Location, MAX_GRANT_CEILING_SECS, Mode, PodSelector, PrincipalSelector, Protocol,
+    QUARANTINE_NAME, RESERVED_NAME, Runtime, Target, UnitSelector, Window,
 };
 use super::values::{
     check_cgroup_glob, check_timezone, format_duration, parse_duration, parse_hours, parse_port,
@@ -240,6 +243,9 @@ impl Decoder<'_> {
             selectors: spec.selectors,
             exe_selectors: spec.exe_selectors,
             principal_selectors: spec.principal_selectors,
+            container_selectors: spec.container_selectors,
+            pod_selectors: spec.pod_selectors,
+            unit_selectors: spec.unit_selectors,
             egress: spec.egress,
             ingress: spec.ingress,
             exec_allow: spec.exec_allow,
@@ -283,7 +289,15 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             "spec",
-            &["spiffeId", "mode", "selectors", "egress", "ingress", "exec", "grants"],
+            &[
+                "spiffeId",
+                "mode",
+                "selectors",
+                "egress",
+                "ingress",
+                "exec",
+                "grants",
+            ],
         )?;
         let mut spec = Spec::default();
         if let Some(n) = f.get("spiffeId") {
@@ -310,6 +324,9 @@ impl Decoder<'_> {
                     Some(Selector::Cgroup(s)) => spec.selectors.push(s),
                     Some(Selector::Exe(s)) => spec.exe_selectors.push(s),
                     Some(Selector::Principal(s)) => spec.principal_selectors.push(s),
+                    Some(Selector::Container(s)) => spec.container_selectors.push(s),
+                    Some(Selector::Pod(s)) => spec.pod_selectors.push(s),
+                    Some(Selector::Unit(s)) => spec.unit_selectors.push(s),
                     None => {}
                 }
             }
@@ -538,7 +555,47 @@ impl Decoder<'_> {
     }
 
     fn selector(&mut self, node: &Node, path: &str) -> Option<Selector> {
-        let f = self.fields(node, path, &["cgroup", "exe", "sha256", "uid", "gid"])?;
+        let f = self.fields(
+            node,
+            path,
+            &[
+                "cgroup",
+                "exe",
+                "sha256",
+                "uid",
+                "gid",
+                "container",
+                "pod",
+                "systemdUnit",
+            ],
+        )?;
+        for kind in ["container", "pod", "systemdUnit"] {
+            let Some(n) = f.get(kind) else {
+                continue;
+            };
+            let mut alone = true;
+            for (other, k, _) in &f.entries {
+                if *other != kind {
+                    // Each resolves to cgroups by its own host facts; one selector
+                    // is one kind, as with `cgroup`.
+                    self.at(
+                        k,
+                        &join(path, other),
+                        format!(
+                            "`{other}` cannot be combined with `{kind}` in one selector; write a separate selector"
+                        ),
+                    );
+                    alone = false;
+                }
+            }
+            let field = join(path, kind);
+            let selector = match kind {
+                "container" => self.container(n, &field).map(Selector::Container),
+                "pod" => self.pod(n, &field).map(Selector::Pod),
+                _ => self.unit(n, &field).map(Selector::Unit),
+            };
+            return selector.filter(|_| alone);
+        }
         if let Some(n) = f.get("cgroup") {
             let mut ok = true;
             for other in ["exe", "sha256", "uid", "gid"] {
@@ -599,7 +656,7 @@ impl Decoder<'_> {
                         f.line,
                         f.column,
                         path,
-                        "a selector needs one of `cgroup`, `exe`, `uid` or `gid`",
+                        "a selector needs one of `cgroup`, `exe`, `uid`, `gid`, `container`, `pod` or `systemdUnit`",
                     );
                 }
                 return None;
@@ -623,6 +680,198 @@ impl Decoder<'_> {
                 location: self.location(n),
             })
         })
+    }
+
+    /// `container: {runtime, name, image, labels}`; at least one of name, image or
+    /// labels, so that no selector claims every container of the host.
+    fn container(&mut self, node: &Node, path: &str) -> Option<ContainerSelector> {
+        let f = self.fields(node, path, &["runtime", "name", "image", "labels"])?;
+        let mut ok = true;
+        let mut runtime = Runtime::Any;
+        if let Some(n) = f.get("runtime") {
+            let field = join(path, "runtime");
+            match self.string(n, &field).as_deref() {
+                Some("docker") => runtime = Runtime::Docker,
+                Some("podman") => runtime = Runtime::Podman,
+                Some("containerd") => runtime = Runtime::Containerd,
+                Some("any") => runtime = Runtime::Any,
+                Some(s) => {
+                    self.at(
+                        n,
+                        &field,
+                        format!(
+                            "invalid runtime `{s}`, expected docker, podman, containerd or any"
+                        ),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let name = self.glob_field(&f, path, "name", &mut ok);
+        let image = self.glob_field(&f, path, "image", &mut ok);
+        let labels = self.labels(&f, path, &mut ok);
+        if ok && name.is_none() && image.is_none() && labels.is_empty() {
+            self.error(
+                f.line,
+                f.column,
+                path,
+                "a container selector needs `name`, `image` or `labels` (it would claim every container of the host)",
+            );
+            return None;
+        }
+        ok.then(|| ContainerSelector {
+            runtime,
+            name,
+            image,
+            labels,
+            location: self.location(node),
+        })
+    }
+
+    /// `pod: {namespace, labels, container}`; at least a namespace or labels.
+    fn pod(&mut self, node: &Node, path: &str) -> Option<PodSelector> {
+        let f = self.fields(node, path, &["namespace", "labels", "container"])?;
+        let mut ok = true;
+        let namespace = self.glob_field(&f, path, "namespace", &mut ok);
+        let labels = self.labels(&f, path, &mut ok);
+        let container = f.get("container").and_then(|n| {
+            let field = join(path, "container");
+            let s = self.string(n, &field);
+            match s {
+                Some(s) if is_label_value(&s) && !s.is_empty() => Some(s),
+                Some(s) => {
+                    self.at(n, &field, format!("invalid container name `{s}`"));
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        });
+        if ok && namespace.is_none() && labels.is_empty() {
+            self.error(
+                f.line,
+                f.column,
+                path,
+                "a pod selector needs `namespace` or `labels` (it would claim every pod of the node)",
+            );
+            return None;
+        }
+        ok.then(|| PodSelector {
+            namespace,
+            labels,
+            container,
+            location: self.location(node),
+        })
+    }
+
+    /// `systemdUnit: NAME.service` (or `.scope`): a unit that has a cgroup of its own.
+    fn unit(&mut self, n: &Node, field: &str) -> Option<UnitSelector> {
+        let s = self.string(n, field)?;
+        let stem = s
+            .strip_suffix(".service")
+            .or_else(|| s.strip_suffix(".scope"));
+        let valid = stem.is_some_and(|stem| {
+            !stem.is_empty()
+                && s.len() <= 255
+                && stem.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b':' | b'-' | b'_' | b'.' | b'@' | b'\\')
+                })
+        });
+        if !valid {
+            self.at(
+                n,
+                field,
+                format!(
+                    "invalid unit `{s}`: expected NAME.service or NAME.scope (a unit with a cgroup of its own)"
+                ),
+            );
+            return None;
+        }
+        Some(UnitSelector {
+            unit: s,
+            location: self.location(n),
+        })
+    }
+
+    /// An optional `*`-glob string field: no control characters, not empty.
+    fn glob_field(
+        &mut self,
+        f: &Fields<'_>,
+        path: &str,
+        name: &str,
+        ok: &mut bool,
+    ) -> Option<String> {
+        let n = f.get(name)?;
+        let field = join(path, name);
+        let Some(s) = self.string(n, &field) else {
+            *ok = false;
+            return None;
+        };
+        if s.is_empty() || s.chars().any(char::is_control) || s.chars().all(|c| c == '*') {
+            self.at(
+                n,
+                &field,
+                format!("invalid {name} `{s}`: expected a name, `*` matching any run of characters (not only `*`: omit the field)"),
+            );
+            *ok = false;
+            return None;
+        }
+        Some(s)
+    }
+
+    /// `labels: {KEY: VALUE}`: string keys and values, each matched exactly.
+    fn labels(&mut self, f: &Fields<'_>, path: &str, ok: &mut bool) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(n) = f.get("labels") else {
+            return out;
+        };
+        let field = join(path, "labels");
+        let Kind::Map(entries) = &n.kind else {
+            self.type_error(n, &field, "a map of label names to values");
+            *ok = false;
+            return out;
+        };
+        for (k, v) in entries {
+            let key = match (&k.kind, k.scalar_type()) {
+                (Kind::Scalar { text, .. }, Some(ScalarType::Str)) if !text.is_empty() => {
+                    text.clone()
+                }
+                _ => {
+                    self.at(
+                        k,
+                        &field,
+                        format!("label names must be strings, found {}", k.describe()),
+                    );
+                    *ok = false;
+                    continue;
+                }
+            };
+            let vfield = join(&field, &key);
+            // `version: 2` or `enabled: true` are label values as written.
+            let value = match (&v.kind, v.scalar_type()) {
+                (Kind::Scalar { text, .. }, Some(_)) => text.clone(),
+                _ => {
+                    self.type_error(v, &vfield, "a string");
+                    *ok = false;
+                    continue;
+                }
+            };
+            if !is_label_value(&value) {
+                self.at(v, &vfield, format!("invalid label value `{value}`"));
+                *ok = false;
+                continue;
+            }
+            if out.insert(key.clone(), value).is_some() {
+                self.at(k, &vfield, format!("label `{key}` is given twice"));
+                *ok = false;
+            }
+        }
+        out
     }
 
     /// A numeric uid or gid. 0 is refused: it would enroll every root process on the
@@ -989,6 +1238,9 @@ struct Spec {
     selectors: Vec<CgroupSelector>,
     exe_selectors: Vec<ExeSelector>,
     principal_selectors: Vec<PrincipalSelector>,
+    container_selectors: Vec<ContainerSelector>,
+    pod_selectors: Vec<PodSelector>,
+    unit_selectors: Vec<UnitSelector>,
     egress: Vec<EgressRule>,
     ingress: Vec<IngressRule>,
     exec_allow: Option<Vec<ExecPath>>,
@@ -999,6 +1251,15 @@ enum Selector {
     Cgroup(CgroupSelector),
     Exe(ExeSelector),
     Principal(PrincipalSelector),
+    Container(ContainerSelector),
+    Pod(PodSelector),
+    Unit(UnitSelector),
+}
+
+/// A label value or a container name as runtimes store them: printable, no control
+/// characters.
+fn is_label_value(s: &str) -> bool {
+    s.len() <= 4096 && !s.chars().any(char::is_control)
 }
 
 /// The closest allowed field name within two edits, for typos.

@@ -219,6 +219,77 @@ pub struct CgroupSelector {
     pub location: Location,
 }
 
+/// The container runtimes a `container` selector can name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Docker,
+    Podman,
+    Containerd,
+    /// Any of them.
+    #[default]
+    Any,
+}
+
+impl Runtime {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+            Self::Containerd => "containerd",
+            Self::Any => "any",
+        }
+    }
+
+    /// Whether a container of runtime `of` is one this selector names.
+    #[must_use]
+    pub fn admits(self, of: Self) -> bool {
+        self == Self::Any || self == of
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `container` selector: the cgroup of every container whose runtime, name, image
+/// and labels all match. Globs are `*` (any run of characters); labels match exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerSelector {
+    pub runtime: Runtime,
+    /// Glob over the container's name (without Docker's leading `/`).
+    pub name: Option<String>,
+    /// Glob over the image reference as the runtime reports it (`registry/app:1.2`).
+    pub image: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub location: Location,
+}
+
+/// A `pod` selector: containers of Kubernetes pods, through the labels the CRI runtime
+/// records for them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodSelector {
+    /// Glob over the pod's namespace.
+    pub namespace: Option<String>,
+    /// The pod's labels; all must match exactly.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The container's name in the pod spec; omitted: every container of the pod.
+    pub container: Option<String>,
+    pub location: Location,
+}
+
+/// A `systemdUnit` selector: the unit's cgroup, wherever its slice puts it, and the
+/// cgroups below it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnitSelector {
+    /// `NAME.service` or `NAME.scope`.
+    pub unit: String,
+    pub location: Location,
+}
+
 /// An `exe` selector: a task that execs this file (the same file: the path, a hardlink
 /// or any other path to it) while unenrolled takes the identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -265,6 +336,10 @@ pub struct Identity {
     pub selectors: Vec<CgroupSelector>,
     pub exe_selectors: Vec<ExeSelector>,
     pub principal_selectors: Vec<PrincipalSelector>,
+    /// Containers, Kubernetes pods and systemd units: host facts that resolve to cgroups.
+    pub container_selectors: Vec<ContainerSelector>,
+    pub pod_selectors: Vec<PodSelector>,
+    pub unit_selectors: Vec<UnitSelector>,
     /// Empty means deny all.
     pub egress: Vec<EgressRule>,
     /// Empty means no inbound at all: no listening port, no datagram but replies.
@@ -290,6 +365,13 @@ impl Identity {
     #[must_use]
     pub fn launch_cgroup_glob(&self) -> String {
         launch_cgroup_glob(&self.name)
+    }
+
+    /// Whether any selector resolves to containers (a `container` or `pod` selector):
+    /// its `exec.allow` paths are then resolved inside each of its containers too.
+    #[must_use]
+    pub fn selects_containers(&self) -> bool {
+        !self.container_selectors.is_empty() || !self.pod_selectors.is_empty()
     }
 
     /// The explicit cgroup selector globs.
@@ -345,6 +427,13 @@ fn match_components(g: &[&str], p: &[&str]) -> bool {
             None => false,
         },
     }
+}
+
+/// Whether `text` matches `glob`, where `*` matches any run of characters (container
+/// names, images, pod namespaces).
+#[must_use]
+pub fn text_glob_matches(glob: &str, text: &str) -> bool {
+    component_matches(glob, text)
 }
 
 /// `*` within one component, matching any run of characters.
@@ -405,6 +494,9 @@ mod tests {
             selectors: vec![],
             exe_selectors: vec![],
             principal_selectors: vec![],
+            container_selectors: vec![],
+            pod_selectors: vec![],
+            unit_selectors: vec![],
             egress: vec![],
             ingress: vec![],
             exec_allow: None,

@@ -1,8 +1,13 @@
 //! Checks across documents and files: unique names, no two identities claiming a cgroup,
 //! a binary, a uid or a gid.
 
+use std::collections::BTreeMap;
+
 use super::PolicyError;
-use super::model::{Identity, Location, component_matches, components, launch_cgroup_glob};
+use super::model::{
+    ContainerSelector, Identity, Location, PodSelector, component_matches, components,
+    launch_cgroup_glob,
+};
 
 /// Appends an error for every duplicate name and every overlapping pair of cgroup globs.
 /// `identities` are in source order (files sorted by name, documents in file order), so
@@ -12,6 +17,93 @@ pub(super) fn cross_check(identities: &[Identity], errors: &mut Vec<PolicyError>
     overlapping_cgroups(identities, errors);
     overlapping_exes(identities, errors);
     overlapping_principals(identities, errors);
+    overlapping_workloads(identities, errors);
+}
+
+/// Two identities claiming one systemd unit, or container or pod selectors of two
+/// identities that some container could match both. (Across kinds, precedence
+/// decides: see `plan::cgroups`.)
+fn overlapping_workloads(identities: &[Identity], errors: &mut Vec<PolicyError>) {
+    let mut units: Vec<(&str, &str, &Location)> = Vec::new();
+    let mut containers: Vec<(&str, &ContainerSelector)> = Vec::new();
+    let mut pods: Vec<(&str, &PodSelector)> = Vec::new();
+    for id in identities {
+        for (i, s) in id.unit_selectors.iter().enumerate() {
+            if let Some((other, _, at)) =
+                units.iter().find(|(o, u, _)| *u == s.unit && *o != id.name)
+            {
+                errors.push(error(
+                    &s.location,
+                    &format!("spec.selectors[{}].systemdUnit", selector_index(id, i, Kind::Unit)),
+                    format!(
+                        "systemdUnit `{}` of identity `{}` is also selected by identity `{other}` ({at})",
+                        s.unit, id.name
+                    ),
+                ));
+            }
+            units.push((&id.name, &s.unit, &s.location));
+        }
+        for (i, s) in id.container_selectors.iter().enumerate() {
+            if let Some((other, o)) = containers
+                .iter()
+                .find(|(o, c)| *o != id.name && containers_may_overlap(c, s))
+            {
+                errors.push(error(
+                    &s.location,
+                    &format!("spec.selectors[{}].container", selector_index(id, i, Kind::Container)),
+                    format!(
+                        "container selector of identity `{}` overlaps the container selector of identity `{other}` ({}): one container can have one identity; tell them apart by name, image or a label with different values",
+                        id.name, o.location
+                    ),
+                ));
+            }
+            containers.push((&id.name, s));
+        }
+        for (i, s) in id.pod_selectors.iter().enumerate() {
+            if let Some((other, o)) = pods
+                .iter()
+                .find(|(o, p)| *o != id.name && pods_may_overlap(p, s))
+            {
+                errors.push(error(
+                    &s.location,
+                    &format!("spec.selectors[{}].pod", selector_index(id, i, Kind::Pod)),
+                    format!(
+                        "pod selector of identity `{}` overlaps the pod selector of identity `{other}` ({}): tell them apart by namespace, container or a label with different values",
+                        id.name, o.location
+                    ),
+                ));
+            }
+            pods.push((&id.name, s));
+        }
+    }
+}
+
+/// Two optional globs: an omitted one matches everything.
+fn optional_globs_may_overlap(a: Option<&String>, b: Option<&String>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => components_may_overlap(x, y),
+        _ => true,
+    }
+}
+
+/// Label sets that one object could carry both: no label with two different values.
+fn labels_compatible(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    a.iter().all(|(k, v)| b.get(k).is_none_or(|w| w == v))
+}
+
+/// Conservative, as for cgroup globs: may say yes for disjoint selectors, never no for
+/// overlapping ones.
+pub(super) fn containers_may_overlap(a: &ContainerSelector, b: &ContainerSelector) -> bool {
+    (a.runtime.admits(b.runtime) || b.runtime.admits(a.runtime))
+        && optional_globs_may_overlap(a.name.as_ref(), b.name.as_ref())
+        && optional_globs_may_overlap(a.image.as_ref(), b.image.as_ref())
+        && labels_compatible(&a.labels, &b.labels)
+}
+
+pub(super) fn pods_may_overlap(a: &PodSelector, b: &PodSelector) -> bool {
+    optional_globs_may_overlap(a.namespace.as_ref(), b.namespace.as_ref())
+        && (a.container.is_none() || b.container.is_none() || a.container == b.container)
+        && labels_compatible(&a.labels, &b.labels)
 }
 
 /// Two `exe` selectors naming the same path. (Two paths of one file, hardlinks, are
@@ -76,6 +168,9 @@ enum Kind {
     Cgroup,
     Exe,
     Principal,
+    Container,
+    Pod,
+    Unit,
 }
 
 /// Position of the `i`-th selector of one kind in `spec.selectors`, as written: the
@@ -85,13 +180,35 @@ fn selector_index(id: &Identity, i: usize, kind: Kind) -> usize {
         Kind::Cgroup => &id.selectors[i].location,
         Kind::Exe => &id.exe_selectors[i].location,
         Kind::Principal => &id.principal_selectors[i].location,
+        Kind::Container => &id.container_selectors[i].location,
+        Kind::Pod => &id.pod_selectors[i].location,
+        Kind::Unit => &id.unit_selectors[i].location,
     };
-    id.selectors.iter().filter(|s| s.location < *at).count()
-        + id.exe_selectors.iter().filter(|s| s.location < *at).count()
+    let before = |l: &Location| usize::from(l < at);
+    id.selectors
+        .iter()
+        .map(|s| before(&s.location))
+        .sum::<usize>()
+        + id.exe_selectors
+            .iter()
+            .map(|s| before(&s.location))
+            .sum::<usize>()
         + id.principal_selectors
             .iter()
-            .filter(|s| s.location < *at)
-            .count()
+            .map(|s| before(&s.location))
+            .sum::<usize>()
+        + id.container_selectors
+            .iter()
+            .map(|s| before(&s.location))
+            .sum::<usize>()
+        + id.pod_selectors
+            .iter()
+            .map(|s| before(&s.location))
+            .sum::<usize>()
+        + id.unit_selectors
+            .iter()
+            .map(|s| before(&s.location))
+            .sum::<usize>()
 }
 
 fn error(at: &Location, field: &str, message: String) -> PolicyError {
