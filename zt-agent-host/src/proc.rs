@@ -58,6 +58,35 @@ impl Status {
     }
 }
 
+/// A thread group that still has a live thread: when it started, in clock ticks since
+/// boot (/proc/PID/stat field 22). `None` when it is gone, or a zombie whose threads
+/// have all exited (what is left only waits for its parent to reap it). A leader that
+/// exited while other threads run is a zombie too, but its thread group lives on.
+#[must_use]
+pub fn live_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let state = *after.first()?;
+    // starttime is field 22; `after` starts at field 3 (the state).
+    let start: u64 = after.get(19)?.parse().ok()?;
+    if state == "Z" || state == "X" {
+        let threads: u64 = Status::of(pid)?.first("Threads")?;
+        if threads <= 1 {
+            return None;
+        }
+    }
+    Some(start)
+}
+
+/// Clock ticks per second, the unit of /proc's start times.
+#[must_use]
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,33 +122,4 @@ mod tests {
                 .is_some()
         );
     }
-}
-
-/// A thread group that still has a live thread: when it started, in clock ticks since
-/// boot (/proc/PID/stat field 22). `None` when it is gone, or a zombie whose threads
-/// have all exited (what is left only waits for its parent to reap it). A leader that
-/// exited while other threads run is a zombie too, but its thread group lives on.
-#[must_use]
-pub fn live_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let state = *after.first()?;
-    // starttime is field 22; `after` starts at field 3 (the state).
-    let start: u64 = after.get(19)?.parse().ok()?;
-    if state == "Z" || state == "X" {
-        let threads: u64 = Status::of(pid)?.first("Threads")?;
-        if threads <= 1 {
-            return None;
-        }
-    }
-    Some(start)
-}
-
-/// Clock ticks per second, the unit of /proc's start times.
-#[must_use]
-pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(t).ok().filter(|t| *t > 0).unwrap_or(100)
 }

@@ -97,10 +97,11 @@ pub async fn run(
                         raw.detail,
                         ENROLL_EXE | ENROLL_PRINCIPAL | ENROLL_QUARANTINE
                     );
-                if enrolled_now && let Some((tx, lost)) = &pump.enrolled {
-                    if tx.try_send((raw.tgid, raw.identity)).is_err() {
-                        lost.inc();
-                    }
+                if enrolled_now
+                    && let Some((tx, lost)) = &pump.enrolled
+                    && tx.try_send((raw.tgid, raw.identity)).is_err()
+                {
+                    lost.inc();
                 }
                 let identity = identity_label(&st, raw.identity);
                 let cause = Cause {
