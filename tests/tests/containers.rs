@@ -186,12 +186,35 @@ fn docker_containers_take_their_identity() {
         assert_eq!(code, 0, "{out}");
     };
     let cgroup_of = |id: &str| cgroup2_root().join("docker").join(id);
+    // `docker run` sends `create` about 30 ms before the start, a race the daemon
+    // usually wins but need not under load; created, then started once the daemon
+    // has made the cgroup, the container is judged from its first instruction.
+    let create_then_start = |label: &str, cmd: &[&str]| {
+        let l = format!("zt-test={label}");
+        let mut args = vec![
+            "create",
+            "--network",
+            "host",
+            "--label",
+            &l,
+            "zt-test-probe:1",
+        ];
+        args.extend_from_slice(cmd);
+        let (code, out) = docker.run(&args);
+        assert_eq!(code, 0, "{out}");
+        let id = out.trim().lines().last().unwrap_or_default().to_owned();
+        wait_until("the created container's cgroup is made", || {
+            cgroup_of(&id).exists()
+        });
+        let r = docker.run(&["start", "-a", &id]);
+        let _ = docker.run(&["rm", "-f", &id]);
+        r
+    };
     let case = Case {
         runtime: "docker",
         d: &d,
         run: &run,
-        // `docker run`: Docker's create event reaches the daemon before the start.
-        create_then_start: &run,
+        create_then_start: &create_then_start,
         run_detached: &run_detached,
         remove: &remove,
         cgroup_of: &cgroup_of,

@@ -60,6 +60,11 @@ fn the_callers_environment_does_not_reach_the_workload() {
     assert!(out.status.success(), "{out:?}");
     let mut vars: Vec<&str> = text.lines().collect();
     vars.sort_unstable();
+    // The one variable `run` adds: where the daemon serves the SPIFFE Workload API.
+    let spiffe = format!(
+        "SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        d.workload_socket.display()
+    );
     assert_eq!(
         vars,
         [
@@ -67,6 +72,7 @@ fn the_callers_environment_does_not_reach_the_workload() {
             "LANG=C.UTF-8",
             "LOGNAME=nobody",
             "PATH=/usr/local/bin:/usr/bin:/bin",
+            spiffe.as_str(),
             "TERM=xterm-zt",
             "USER=nobody",
             "ZT_PASSED=from-caller",

@@ -72,7 +72,10 @@ fn client_outside(
     client: &str,
     args: &[&str],
 ) -> (i32, serde_json::Value, String) {
+    // `-S`: the venv's packages only, never a Debian python3-* module of the same
+    // name from dist-packages (a host's python3-openssl breaks the venv's `pem`).
     let out = Command::new(python)
+        .arg("-S")
         .arg(client)
         .args(args)
         .env(

@@ -1,7 +1,8 @@
 //! Kernel tables no workload can fill for others: a fork storm runs into its own
 //! identity's share of the task table and stops there, while other identities fork
 //! and run as ever; a killed storm leaves no entry behind; entries of processes that
-//! are gone, zombies included, are swept, and nothing else is.
+//! are gone, zombies included, are swept, and nothing else is; so are the empty
+//! cgroups of runs whose launcher was killed.
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
@@ -165,4 +166,69 @@ fn the_sweep_removes_entries_of_gone_processes_and_zombies_only() {
         let _ = c.wait();
     }
     let _ = zombie.wait();
+}
+
+/// Launch cgroups a test made by hand, removed (with the task it put in one) however
+/// the test ends.
+struct Runs {
+    dirs: Vec<std::path::PathBuf>,
+    task: std::process::Child,
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        let _ = self.task.kill();
+        let _ = self.task.wait();
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn empty_cgroups_of_killed_runs_are_removed_and_nothing_else() {
+    let d = Daemon::start("tables-orphans", Identity::new("orphans"));
+    let root = zt_agent_tests::cgroup2_root().join("zt").join("orphans");
+    // A pid nothing holds: the launcher of a run killed before its clean-up.
+    let gone = {
+        let mut c = std::process::Command::new("true").spawn().expect("true");
+        let pid = c.id();
+        let _ = c.wait();
+        pid
+    };
+    let orphan = root.join(format!("{gone}-1"));
+    let nested = root.join(format!("{gone}-2"));
+    let live = root.join(format!("{}-3", std::process::id()));
+    let busy = root.join(format!("{gone}-4"));
+    let mut runs = Runs {
+        dirs: vec![
+            root.clone(),
+            orphan.clone(),
+            nested.clone(),
+            nested.join("inner"),
+            live.clone(),
+            busy.clone(),
+        ],
+        task: std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep"),
+    };
+    for dir in &runs.dirs {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(busy.join("cgroup.procs"), runs.task.id().to_string()).expect("enter");
+    // The sweep runs every 5 s.
+    wait_for("the orphaned runs' cgroups are removed", 15, || {
+        !orphan.exists() && !nested.exists()
+    });
+    assert!(live.exists(), "a run whose launcher lives keeps its cgroup");
+    assert!(busy.exists(), "a cgroup that holds a task stays");
+    assert!(
+        d.log()
+            .contains("removed the empty cgroup of a run whose launcher is gone"),
+        "{}",
+        d.log()
+    );
+    runs.dirs.retain(|p| p.exists());
 }

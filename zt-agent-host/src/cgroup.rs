@@ -44,7 +44,9 @@ pub fn walk(root: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-fn populated(dir: &Path) -> bool {
+/// Whether `dir` or a cgroup below it holds a task.
+#[must_use]
+pub fn populated(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events"))
         .map(|s| s.lines().any(|l| l.trim() == "populated 1"))
         .unwrap_or(false)

@@ -420,8 +420,17 @@ impl Reconciler {
         }
     }
 
-    /// Remove the task-table entries of thread groups that are gone.
+    /// Remove the task-table entries of thread groups that are gone, and the empty
+    /// launch cgroups of `zt-agent run`s that were killed before their clean-up (the
+    /// next cgroup sync drops their entries).
     pub async fn sweep_tasks(&mut self) {
+        let launch = self
+            .state
+            .cgroup_root
+            .join(crate::policy::LAUNCH_CGROUP_ROOT.trim_start_matches('/'));
+        for dir in cgroup::remove_orphan_runs(&launch) {
+            tracing::info!(cgroup = %dir.display(), "removed the empty cgroup of a run whose launcher is gone");
+        }
         match self.enforcer.sweep().await {
             Ok(Ok(0)) | Err(Stopped) => {}
             Ok(Ok(n)) => tracing::info!(removed = n, "removed task entries of exited processes"),

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-pub use zt_agent_host::cgroup::{CgroupError, kill_and_remove, walk};
+pub use zt_agent_host::cgroup::{CgroupError, kill_and_remove, populated, walk};
 
 use super::fs::{Dir, FsError};
 
@@ -23,6 +23,43 @@ pub fn procs(dir: &Path) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// Remove the launch cgroups below `launch_root` (`/zt`: identity, then run id) whose
+/// `zt-agent run` is gone and that hold no task: what a launcher killed before its own
+/// clean-up (SIGKILL, the OOM killer) leaves. A run id starts with its launcher's pid;
+/// a cgroup that still holds tasks stays, and stays enrolled. Returns what was removed.
+#[must_use]
+pub fn remove_orphan_runs(launch_root: &Path) -> Vec<PathBuf> {
+    let dirs = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d).map_or_else(
+            |_| Vec::new(),
+            |rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            },
+        )
+    };
+    let mut removed = Vec::new();
+    for run in dirs(launch_root).iter().flat_map(|i| dirs(i)) {
+        let launcher = run
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = launcher else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() || populated(&run) {
+            continue;
+        }
+        let mut tree = walk(&run);
+        tree.sort_by_key(|(_, d)| std::cmp::Reverse(d.components().count()));
+        if tree.iter().all(|(_, d)| std::fs::remove_dir(d).is_ok()) {
+            removed.push(run);
+        }
+    }
+    removed
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
