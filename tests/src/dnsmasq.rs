@@ -28,38 +28,49 @@ impl Dnsmasq {
         std::fs::create_dir_all(&dir).expect("dnsmasq dir");
         let text: String = hosts.iter().map(|(a, n)| format!("{a} {n}\n")).collect();
         std::fs::write(dir.join("hosts"), text).expect("hosts");
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("dnsmasq")
-            .arg("--keep-in-foreground")
-            .arg("--no-resolv")
-            .arg("--no-hosts")
-            .arg(format!("--addn-hosts={}", dir.join("hosts").display()))
-            .arg("--listen-address=127.0.0.1")
-            .arg("--bind-interfaces")
-            .arg(format!("--port={port}"))
-            .arg(format!("--local-ttl={ttl}"))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg("--user=root")
-            .arg("--log-facility=-")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq must be installed (./x test installs dnsmasq-base)");
-        let d = Self { port, dir, child };
-        // Ready when it answers over TCP.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // A port free for UDP may be taken for TCP (dnsmasq needs both): when dnsmasq
+        // exits at once, try another.
+        for _ in 0..5 {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("free port")
+                .port();
+            let child = Command::new("dnsmasq")
+                .arg("--keep-in-foreground")
+                .arg("--no-resolv")
+                .arg("--no-hosts")
+                .arg(format!("--addn-hosts={}", dir.join("hosts").display()))
+                .arg("--listen-address=127.0.0.1")
+                .arg("--bind-interfaces")
+                .arg(format!("--port={port}"))
+                .arg(format!("--local-ttl={ttl}"))
+                .arg(format!("--pid-file={}", dir.join("pid").display()))
+                .arg("--user=root")
+                .arg("--log-facility=-")
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq must be installed (./x test installs dnsmasq-base)");
+            let mut child = child;
+            // Ready when it answers over TCP.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self { port, dir, child };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("dnsmasq did not start on port {port}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        d
+        panic!("dnsmasq exited at start on five free ports");
     }
 
     /// The daemon argument that makes this the upstream.
