@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use super::grants::GRANT_PORT;
 use super::{Bins, DENIED_PORT, METRICS, PIN_DIR, PORT, SELECTED_CGROUP, STATE_DIR, peers};
 
 /// An identity document of the benchmark; `spec` is its indented spec lines.
@@ -32,7 +33,7 @@ pub fn policy(rules: u32, extra_port: Option<u16>) -> String {
     identity(
         "bench",
         &format!(
-            "  selectors:\n    - cgroup: {SELECTED_CGROUP}\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n  ingress:\n    - from: [127.0.0.1]\n      ports: [{PORT}, {DENIED_PORT}]\n"
+            "  selectors:\n    - cgroup: {SELECTED_CGROUP}\n  egress:\n    - to: [{to}]\n      ports: [{ports}]\n      protocol: any\n  ingress:\n    - from: [127.0.0.1]\n      ports: [{PORT}, {DENIED_PORT}, {GRANT_PORT}]\n"
         ),
     )
 }

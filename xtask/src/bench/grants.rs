@@ -14,7 +14,7 @@ use super::report::{Results, stats};
 use super::{Bins, DENIED_PORT, PIN_DIR, PORT, SELECTED_CGROUP, STATE_DIR, peers};
 
 /// The port only a grant opens.
-const GRANT_PORT: u16 = 47004;
+pub(super) const GRANT_PORT: u16 = 47004;
 
 fn grant(bins: &Bins, to: &str, port: Option<u16>) -> anyhow::Result<()> {
     let mut c = Command::new(&bins.agent);
