@@ -64,12 +64,7 @@ impl Status {
 /// exited while other threads run is a zombie too, but its thread group lives on.
 #[must_use]
 pub fn live_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let state = *after.first()?;
-    // starttime is field 22; `after` starts at field 3 (the state).
-    let start: u64 = after.get(19)?.parse().ok()?;
+    let (state, start) = state_and_start(pid)?;
     if state == "Z" || state == "X" {
         let threads: u64 = Status::of(pid)?.first("Threads")?;
         if threads <= 1 {
@@ -77,6 +72,22 @@ pub fn live_start_ticks(pid: u32) -> Option<u64> {
         }
     }
     Some(start)
+}
+
+/// When a process started, in clock ticks since boot (/proc/PID/stat field 22),
+/// whatever its state.
+#[must_use]
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    state_and_start(pid).map(|(_, start)| start)
+}
+
+/// Field 3 (the state) and field 22 (starttime) of /proc/PID/stat.
+fn state_and_start(pid: u32) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // `after` starts at field 3.
+    Some(((*after.first()?).to_owned(), after.get(19)?.parse().ok()?))
 }
 
 /// Clock ticks per second, the unit of /proc's start times.
@@ -107,6 +118,12 @@ mod tests {
         assert_eq!(s.field("Name"), Some("\tzt-probe"));
         // A field name is matched whole, not as a prefix of a longer one.
         assert_eq!(s.first::<u32>("Ui"), None);
+    }
+
+    #[test]
+    fn start_ticks_parse_past_odd_comm() {
+        assert!(start_ticks(std::process::id()).is_some());
+        assert!(start_ticks(u32::MAX).is_none());
     }
 
     #[test]

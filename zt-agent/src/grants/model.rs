@@ -81,7 +81,7 @@ impl TaskScope {
         Self {
             pid,
             cgroup_id: cgroup_path(pid).and_then(|p| cgroup_id_of(&p)),
-            start_ticks: start_ticks(pid),
+            start_ticks: zt_agent_host::proc::start_ticks(pid),
         }
     }
 }
@@ -99,15 +99,6 @@ pub fn cgroup_path(pid: u32) -> Option<String> {
 fn cgroup_id_of(rel: &str) -> Option<u64> {
     let root = zt_agent_host::mounts::cgroup2_mount().ok()?;
     crate::sys::cgroup::cgroup_id(&root.join(rel.trim_start_matches('/'))).ok()
-}
-
-/// When a process started, in clock ticks since boot (/proc/PID/stat, field 22).
-#[must_use]
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: count from the last `)`.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Destinations as `egress.to` takes them: networks and DNS names.

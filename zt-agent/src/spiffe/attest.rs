@@ -18,6 +18,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::Arc;
 
 use zt_agent_common::{IDENTITY_QUARANTINE, NS_PER_CLOCK_TICK, TaskIdentity};
+use zt_agent_host::proc::start_ticks;
 
 use crate::ebpf::maps::TasksView;
 use crate::policy::LAUNCH_CGROUP_ROOT;
@@ -130,14 +131,6 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: a new descriptor the kernel just returned.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the fields after it follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
 }
 
 impl Peer {
@@ -339,11 +332,5 @@ mod tests {
         assert_eq!(peer.pid, std::process::id());
         assert_eq!(peer.current_pid(), Some(std::process::id()));
         assert!(peer.alive());
-    }
-
-    #[test]
-    fn start_ticks_parse_past_odd_comm() {
-        assert!(start_ticks(std::process::id()).is_some());
-        assert!(start_ticks(u32::MAX).is_none());
     }
 }
