@@ -94,7 +94,8 @@ pub async fn start(
     let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
     let bus = bus.build();
     // Readers of the task table, besides the enforcer's handle: the manager checks
-    // `--pid`, the control socket its peers.
+    // `--pid`, the control socket its peers. All are opened before the state file says
+    // the daemon is ready: from then on a removed pin is tamper, not a start-up error.
     let reader = || {
         loader::open_pinned_map(&booted.pins, map_names::TASKS)
             .map(Tasks)
@@ -189,6 +190,7 @@ pub async fn start(
                 .to_string(),
             source,
         })?;
+    let control_tasks = reader()?;
     let workload = workload_api(args, &booted.pins, &state, &bus, &metrics)?;
     let st = reconciler.state_mut();
     st.workload_api = workload.as_ref().map(|w| w.socket.clone());
@@ -226,7 +228,7 @@ pub async fn start(
         listener: Arc::new(listener),
         guard,
         grants: (manager, inbox),
-        control: (control, reader()?, handle.control),
+        control: (control, control_tasks, handle.control),
         workload,
         watcher,
         containers,
