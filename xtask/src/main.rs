@@ -3,7 +3,8 @@
 //!   cargo xtask daemon [ARGS]   build and run the agent with the policies in policies/
 //!   cargo xtask test [ARGS]     build and run every test, privileged eBPF tests included,
 //!                               then the benchmark in quick mode as a smoke test
-//!   cargo xtask bench [--quick] zt-agent against no hook and against nftables/iptables
+//!   cargo xtask bench [--quick] [--only SECTION,...]
+//!                               zt-agent against no hook and against nftables/iptables
 //!   cargo xtask dist [--arch A]  .deb packages (amd64, arm64), arm64 unit tests under qemu
 //!
 //! One module per task (`daemon`, `test`, `bench`, `dist`); `cmd` runs cargo and the rest.
@@ -21,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
     name = "cargo xtask",
     bin_name = "cargo xtask",
     about = "Tasks cargo alone cannot do; run them through ./x",
-    override_usage = "cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick] | dist [--arch amd64|arm64|all]"
+    override_usage = "cargo xtask daemon [ARGS] | test [CARGO TEST ARGS] | bench [--quick] [--only SECTION,...] | dist [--arch amd64|arm64|all]"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +44,10 @@ enum Task {
         /// Small counts, results printed only (what CI runs)
         #[arg(long)]
         quick: bool,
+        /// Only these sections (comma-separated), for work on one of them; the report is
+        /// printed and bench/RESULTS.md left as it is
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Section>,
     },
     /// Packages: a .deb per architecture (amd64, arm64 cross-built), with the unit,
     /// example policies, completions and man pages; the arm64 unit tests under qemu
@@ -86,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Daemon(a) => daemon::run(&a.args()),
         Task::Test(a) => test::run(&a.args()),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench { quick, only } => bench::run(quick, &only),
         Task::Dist { arch } => dist::run(arch),
     }
 }
@@ -127,14 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn bench_takes_quick_only() {
-        let quick = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.task) {
-            Ok(Task::Bench { quick }) => Some(quick),
+    fn bench_takes_quick_and_sections() {
+        use super::bench::Section;
+        let parsed = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.task) {
+            Ok(Task::Bench { quick, only }) => Some((quick, only)),
             _ => None,
         };
-        assert_eq!(quick(&["xtask", "bench"]), Some(false));
-        assert_eq!(quick(&["xtask", "bench", "--quick"]), Some(true));
-        assert_eq!(quick(&["xtask", "bench", "--bogus"]), None);
+        assert_eq!(parsed(&["xtask", "bench"]), Some((false, vec![])));
+        assert_eq!(parsed(&["xtask", "bench", "--quick"]), Some((true, vec![])));
+        assert_eq!(
+            parsed(&["xtask", "bench", "--only", "dns,grants"]),
+            Some((false, vec![Section::Dns, Section::Grants]))
+        );
+        assert_eq!(parsed(&["xtask", "bench", "--only", "nope"]), None);
+        assert_eq!(parsed(&["xtask", "bench", "--bogus"]), None);
         assert!(Cli::try_parse_from(["xtask"]).is_err());
     }
 }

@@ -33,7 +33,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let (passed, failed, ok) = run_counting(t)?;
     // The benchmark harness in quick mode, so that it cannot rot.
     let bench = if ok && args.is_empty() {
-        bench::run(true)
+        bench::run(true, &[])
     } else {
         Ok(())
     };

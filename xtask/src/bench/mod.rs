@@ -119,7 +119,19 @@ fn one_at_a_time() -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// A section of the run, as `--only` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Connect,
+    Reload,
+    Exec,
+    Progs,
+    Dns,
+    Grants,
+    Svid,
+}
+
+pub fn run(quick: bool, only: &[Section]) -> anyhow::Result<()> {
     let plan = if quick { &QUICK } else { &FULL };
     peers::ensure_installed()?;
     peers::opensnitch_install()?;
@@ -148,7 +160,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join("zt-bench");
     let policy_dir = work.join("policy");
     std::fs::create_dir_all(&policy_dir)?;
-    let result = bench(plan, quick, &bins, &cg2, &peer_cg, &policy_dir);
+    let result = bench(plan, quick, only, &bins, &cg2, &peer_cg, &policy_dir);
     peers::nft_flush();
     peers::iptables_flush();
     peers::opensnitch_restore();
@@ -158,7 +170,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir(&peer_cg);
     let md = result?;
     println!("{md}");
-    if !quick {
+    if !quick && only.is_empty() {
         let dir = cmd::root().join("bench");
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("RESULTS.md"), &md)?;
@@ -170,28 +182,57 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
 fn bench(
     plan: &Plan,
     quick: bool,
+    only: &[Section],
     bins: &Bins,
     cg2: &Path,
     peer_cg: &Path,
     policy_dir: &Path,
 ) -> anyhow::Result<String> {
+    let runs = |s: Section| only.is_empty() || only.contains(&s);
     let mut m = Measured::default();
-    connect::rounds(
-        plan,
-        bins,
-        cg2,
-        peer_cg,
-        policy_dir,
-        &mut m.cases,
-        &mut m.footprints,
-    )?;
-    m.reloads = reload::reloads(plan, bins, policy_dir)?;
-    (m.exec_rows, m.exec_accounting) = exec::storm(plan, bins, policy_dir, &mut m.footprints)?;
-    m.prog_costs = progs::costs(plan, bins, cg2, policy_dir)?;
-    let dns_md = dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
-    let grants_md = grants::bench(bins, cg2, policy_dir, plan.rounds, plan.n, plan.grants)?;
-    let svid_md = svid::bench(bins, policy_dir, plan.rounds, plan.svid_fetches)?;
-    Ok(report::render(plan, quick, &m) + &dns_md + &grants_md + &svid_md)
+    if runs(Section::Connect) {
+        connect::rounds(
+            plan,
+            bins,
+            cg2,
+            peer_cg,
+            policy_dir,
+            &mut m.cases,
+            &mut m.footprints,
+        )?;
+    }
+    if runs(Section::Reload) {
+        m.reloads = reload::reloads(plan, bins, policy_dir)?;
+    }
+    if runs(Section::Exec) {
+        (m.exec_rows, m.exec_accounting) = exec::storm(plan, bins, policy_dir, &mut m.footprints)?;
+    }
+    if runs(Section::Progs) {
+        m.prog_costs = progs::costs(plan, bins, cg2, policy_dir)?;
+    }
+    let mut md = if [
+        Section::Connect,
+        Section::Reload,
+        Section::Exec,
+        Section::Progs,
+    ]
+    .into_iter()
+    .any(runs)
+    {
+        report::render(plan, quick, &m)
+    } else {
+        String::new()
+    };
+    if runs(Section::Dns) {
+        md += &dns::bench(bins, policy_dir, plan.rounds, plan.dns_queries)?;
+    }
+    if runs(Section::Grants) {
+        md += &grants::bench(bins, cg2, policy_dir, plan.rounds, plan.n, plan.grants)?;
+    }
+    if runs(Section::Svid) {
+        md += &svid::bench(bins, policy_dir, plan.rounds, plan.svid_fetches)?;
+    }
+    Ok(md)
 }
 
 #[cfg(test)]
