@@ -285,6 +285,58 @@ fn a_query_flood_from_one_identity_leaves_another_answered() {
     assert!(refused < 1_000, "{refused} lines for one flood");
 }
 
+/// `sent=S denied=D ...` from the probe's DNS floods.
+fn sent_denied(out: &str) -> (usize, usize) {
+    let field = |k: &str| {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+    };
+    (field("sent="), field("denied="))
+}
+
+#[test]
+fn the_resolvers_client_table_charges_new_sources_and_never_a_busy_socket() {
+    let up = Dnsmasq::start("hostile-budget", &[("10.231.43.1", "b.budget.test")], 60);
+    let policy = Identity::new("budget-busy")
+        .egress(Rule::to(["b.budget.test"]).ports([443]).tcp())
+        .and(Identity::new("budget-churn").egress(Rule::to(["b.budget.test"]).ports([443]).tcp()));
+    let d = Daemon::start_with(
+        "hostile-budget",
+        &policy,
+        &["--dns-upstream", &up.upstream()],
+    );
+    let cut = |d: &Daemon| d.metric(r#"zt_agent_kernel_errors_total{reason="dns_budget"}"#);
+    // 20,000 queries over one socket, many times the budget of new entries per 100 ms:
+    // the kernel lets every one through (the resolver's own shares pace them).
+    let (code, out) = d.run(
+        "budget-busy",
+        &["dns-flood", SOME_RESOLVER4, "b.budget.test", "20000", "1"],
+    );
+    assert_eq!(code, OK, "{out}");
+    assert_eq!(sent_denied(&out), (20_000, 0), "{out}");
+    assert!(cut(&d) == 0.0, "{}", d.metrics());
+    // A socket of its own for each query, faster than the budget: the kernel drops the
+    // packets that would make new entries past it, for this identity alone.
+    let (code, out) = d.run(
+        "budget-churn",
+        &["dns-fresh", SOME_RESOLVER4, "b.budget.test", "20000"],
+    );
+    assert_eq!(code, OK, "{out}");
+    let (sent, denied) = sent_denied(&out);
+    assert!(denied > 0 && sent + denied == 20_000, "{out}");
+    assert!(cut(&d) >= denied as f64, "{out}\n{}", d.metrics());
+    let a = dns(
+        &d,
+        "budget-busy",
+        "udp",
+        SOME_RESOLVER4,
+        "b.budget.test",
+        "A",
+    );
+    assert_eq!(a["answers"][0], "10.231.43.1", "{a}");
+}
+
 #[test]
 fn every_part_reports_its_health() {
     let d = Daemon::start("hostile-parts", Identity::new("parts-a"));

@@ -38,10 +38,12 @@ const _: () = assert!(core::mem::size_of::<DnsClientKey>() == 20);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DnsClientKey {}
 
-/// Packets one identity may send to the resolver per CPU in one window of
-/// [`DNS_CLIENT_WINDOW_NS`]; past it the packet guard drops them. Each packet writes
-/// the client table, an LRU all identities share: the budget keeps one identity from
-/// pushing another's entries out before the resolver has read their queries.
+/// New entries of the resolver's client table (new source addresses and ports) one
+/// identity may make per CPU in one window of [`DNS_CLIENT_WINDOW_NS`]; past it the
+/// packet guard drops its packets that would make one. The table is an LRU all
+/// identities share: the budget keeps one identity from pushing another's entries out
+/// before the resolver has read their queries. Packets from a source the table holds
+/// rewrite its entry in place and cost no budget.
 pub const DNS_CLIENT_BUDGET: u64 = 512;
 pub const DNS_CLIENT_WINDOW_NS: u64 = 100_000_000;
 

@@ -58,7 +58,7 @@ fn usage() -> ! {
          inherit-listen ADDR PORT PROG ARGS... | accept-env N MILLIS |\n\
          leader-exit MILLIS ADDR PORT |\n\
          dns-labels udp|udp-connect|tcp SERVER A|AAAA LABEL... |\n\
-         dns-flood SERVER NAME N SOCKETS | hold ADDR PORT N SECS HEX|- |\n\
+         dns-flood SERVER NAME N SOCKETS | dns-fresh SERVER NAME N | hold ADDR PORT N SECS HEX|- |\n\
          connects udp|tcp ADDR PORT N | soak DESTFILE |\n\
          slowloris ADDR PORT HEX EVERY_MS SECS |\n\
          signal PID SIG | abstract-listen NAME | abstract-connect NAME |\n\
@@ -819,6 +819,7 @@ fn dispatch(args: &[String]) -> u8 {
         ["dns", how, server, name, qtype] => dns(how, server, name, qtype),
         ["dns-labels", how, server, qtype, labels @ ..] => dns_labels(how, server, qtype, labels),
         ["dns-flood", server, name, n, socks] => dns_flood(server, name, num(n), num(socks)),
+        ["dns-fresh", server, name, n] => dns_fresh(server, name, num(n)),
         ["hold", h, p, n, secs, hex] => hold(addr(h, p), num(n), num(secs), hex),
         ["connects", proto, h, p, n] => connects(proto, addr(h, p), num(n)),
         ["slowloris", h, p, hex, every, secs] => slowloris(addr(h, p), hex, num(every), num(secs)),
@@ -1049,24 +1050,36 @@ fn resolve(name: &str) -> u8 {
 
 /// N queries for NAME spread over SOCKETS unconnected UDP sockets, sent without waiting,
 /// then the replies that come within a second. Prints `sent=... replies=...`.
-fn dns_flood(server: &str, name: &str, n: usize, socks: usize) -> u8 {
+fn a_query(qname: &hickory_proto::rr::Name, i: usize) -> Vec<u8> {
     use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::rr::RecordType;
+    let mut m = Message::query();
+    m.metadata.id = u16::try_from(i % 65536).unwrap_or(0);
+    m.add_query(Query::query(qname.clone(), RecordType::A));
+    m.to_vec().unwrap_or_else(|_| usage())
+}
+
+fn is_denied(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+}
+
+/// Send N A queries for NAME round-robin over SOCKETS sockets, never waiting for an
+/// answer, then count the answers that come within a second. Prints `sent=S denied=D
+/// replies=R`: D sends the kernel refused.
+fn dns_flood(server: &str, name: &str, n: usize, socks: usize) -> u8 {
     let server = dns_server(server);
-    let Ok(qname) = Name::from_ascii(name) else {
+    let Ok(qname) = hickory_proto::rr::Name::from_ascii(name) else {
         usage()
     };
     let socks: Vec<UdpSocket> = (0..socks.max(1))
         .filter_map(|_| udp_socket(server).ok())
         .collect();
-    let mut sent = 0usize;
+    let (mut sent, mut denied) = (0usize, 0usize);
     for i in 0..n {
-        let mut m = Message::query();
-        m.metadata.id = u16::try_from(i % 65536).unwrap_or(0);
-        m.add_query(Query::query(qname.clone(), RecordType::A));
-        let Ok(q) = m.to_vec() else { return OTHER };
-        if socks[i % socks.len()].send_to(&q, server).is_ok() {
-            sent += 1;
+        match socks[i % socks.len()].send_to(&a_query(&qname, i), server) {
+            Ok(_) => sent += 1,
+            Err(e) if is_denied(&e) => denied += 1,
+            Err(_) => {}
         }
     }
     let mut replies = 0usize;
@@ -1087,7 +1100,27 @@ fn dns_flood(server: &str, name: &str, n: usize, socks: usize) -> u8 {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    println!("sent={sent} replies={replies}");
+    println!("sent={sent} denied={denied} replies={replies}");
+    0
+}
+
+/// Send N A queries for NAME, each from a socket of its own (a new source port each
+/// time), closed right after. Prints `sent=S denied=D`.
+fn dns_fresh(server: &str, name: &str, n: usize) -> u8 {
+    let server = dns_server(server);
+    let Ok(qname) = hickory_proto::rr::Name::from_ascii(name) else {
+        usage()
+    };
+    let (mut sent, mut denied) = (0usize, 0usize);
+    for i in 0..n {
+        let Ok(s) = udp_socket(server) else { continue };
+        match s.send_to(&a_query(&qname, i), server) {
+            Ok(_) => sent += 1,
+            Err(e) if is_denied(&e) => denied += 1,
+            Err(_) => {}
+        }
+    }
+    println!("sent={sent} denied={denied}");
     0
 }
 

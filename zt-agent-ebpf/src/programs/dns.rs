@@ -183,8 +183,11 @@ fn within_budget(identity: u32) -> bool {
 
 /// A packet to the resolver: record which socket's identity sent it, by source port.
 /// Every such packet overwrites the entry, so a port reused by another socket never
-/// inherits an earlier identity. `false`: the sender is past its budget and the
-/// packet must be dropped (its query is lost for it alone).
+/// inherits an earlier identity. Only a packet that makes a new entry is charged to
+/// its identity's budget: queries over a socket the table already holds push nothing
+/// out, however many, and the budget bounds how fast one identity can make new
+/// sources (new sockets, new addresses). `false`: the sender is past its budget and
+/// the packet must be dropped (its query is lost for it alone).
 #[inline(always)]
 fn record_dns_client(
     skb: *const __sk_buff,
@@ -202,16 +205,22 @@ fn record_dns_client(
         client.identity = s.dns_identity;
         client.tgid = s.dns_tgid;
     }
-    if !within_budget(client.identity) {
-        count_error(errors::DNS_BUDGET);
-        return false;
-    }
     let key = DnsClientKey {
         addr: saddr,
         port: sport,
         family,
         protocol,
     };
+    if let Some(p) = ZT_DNS_CLIENTS.get_ptr_mut(&key) {
+        // SAFETY: pointer from a successful lookup; one socket owns a source port, so
+        // no other CPU writes this entry for another sender meanwhile.
+        unsafe { *p = client };
+        return true;
+    }
+    if !within_budget(client.identity) {
+        count_error(errors::DNS_BUDGET);
+        return false;
+    }
     let _ = ZT_DNS_CLIENTS.insert(&key, &client, BPF_ANY.into());
     true
 }
