@@ -273,11 +273,24 @@ pub struct DaemonArgs {
     #[command(flatten)]
     pub grants: AskArgs,
     #[command(flatten)]
+    pub observe: ObserveArgs,
+    #[command(flatten)]
     pub workload: WorkloadArgs,
     #[command(flatten)]
     pub containers: ContainerArgs,
     #[command(flatten)]
     pub dirs: Dirs,
+}
+
+/// The observation store (flows and execs of every identity, for learning and review).
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// How long observations are kept after they were last seen.
+    #[arg(long, default_value = "30d", value_parser = parse_dur)]
+    pub retention: Dur,
+    /// Most rows kept per table (flows, execs); past it the least recently seen go.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flow_rows: u64,
 }
 
 /// The SPIFFE Workload API enrolled tasks get their SVIDs from.

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod inventory;
 pub mod launch;
 pub mod metrics;
+pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod spiffe;

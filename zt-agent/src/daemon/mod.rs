@@ -82,6 +82,8 @@ pub enum DaemonError {
     EnforcerStopped(#[from] enforcer::Stopped),
     #[error(transparent)]
     Store(#[from] crate::grants::store::StoreError),
+    #[error(transparent)]
+    Observe(crate::observe::ObserveError),
     #[error("control socket {path}: {source}")]
     Control {
         path: String,
@@ -102,7 +104,7 @@ impl DaemonError {
         match self {
             Self::NotRoot => exit::NOPERM,
             Self::Policy { .. } | Self::Sink { .. } => exit::CONFIG,
-            Self::Store(_) | Self::Control { .. } => exit::CANTCREAT,
+            Self::Store(_) | Self::Observe(_) | Self::Control { .. } => exit::CANTCREAT,
             Self::State(
                 crate::state::StateError::Untrusted { .. } | crate::state::StateError::Write { .. },
             ) => exit::CONFIG,

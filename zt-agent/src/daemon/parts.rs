@@ -1,8 +1,9 @@
 //! The running parts, each a task with a name: the event pump, the sink, the metrics
 //! server, the ticker (with the reconciler), the container watch, the resolver's
 //! sockets and its event builder, the tamper guard, the socket adopter, the grant
-//! manager, the control socket, the SPIFFE Workload API and its key keeper, and a
-//! watch on the enforcer's thread.
+//! manager, the control socket, the SPIFFE Workload API and its key keeper, the
+//! observer (flows and execs into the observation store), and a watch on the
+//! enforcer's thread.
 //!
 //! A supervisor runs each part: when one fails (an error or a panic), it says which,
 //! marks it down in `zt_agent_part_up{part}`, and starts it again after a pause, counted
@@ -56,6 +57,7 @@ pub mod name {
     pub const CONTROL: &str = "control_socket";
     pub const WORKLOAD_API: &str = "workload_api";
     pub const SVID_KEYS: &str = "svid_keys";
+    pub const OBSERVER: &str = "observer";
 }
 
 pub struct Parts {
@@ -140,6 +142,7 @@ impl Parts {
             name::SOCKET_ADOPTER,
             name::GRANTS,
             name::CONTROL,
+            name::OBSERVER,
         ] {
             health.set_up(part, false);
         }
@@ -249,6 +252,16 @@ impl Parts {
                     w.run().await;
                     Ok(())
                 }
+            },
+            health.clone(),
+        ));
+
+        let observer = Arc::new(Mutex::new(s.observer));
+        set.spawn(supervise(
+            name::OBSERVER,
+            move || {
+                let observer = observer.clone();
+                async move { observer.lock().await.run().await }
             },
             health.clone(),
         ));

@@ -60,6 +60,8 @@ pub struct Started {
     /// The container runtimes, followed; and what they report.
     pub watcher: Watcher,
     pub containers: watch::Receiver<Containers>,
+    /// Flows and execs into the observation store.
+    pub observer: crate::observe::Observer,
 }
 
 pub async fn start(
@@ -92,6 +94,7 @@ pub async fn start(
     let mut bus = bus::Builder::new(&metrics.events, limits.clone());
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
     let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
+    let observed = bus.subscribe("observe", crate::observe::BACKLOG);
     let bus = bus.build();
     // Readers of the task table, besides the enforcer's handle: the manager checks
     // `--pid`, the control socket its peers. All are opened before the state file says
@@ -199,6 +202,17 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
+    let observer = crate::observe::Observer::new(
+        crate::observe::Store::open(&args.dirs.state_dir).map_err(DaemonError::Observe)?,
+        observed,
+        state.clone(),
+        crate::observe::Bounds {
+            retention_ms: i64::try_from(std::time::Duration::from(args.observe.retention).as_millis())
+                .unwrap_or(i64::MAX),
+            max_rows: args.observe.flow_rows,
+        },
+        metrics.observe.clone(),
+    );
     let mut sink = sink;
     sink.resume_chain(&args.dirs.state_dir);
     let sink = SinkPart {
@@ -232,6 +246,7 @@ pub async fn start(
         workload,
         watcher,
         containers,
+        observer,
     })
 }
 

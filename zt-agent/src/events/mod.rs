@@ -81,6 +81,9 @@ pub struct DnsDetail {
     pub qtype: Option<String>,
     /// DNS response code sent to the task (NOERROR, NXDOMAIN, REFUSED, ...).
     pub rcode: String,
+    /// The addresses on the answer the task got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
     /// Addresses installed for the identity, with their TTL in seconds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub installed: Vec<String>,

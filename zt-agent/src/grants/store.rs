@@ -2,10 +2,9 @@
 //! (`grants.db`, root only), so that they outlive the daemon: a restarted or adopting
 //! daemon reads them back and puts what is still in force into the kernel again.
 
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 
 use super::model::{Grant, Request};
 
@@ -13,14 +12,8 @@ const FILE: &str = "grants.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("grant store {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("grant store {path}: {what}")]
-    Untrusted { path: String, what: String },
+    #[error("grant store {0}")]
+    File(#[from] crate::sys::db::DbFileError),
     #[error("grant store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("grant store: a record does not decode: {0}")]
@@ -29,41 +22,6 @@ pub enum StoreError {
 
 pub struct Store {
     db: Connection,
-}
-
-/// Create (or check) the database file: a regular file of root's, mode 0600, never
-/// through a symbolic link.
-fn prepare(path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(err)?;
-    let md = f.metadata().map_err(err)?;
-    let untrusted = |what: &str| StoreError::Untrusted {
-        path: path.display().to_string(),
-        what: what.to_owned(),
-    };
-    if !md.is_file() {
-        return Err(untrusted("not a regular file"));
-    }
-    if md.uid() != 0 {
-        return Err(untrusted("not owned by root"));
-    }
-    if md.mode() & 0o077 != 0 {
-        return Err(untrusted(
-            "readable or writable by others than root (want 0600)",
-        ));
-    }
-    Ok(())
 }
 
 impl Store {
@@ -78,29 +36,9 @@ impl Store {
     /// # Errors
     /// The directory or file cannot be made, is not root's, or the database fails.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let path = Self::path(state_dir);
-        if !state_dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(|source| StoreError::Open {
-                    path: state_dir.display().to_string(),
-                    source,
-                })?;
-        }
-        prepare(&path)?;
-        let db = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-        )?;
+        let db = crate::sys::db::open_root_only(state_dir, FILE)?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS grants (
+            "CREATE TABLE IF NOT EXISTS grants (
                  id TEXT PRIMARY KEY, identity TEXT NOT NULL, state TEXT NOT NULL,
                  expires_ms INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS requests (

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod events;
 pub mod grants;
 pub mod kernel;
+pub mod observe;
 pub mod parts;
 pub mod policy;
 mod registry;
@@ -34,6 +35,7 @@ pub struct Metrics {
     pub dns: DnsMetrics,
     pub tamper: TamperMetrics,
     pub grants: GrantMetrics,
+    pub observe: observe::ObserveMetrics,
     pub spiffe: SpiffeMetrics,
     pub parts: PartMetrics,
 }
@@ -49,6 +51,7 @@ impl Metrics {
             policy: PolicyMetrics::register(&registry),
             tamper: TamperMetrics::register(&registry),
             grants: GrantMetrics::register(&registry),
+            observe: observe::ObserveMetrics::register(&registry),
             spiffe: SpiffeMetrics::register(&registry),
             parts: PartMetrics::register(&registry),
             events,

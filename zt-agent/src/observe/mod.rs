@@ -1,0 +1,217 @@
+//! Observation: what each enrolled identity did, kept for learning and review.
+//!
+//! The observer subscribes to the bus like the sink does, and turns connect and
+//! datagram events into flows (a destination reached through an address the identity
+//! got from the resolver is stored with that DNS name) and exec events into execs. It
+//! writes them to `store` once a second, in one transaction, off the bus's hot path,
+//! and prunes the store every minute. It sees what the event budgets let through
+//! (`--events-rate`): repeats of one flow beyond them are counted by the kernel's
+//! verdict counters, not here.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use zt_agent_common::EventKind;
+
+use crate::bus::{Body, Event};
+use crate::events::{DnsEvent, KernelEvent, decode};
+use crate::metrics::observe::ObserveMetrics;
+use crate::state::State;
+pub use store::{Bounds, Exec, Flow, ObserveError, Seen, Store};
+
+/// The bus queue of the observer.
+pub const BACKLOG: usize = 4096;
+/// Observations held between writes; past it they are dropped and counted.
+const PENDING_MAX: usize = 65_536;
+/// (identity, address) -> name pairs remembered from answers.
+const NAMES_MAX: usize = 16_384;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: u32 = 60;
+
+/// The DNS names identities got addresses from, most recent answer winning.
+#[derive(Default)]
+struct Names(HashMap<(String, IpAddr), String>);
+
+impl Names {
+    fn learn(&mut self, d: &DnsEvent) {
+        let Some(name) = &d.detail.query else { return };
+        if self.0.len() >= NAMES_MAX {
+            // Forget everything rather than track age: a later answer teaches it again.
+            self.0.clear();
+        }
+        for a in &d.detail.answers {
+            if let Ok(ip) = a.parse::<IpAddr>() {
+                self.0.insert((d.identity.clone(), ip), name.clone());
+            }
+        }
+    }
+
+    fn of(&self, identity: &str, ip: IpAddr) -> Option<String> {
+        self.0.get(&(identity.to_owned(), ip)).cloned()
+    }
+}
+
+pub struct Observer {
+    store: Store,
+    events: mpsc::Receiver<Arc<Event>>,
+    state: watch::Receiver<Arc<State>>,
+    bounds: Bounds,
+    metrics: ObserveMetrics,
+    names: Names,
+    flows: Vec<Flow>,
+    execs: Vec<Exec>,
+}
+
+fn now_ms() -> i64 {
+    let t = time::OffsetDateTime::now_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The event's address as the identity used it: an IPv4-mapped IPv6 address as IPv4.
+fn dest_ip(ev: &zt_agent_common::Event) -> Option<IpAddr> {
+    match ev.family {
+        2 => Some(IpAddr::from([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]])),
+        10 => {
+            let a = std::net::Ipv6Addr::from(ev.addr);
+            Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4))
+        }
+        _ => None,
+    }
+}
+
+impl Observer {
+    #[must_use]
+    pub fn new(
+        store: Store,
+        events: mpsc::Receiver<Arc<Event>>,
+        state: watch::Receiver<Arc<State>>,
+        bounds: Bounds,
+        metrics: ObserveMetrics,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            state,
+            bounds,
+            metrics,
+            names: Names::default(),
+            flows: Vec::new(),
+            execs: Vec::new(),
+        }
+    }
+
+    /// Take events until the bus closes, writing each second.
+    ///
+    /// # Errors
+    /// Never: a failed write is counted and its observations dropped.
+    pub async fn run(&mut self) -> Result<(), String> {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        let mut ticks = 0u32;
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(e) => self.take(&e),
+                    None => {
+                        self.flush();
+                        return Ok(());
+                    }
+                },
+                _ = tick.tick() => {
+                    self.flush();
+                    ticks += 1;
+                    if ticks % PRUNE_EVERY == 1 {
+                        self.prune();
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, e: &Event) {
+        match &e.body {
+            Body::Dns(d) => self.names.learn(d),
+            Body::Kernel(k) => self.kernel(k),
+            _ => {}
+        }
+    }
+
+    fn kernel(&mut self, k: &KernelEvent) {
+        if self.flows.len() + self.execs.len() >= PENDING_MAX {
+            self.metrics.dropped.with_label_values(&["queue_full"]).inc();
+            return;
+        }
+        let ev = &k.raw;
+        let identity = self.state.borrow().label_of(ev.identity);
+        match k.kind {
+            EventKind::Connect | EventKind::Sendmsg => {
+                let Some(ip) = dest_ip(ev) else { return };
+                let protocol = match ev.protocol {
+                    6 => "tcp",
+                    17 => "udp",
+                    _ => return,
+                };
+                self.flows.push(Flow {
+                    name: self.names.of(&identity, ip),
+                    identity,
+                    dest: ip.to_string(),
+                    port: ev.port,
+                    protocol,
+                    binary: k.exe.clone(),
+                    verdict: k.verdict.as_str(),
+                });
+            }
+            EventKind::Exec => self.execs.push(Exec {
+                identity,
+                file: decode::c_str(&ev.path),
+                sha256: k.exec.as_ref().and_then(|x| x.sha256.clone()),
+                verdict: k.verdict.as_str(),
+            }),
+            _ => {}
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.flows.is_empty() && self.execs.is_empty() {
+            return;
+        }
+        let (flows, execs) = (std::mem::take(&mut self.flows), std::mem::take(&mut self.execs));
+        let r = tokio::task::block_in_place(|| self.store.record(&flows, &execs, now_ms()));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "observation store: dropping what was seen this second");
+            self.metrics
+                .dropped
+                .with_label_values(&["store_failed"])
+                .inc_by((flows.len() + execs.len()) as u64);
+        }
+        self.count_rows();
+    }
+
+    fn prune(&mut self) {
+        match tokio::task::block_in_place(|| self.store.prune(self.bounds, now_ms())) {
+            Ok((flows, execs)) => {
+                self.metrics.pruned.with_label_values(&["flows"]).inc_by(flows as u64);
+                self.metrics.pruned.with_label_values(&["execs"]).inc_by(execs as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "observation store: pruning failed"),
+        }
+        self.count_rows();
+    }
+
+    fn count_rows(&self) {
+        if let Ok((flows, execs)) = self.store.rows() {
+            let set = |t: &str, n: u64| {
+                self.metrics
+                    .rows
+                    .with_label_values(&[t])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            };
+            set("flows", flows);
+            set("execs", execs);
+        }
+    }
+}
