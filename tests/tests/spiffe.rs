@@ -1,14 +1,18 @@
 //! The SPIFFE Workload API: the official SPIFFE client for Python (py-spiffe) inside
 //! `zt-agent run` fetches X.509- and JWT-SVIDs of its own identity; they work in mutual
 //! TLS and validate against the bundles; callers without an identity, quarantined
-//! ones, and whoever holds the connection of a task that exited get nothing.
+//! ones, and whoever holds the connection of a task that exited get nothing; and no
+//! local user holding connections keeps a workload waiting for its SVID.
 
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use zt_agent_tests::{Cgroup, Daemon, Identity, Rule, Selector, TestDir, code_and_output};
+use zt_agent_tests::{
+    Cgroup, Daemon, Identity, Rule, Selector, TestDir, code_and_output, probe_bin,
+};
 
 /// The Python environment scripts/setup.sh makes with the `spiffe` package.
 const VENV_PYTHON: &str = "/opt/zt-agent/test-venv/bin/python3";
@@ -646,4 +650,114 @@ fn an_operators_intermediate_signs_and_its_root_is_the_bundle() {
                 .is_ok_and(|v| v["x509"].as_array().is_some_and(Vec::is_empty))
         }
     );
+}
+
+/// Connections held by `zt-probe hold-unix` as the unprivileged, unenrolled nobody;
+/// killed on drop.
+struct Holder {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    /// Open `n` connections to `socket`, send `bytes` on each, keep them `secs` s;
+    /// returns once they are open, with the line saying how many.
+    fn start(socket: &Path, n: usize, secs: u64, bytes: &[u8]) -> (Self, String) {
+        let hex: String = if bytes.is_empty() {
+            "-".to_owned()
+        } else {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let mut child = Command::new(probe_bin())
+            .args(["as-uid", "65534", "hold-unix"])
+            .arg(socket)
+            .args([n.to_string(), secs.to_string(), hex])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("zt-probe hold-unix");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut h = Self { child, out };
+        let line = h.line();
+        (h, line)
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("read");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The timed X.509-SVID fetch of the official client under the identity.
+fn timed_fetch(d: &Daemon, identity: &str, client: &str) -> (Duration, serde_json::Value) {
+    let t = Instant::now();
+    let (code, x, out) = run_client(d, identity, client, &["x509"]);
+    assert_eq!(code, 0, "{out}");
+    (t.elapsed(), x)
+}
+
+#[test]
+fn connections_held_by_an_unenrolled_user_never_keep_a_workload_waiting() {
+    let (_dir, client, _) = scripts("spiffe-hold");
+    let policy = Identity::new("sp-hold").spiffe_id("spiffe://example.org/hold");
+    let mut d = Daemon::start("spiffe-hold", &policy);
+    let sock = d.workload_socket.clone();
+    let (calm, _) = timed_fetch(&d, "sp-hold", &client);
+
+    // nobody opens half an HTTP/2 client preface on more connections than the
+    // unenrolled pool holds, then more idle ones than the global cap, and keeps them.
+    let (mut half, held) = Holder::start(&sock, 200, 10, b"PRI * HTTP/2.0\r\n");
+    assert_eq!(held, "held 200 failed 0");
+    let (mut idle, held) = Holder::start(&sock, 1_100, 10, b"");
+    assert_eq!(held, "held 1100 failed 0");
+
+    // The workload's SVID still comes at once.
+    let (took, x) = timed_fetch(&d, "sp-hold", &client);
+    assert_eq!(x["spiffe_id"], "spiffe://example.org/hold", "{x}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the SVID took {took:?} with the connections held ({calm:?} without)"
+    );
+    // A stream that sent its request is never cut for idling: it outlives the
+    // cut-off (5 s), while nobody's idle connections are cut around it.
+    let (code, s, out) = run_client(&d, "sp-hold", &client, &["stream", "8"]);
+    assert_eq!(code, 0, "{out}");
+    let got = s["received"].as_array().cloned().unwrap_or_default();
+    assert_eq!(got.len(), 1, "the stream was cut or sent twice: {s}");
+    assert!(got[0].get("error").is_none(), "{s}");
+
+    // Every one of nobody's connections was closed: past its share, or idle.
+    assert_eq!(half.line(), "open 0");
+    assert_eq!(idle.line(), "open 0");
+    let share = d.metric(r#"zt_agent_svid_connections_evicted_total{reason="share"}"#);
+    let cut = d.metric(r#"zt_agent_svid_connections_evicted_total{reason="idle"}"#);
+    assert!(share >= 1_200.0, "{share} pushed out past the share");
+    assert!(cut >= 4.0, "{cut} cut off idle");
+    // Half a preface alone is cut off too, on its own.
+    let (mut few, held) = Holder::start(&sock, 4, 7, b"PRI * HTTP/2.0\r\n");
+    assert_eq!(held, "held 4 failed 0");
+    assert_eq!(few.line(), "open 0");
+    let cut_after = d.metric(r#"zt_agent_svid_connections_evicted_total{reason="idle"}"#);
+    assert!(
+        cut_after >= cut + 4.0,
+        "{cut} then {cut_after} cut off idle"
+    );
+    assert_eq!(
+        d.metric(r#"zt_agent_svid_connections_evicted_total{reason="global"}"#),
+        0.0
+    );
+
+    // The daemon is up, and serves as before.
+    assert!(d.alive(), "the daemon stopped:\n{}", d.log());
+    assert!(!d.log().contains("part failed"), "{}", d.log());
+    let (took, _) = timed_fetch(&d, "sp-hold", &client);
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

@@ -59,6 +59,7 @@ fn usage() -> ! {
          leader-exit MILLIS ADDR PORT |\n\
          dns-labels udp|udp-connect|tcp SERVER A|AAAA LABEL... |\n\
          dns-flood SERVER NAME N SOCKETS | dns-fresh SERVER NAME N | hold ADDR PORT N SECS HEX|- |\n\
+         hold-unix UNIX-PATH N SECS HEX|- |\n\
          connects udp|tcp ADDR PORT N | soak DESTFILE |\n\
          slowloris ADDR PORT HEX EVERY_MS SECS |\n\
          signal PID SIG | abstract-listen NAME | abstract-connect NAME |\n\
@@ -821,6 +822,7 @@ fn dispatch(args: &[String]) -> u8 {
         ["dns-flood", server, name, n, socks] => dns_flood(server, name, num(n), num(socks)),
         ["dns-fresh", server, name, n] => dns_fresh(server, name, num(n)),
         ["hold", h, p, n, secs, hex] => hold(addr(h, p), num(n), num(secs), hex),
+        ["hold-unix", path, n, secs, hex] => hold_unix(path, num(n), num(secs), hex),
         ["connects", proto, h, p, n] => connects(proto, addr(h, p), num(n)),
         ["slowloris", h, p, hex, every, secs] => slowloris(addr(h, p), hex, num(every), num(secs)),
         ["soak", file] => soak::run(file),
@@ -1151,6 +1153,52 @@ fn hold(a: SocketAddr, n: usize, secs: u64, hex: &str) -> u8 {
     let _ = std::io::stdout().flush();
     std::thread::sleep(Duration::from_secs(secs));
     0
+}
+
+/// Open N connections to the unix socket at PATH, write HEX (`-`: nothing) on each,
+/// print `held N failed F` once they are open, keep them SECS seconds, then print
+/// `open M`: how many of them the server has not closed.
+fn hold_unix(path: &str, n: usize, secs: u64, hex: &str) -> u8 {
+    raise_nofile();
+    let bytes: Vec<u8> = if hex == "-" {
+        Vec::new()
+    } else {
+        (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+            .collect()
+    };
+    let mut held = Vec::new();
+    let mut failed = 0usize;
+    for _ in 0..n {
+        match UnixStream::connect(path) {
+            Ok(mut c) => {
+                let _ = c.write_all(&bytes);
+                held.push(c);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    println!("held {} failed {failed}", held.len());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(secs));
+    let open = held.iter().filter(|c| still_open(c)).count();
+    println!("open {open}");
+    0
+}
+
+/// Whether the other end of `c` has not closed it (what it sent is read and dropped).
+fn still_open(mut c: &UnixStream) -> bool {
+    if c.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
 }
 
 /// As many descriptors as the hard limit allows.

@@ -5,7 +5,8 @@
 //! `keys` keeps the signing keys root-only on disk and rotates them; `ca` signs
 //! X.509-SVIDs, `jwt` JWT-SVIDs; `svid` holds the authorities in force and the record
 //! `zt-agent svid` shows; `server` is the gRPC service, with `authority` mending what
-//! gRPC's C core sends as `:authority` on unix sockets; `proto` is generated from
+//! gRPC's C core sends as `:authority` on unix sockets, and `shares` holding each
+//! caller to its share of the connections; `proto` is generated from
 //! proto/workload.proto.
 
 pub mod attest;
@@ -15,6 +16,7 @@ pub mod jwt;
 pub mod keys;
 pub mod proto;
 pub mod server;
+pub mod shares;
 pub mod svid;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -23,24 +25,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::bus::Bus;
 use crate::ebpf::loader::{self, PinDir};
 use crate::ebpf::maps::TasksView;
 use crate::metrics::SpiffeMetrics;
 use crate::state::State;
+use attest::Peer;
 use keys::KeyFile;
 use server::{PeerStream, Shared, WorkloadApi};
+use shares::{Key, Slot, Table, Why};
 use svid::{Authorities, Issued, Keeper};
 
 /// Where the Workload API listens unless told otherwise: outside the root-only state
 /// dir, so that enrolled workloads (which run unprivileged) can reach it.
 pub const DEFAULT_SOCKET: &str = "/run/zt-agent-workload/socket";
 
-/// Connections served at once; past it new ones wait in the listen backlog. Each
-/// holds a pidfd, so this also bounds the descriptors callers can make the daemon hold.
-const MAX_CONNECTIONS: usize = 1024;
+/// Shortest and longest pause after a failed accept (out of descriptors, say).
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// How often connections are checked for the idle cut-off: one is cut within this of
+/// the cut-off.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpiffeError {
@@ -195,11 +201,12 @@ pub fn start(
 }
 
 impl Workload {
-    /// Serve the Workload API until the listener fails.
+    /// Serve the Workload API. Nothing a caller does ends it: accept errors are
+    /// waited out, and each caller holds at most its share of the connections.
     pub async fn serve(self) -> Result<(), String> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let (incoming, acceptor) = incoming(self.listener.clone(), slots);
-        let r = tonic::transport::Server::builder()
+        let table = shares::table(shares::Limits::default());
+        let (incoming, _tasks) = incoming(self.listener.clone(), self.shared.clone(), table);
+        tonic::transport::Server::builder()
             .concurrency_limit_per_connection(32)
             .add_service(
                 proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadApi(
@@ -208,9 +215,7 @@ impl Workload {
             )
             .serve_with_incoming(incoming)
             .await
-            .map_err(|e| e.to_string());
-        acceptor.abort();
-        r
+            .map_err(|e| e.to_string())
     }
 
     /// Rotate the keys on schedule, publish the new authorities, and write out the
@@ -253,39 +258,100 @@ impl Workload {
     }
 }
 
-/// Accepted connections with their peers pinned (one whose credentials cannot be read
-/// is dropped), and the task accepting them, to stop with the server.
+/// The key a caller's connections count against: its identity as attested now, or
+/// its uid when it has none.
+fn key_of(peer: &Peer, shared: &Shared) -> Key {
+    let state = shared.state.borrow().clone();
+    match attest::attest(peer, &shared.tasks, &state) {
+        Ok(who) => Key::Identity(who.identity.name),
+        Err(_) => Key::Unenrolled { uid: peer.uid },
+    }
+}
+
+fn count(shared: &Shared, why: Why, n: usize) {
+    if n > 0 {
+        shared
+            .metrics
+            .evicted
+            .with_label_values(&[why.as_str()])
+            .inc_by(n as u64);
+    }
+}
+
+/// Tasks that stop when this is dropped, with the server that started them.
+struct AbortOnDrop([tokio::task::JoinHandle<()>; 2]);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Accepted connections with their peers pinned and attested, each admitted under its
+/// caller's share (one whose credentials cannot be read is dropped); and the tasks
+/// accepting them and cutting idle ones off, to stop with the server.
 fn incoming(
     listener: Arc<UnixListener>,
-    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    table: Table,
 ) -> (
     impl tokio_stream::Stream<Item = std::io::Result<PeerStream>>,
-    tokio::task::JoinHandle<()>,
+    AbortOnDrop,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let sweeper = {
+        let (shared, table) = (shared.clone(), table.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let n = table
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .sweep(std::time::Instant::now());
+                count(&shared, Why::Idle, n);
+            }
+        })
+    };
     let acceptor = tokio::spawn(async move {
+        let mut pause = ACCEPT_PAUSE.0;
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (io, _) = match listener.accept().await {
-                Ok(c) => c,
+            let peer = listener
+                .accept()
+                .await
+                .and_then(|(io, _)| Peer::of(&io).map(|p| (io, p)));
+            let (io, peer) = match peer {
+                Ok(c) => {
+                    pause = ACCEPT_PAUSE.0;
+                    c
+                }
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, a connection reset before it was
+                    // accepted, or a peer whose credentials cannot be read: the next
+                    // accept may well succeed.
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "Workload API: accept failed; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                    continue;
                 }
             };
-            match PeerStream::new(io, permit) {
-                Ok(s) => {
-                    if tx.send(Ok(s)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "Workload API: peer credentials unreadable"),
+            let key = key_of(&peer, &shared);
+            let (slot, pushed) = Slot::admit(&table, key);
+            for why in pushed {
+                count(&shared, why, 1);
+            }
+            if tx.send(Ok(PeerStream::new(io, peer, slot))).await.is_err() {
+                return;
             }
         }
     });
-    (tokio_stream::wrappers::ReceiverStream::new(rx), acceptor)
+    (
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        AbortOnDrop([acceptor, sweeper]),
+    )
 }
 
 /// Remove the Workload API socket (a socket of root's only) and its directory if that is

@@ -13,13 +13,14 @@ use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::attest::{self, Attested, Peer, Refusal};
 use super::authority::AuthorityFix;
 use super::proto::{self, spiffe_workload_api_server::SpiffeWorkloadApi};
+use super::shares::{Slot, SlotState};
 use super::svid::{Authorities, Issued, IssuedJwtRecord, IssuedX509};
 use super::{jwt, trust_domain};
 use crate::bus::{self, Body, Bus};
@@ -31,34 +32,58 @@ use crate::state::State;
 /// The metadata every Workload API request must carry (SPIFFE Workload Endpoint §3).
 const HEADER: &str = "workload.spiffe.io";
 
-/// A connection with the peer pinned at accept, and the client's `:authority`
-/// rewritten on the way in (see `authority`).
+/// A connection with the peer pinned at accept, its place under the caller's share, and
+/// the client's `:authority` rewritten on the way in (see `authority`). Once its place
+/// is taken from it (see `shares`), reads and writes fail and the connection ends.
 pub struct PeerStream {
     io: UnixStream,
     peer: Arc<Peer>,
     fix: AuthorityFix,
     /// Rewritten bytes h2 has not read yet.
     ready: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// What every request of a connection carries: its peer, and its place, to mark when a
+/// request arrives.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: Arc<Peer>,
+    pub slot: Arc<SlotState>,
 }
 
 impl PeerStream {
-    pub fn new(io: UnixStream, permit: OwnedSemaphorePermit) -> std::io::Result<Self> {
-        let peer = Arc::new(Peer::of(&io)?);
-        Ok(Self {
+    #[must_use]
+    pub fn new(io: UnixStream, peer: Peer, slot: Slot) -> Self {
+        Self {
             io,
-            peer,
+            peer: Arc::new(peer),
             fix: AuthorityFix::default(),
             ready: Vec::new(),
-            _permit: permit,
-        })
+            slot,
+        }
+    }
+
+    /// Fails once the connection was pushed out; until then the task polling it is
+    /// woken when it is.
+    fn check(&self, cx: &Context<'_>) -> std::io::Result<()> {
+        if self.slot.state.watch(cx.waker()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "Workload API connection pushed out",
+            ));
+        }
+        Ok(())
     }
 }
 
 impl tonic::transport::server::Connected for PeerStream {
-    type ConnectInfo = Arc<Peer>;
+    type ConnectInfo = Conn;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.peer.clone()
+        Conn {
+            peer: self.peer.clone(),
+            slot: self.slot.state.clone(),
+        }
     }
 }
 
@@ -69,6 +94,7 @@ impl AsyncRead for PeerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        this.check(cx)?;
         while this.ready.is_empty() {
             let mut raw = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut raw);
@@ -98,9 +124,11 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -195,6 +223,11 @@ impl Shared {
         req: &Request<T>,
         svid_type: &'static str,
     ) -> Result<(Arc<Peer>, Attested), Status> {
+        let conn = req.extensions().get::<Conn>();
+        // A request arrived: the connection is no longer cut off for idling.
+        if let Some(c) = conn {
+            c.slot.served();
+        }
         if req.metadata().get(HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
             self.metrics
                 .refused
@@ -204,10 +237,8 @@ impl Shared {
                 "security header missing from request (workload.spiffe.io: true)",
             ));
         }
-        let peer = req
-            .extensions()
-            .get::<Arc<Peer>>()
-            .cloned()
+        let peer = conn
+            .map(|c| c.peer.clone())
             .ok_or_else(|| Status::permission_denied(Refusal::NoPeer.as_str()))?;
         let who = self.attest(&peer, svid_type)?;
         Ok((peer, who))
@@ -591,5 +622,54 @@ fn to_value(v: serde_json::Value) -> prost_types::Value {
 fn to_struct(m: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct {
         fields: m.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt as _;
+
+    use super::super::shares::{self, Key, Limits, Why};
+    use super::*;
+
+    #[test]
+    fn a_connection_pushed_out_stops_reading_and_closes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let table = shares::table(Limits {
+                unenrolled_uid: 1,
+                ..Limits::default()
+            });
+            let (a, mut b) = UnixStream::pair().expect("pair");
+            let peer = Peer::of(&a).expect("peer");
+            let (slot, _) = Slot::admit(&table, Key::Unenrolled { uid: 0 });
+            let mut s = PeerStream::new(a, peer, slot);
+            // A reader waiting for bytes that never come.
+            let reader = tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                let r = s.read(&mut buf).await;
+                drop(s);
+                r
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (_next, pushed) = Slot::admit(&table, Key::Unenrolled { uid: 0 });
+            assert_eq!(pushed, [Why::Share]);
+            let r = tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("the reader was woken")
+                .expect("joined");
+            assert_eq!(
+                r.expect_err("pushed out").kind(),
+                std::io::ErrorKind::ConnectionAborted
+            );
+            // Its socket is closed: the client reads the end.
+            let mut buf = [0u8; 16];
+            assert_eq!(b.read(&mut buf).await.expect("read"), 0);
+        });
     }
 }
