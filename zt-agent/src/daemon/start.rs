@@ -207,8 +207,10 @@ pub async fn start(
         observed,
         state.clone(),
         crate::observe::Bounds {
-            retention_ms: i64::try_from(std::time::Duration::from(args.observe.retention).as_millis())
-                .unwrap_or(i64::MAX),
+            retention_ms: i64::try_from(
+                std::time::Duration::from(args.observe.retention).as_millis(),
+            )
+            .unwrap_or(i64::MAX),
             max_rows: args.observe.flow_rows,
         },
         metrics.observe.clone(),

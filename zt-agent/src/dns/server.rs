@@ -856,7 +856,7 @@ impl Resolver {
                             qtype: qtype.map(|t| t.to_string()),
                             rcode: rcode_name(ResponseCode::Refused),
                             answers: Vec::new(),
-                        installed: Vec::new(),
+                            installed: Vec::new(),
                             withheld: Vec::new(),
                         },
                     );

@@ -56,6 +56,20 @@ impl Names {
     }
 }
 
+/// The file each recent thread group executed, from exec events: the binary of a flow
+/// whose task was gone before /proc could be read.
+#[derive(Default)]
+struct Binaries(HashMap<u32, String>);
+
+impl Binaries {
+    fn ran(&mut self, tgid: u32, file: &str) {
+        if self.0.len() >= NAMES_MAX {
+            self.0.clear();
+        }
+        self.0.insert(tgid, file.to_owned());
+    }
+}
+
 pub struct Observer {
     store: Store,
     events: mpsc::Receiver<Arc<Event>>,
@@ -63,6 +77,7 @@ pub struct Observer {
     bounds: Bounds,
     metrics: ObserveMetrics,
     names: Names,
+    binaries: Binaries,
     flows: Vec<Flow>,
     execs: Vec<Exec>,
 }
@@ -75,7 +90,9 @@ fn now_ms() -> i64 {
 /// The event's address as the identity used it: an IPv4-mapped IPv6 address as IPv4.
 fn dest_ip(ev: &zt_agent_common::Event) -> Option<IpAddr> {
     match ev.family {
-        2 => Some(IpAddr::from([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]])),
+        2 => Some(IpAddr::from([
+            ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+        ])),
         10 => {
             let a = std::net::Ipv6Addr::from(ev.addr);
             Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4))
@@ -100,6 +117,7 @@ impl Observer {
             bounds,
             metrics,
             names: Names::default(),
+            binaries: Binaries::default(),
             flows: Vec::new(),
             execs: Vec::new(),
         }
@@ -142,7 +160,10 @@ impl Observer {
 
     fn kernel(&mut self, k: &KernelEvent) {
         if self.flows.len() + self.execs.len() >= PENDING_MAX {
-            self.metrics.dropped.with_label_values(&["queue_full"]).inc();
+            self.metrics
+                .dropped
+                .with_label_values(&["queue_full"])
+                .inc();
             return;
         }
         let ev = &k.raw;
@@ -161,16 +182,23 @@ impl Observer {
                     dest: ip.to_string(),
                     port: ev.port,
                     protocol,
-                    binary: k.exe.clone(),
+                    binary: k
+                        .exe
+                        .clone()
+                        .or_else(|| self.binaries.0.get(&ev.tgid).cloned()),
                     verdict: k.verdict.as_str(),
                 });
             }
-            EventKind::Exec => self.execs.push(Exec {
-                identity,
-                file: decode::c_str(&ev.path),
-                sha256: k.exec.as_ref().and_then(|x| x.sha256.clone()),
-                verdict: k.verdict.as_str(),
-            }),
+            EventKind::Exec => {
+                let file = decode::c_str(&ev.path);
+                self.binaries.ran(ev.tgid, &file);
+                self.execs.push(Exec {
+                    identity,
+                    file,
+                    sha256: k.exec.as_ref().and_then(|x| x.sha256.clone()),
+                    verdict: k.verdict.as_str(),
+                });
+            }
             _ => {}
         }
     }
@@ -179,7 +207,10 @@ impl Observer {
         if self.flows.is_empty() && self.execs.is_empty() {
             return;
         }
-        let (flows, execs) = (std::mem::take(&mut self.flows), std::mem::take(&mut self.execs));
+        let (flows, execs) = (
+            std::mem::take(&mut self.flows),
+            std::mem::take(&mut self.execs),
+        );
         let r = tokio::task::block_in_place(|| self.store.record(&flows, &execs, now_ms()));
         if let Err(e) = r {
             tracing::warn!(error = %e, "observation store: dropping what was seen this second");
@@ -194,8 +225,14 @@ impl Observer {
     fn prune(&mut self) {
         match tokio::task::block_in_place(|| self.store.prune(self.bounds, now_ms())) {
             Ok((flows, execs)) => {
-                self.metrics.pruned.with_label_values(&["flows"]).inc_by(flows as u64);
-                self.metrics.pruned.with_label_values(&["execs"]).inc_by(execs as u64);
+                self.metrics
+                    .pruned
+                    .with_label_values(&["flows"])
+                    .inc_by(flows as u64);
+                self.metrics
+                    .pruned
+                    .with_label_values(&["execs"])
+                    .inc_by(execs as u64);
             }
             Err(e) => tracing::warn!(error = %e, "observation store: pruning failed"),
         }

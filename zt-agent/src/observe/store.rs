@@ -119,7 +119,12 @@ impl Store {
     ///
     /// # Errors
     /// The database fails.
-    pub fn record(&mut self, flows: &[Flow], execs: &[Exec], now_ms: i64) -> Result<(), ObserveError> {
+    pub fn record(
+        &mut self,
+        flows: &[Flow],
+        execs: &[Exec],
+        now_ms: i64,
+    ) -> Result<(), ObserveError> {
         let tx = self.db.transaction()?;
         {
             let mut f = tx.prepare_cached(
@@ -189,7 +194,9 @@ impl Store {
     pub fn rows(&self) -> Result<(u64, u64), ObserveError> {
         let n = |t: &str| {
             self.db
-                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
+                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .map(|n| n.unsigned_abs())
         };
         Ok((n("flows")?, n("execs")?))
@@ -266,7 +273,11 @@ mod tests {
     }
 
     fn store() -> (Store, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("zt-observe-{}-{}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "zt-observe-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         (Store::open(&dir).expect("open"), dir)
     }
 
@@ -277,12 +288,16 @@ mod tests {
             name: Some("api.example.test".into()),
             ..flow(1)
         };
-        s.record(&[flow(1), flow(1), named.clone()], &[], 1_000).expect("record");
+        s.record(&[flow(1), flow(1), named.clone()], &[], 1_000)
+            .expect("record");
         s.record(&[flow(1)], &[], 2_000).expect("record");
         let rows = s.flows("agent", 0).expect("flows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].what, flow(1));
-        assert_eq!((rows[0].count, rows[0].first_ms, rows[0].last_ms), (3, 1_000, 2_000));
+        assert_eq!(
+            (rows[0].count, rows[0].first_ms, rows[0].last_ms),
+            (3, 1_000, 2_000)
+        );
         assert_eq!(rows[1].what, named);
         assert!(s.flows("agent", 1_500).expect("since").len() == 1);
         assert!(s.flows("other", 0).expect("other").is_empty());
@@ -307,7 +322,14 @@ mod tests {
         assert_eq!(kept.len(), 10_000);
         assert!(kept.iter().all(|f| f.last_ms == 99));
         // Past the retention everything goes.
-        s.prune(Bounds { retention_ms: 10, ..bounds }, 200).expect("prune");
+        s.prune(
+            Bounds {
+                retention_ms: 10,
+                ..bounds
+            },
+            200,
+        )
+        .expect("prune");
         assert_eq!(s.rows().expect("rows"), (0, 0));
         let _ = std::fs::remove_dir_all(dir);
     }
