@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use zt_agent_tests::{Daemon, Dnsmasq, Identity, OK, Peer, probe_bin};
+use zt_agent_tests::{DENIED, Daemon, Dnsmasq, Identity, OK, Peer, TestDir, probe_bin};
 
 /// Any resolver address: the kernel sends the query to the agent's resolver anyway.
 const SOME_RESOLVER4: &str = "192.0.2.53";
@@ -153,5 +153,93 @@ fn an_observation_store_that_is_not_roots_keeps_the_daemon_from_starting() {
     assert!(
         err.contains("observation store") && err.contains("not owned by root"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_suggested_policy_allows_what_was_done_and_nothing_else() {
+    let peer = Peer::new("ztlearn1", &["10.231.45.1/24", "10.231.45.2/24"]);
+    let up = Dnsmasq::start("learn", &[("10.231.45.1", "api.learn.test")], 60);
+    let named = peer.tcp_server("10.231.45.1");
+    let direct = peer.tcp_server("10.231.45.2");
+    let unused = peer.tcp_server("10.231.45.2");
+    // Audit mode, nothing allowed but /bin/true: what it does is what it needs.
+    let policy = Identity::new("learner").audit().exec_allow(["/bin/true"]);
+    let d = Daemon::start_with("learn", &policy, &["--dns-upstream", &up.upstream()]);
+    let (np, dp) = (named.port.to_string(), direct.port.to_string());
+    let workload = |d: &Daemon| {
+        [
+            d.run(
+                "learner",
+                &["dns-tcp", SOME_RESOLVER4, "api.learn.test", &np],
+            ),
+            d.run("learner", &["tcp", "10.231.45.2", &dp]),
+        ]
+    };
+    for (code, out) in workload(&d) {
+        assert_eq!(code, OK, "{out}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flows(&d, "learner")
+        .iter()
+        .filter(|f| f.0.starts_with("10.231.45."))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "flows never stored: {}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = d.policy_dir.display().to_string();
+    let (code, yaml, err) = d.cli(&["policy", "suggest", "learner", "--policy", &dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!yaml.contains("mode: audit"), "{yaml}");
+    for want in [
+        "    - to: [api.learn.test]".to_owned(),
+        format!("      ports: [{np}]"),
+        "    - to: [10.231.45.2]".to_owned(),
+        format!("      ports: [{dp}]"),
+        format!("      - {}", probe_bin().display()),
+    ] {
+        assert!(yaml.contains(&want), "no `{want}` in\n{yaml}");
+    }
+    let (code, diff, err) = d.cli(&[
+        "policy", "suggest", "learner", "--policy", &dir, "--format", "diff",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        diff.contains("\n-  mode: audit\n") && diff.contains("\n+    - to: [api.learn.test]\n"),
+        "{diff}"
+    );
+    // It passes `policy check` ...
+    let draft = TestDir::new("learn-draft");
+    std::fs::write(draft.path.join("policy.yaml"), &yaml).expect("draft");
+    let (code, out, err) = d.cli_no_dirs(&["policy", "check", &draft.path.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // ... and applied, the same workload runs with no denial,
+    d.reload(&yaml);
+    let before = d.events().len();
+    for (code, out) in workload(&d) {
+        assert_eq!(code, OK, "{out}");
+    }
+    // while a destination it never used stays denied.
+    let (code, out) = d.run("learner", &["tcp", "10.231.45.2", &unused.port.to_string()]);
+    assert_eq!(code, DENIED, "{out}");
+    let unused_dst = format!("10.231.45.2:{}", unused.port);
+    d.wait_event("the unused destination's denial", |e| {
+        e["identity"] == "learner" && e["kind"] == "connect" && e["dst"] == unused_dst.as_str()
+    });
+    let after: Vec<_> = d.events()[before..]
+        .iter()
+        .filter(|e| {
+            // What the workload did: its connects, datagrams, execs and lookups.
+            e["identity"] == "learner"
+                && e["verdict"] != "allow"
+                && ["connect", "sendmsg", "exec", "dns"].contains(&e["kind"].as_str().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        after.len() == 1 && after[0]["dst"] == unused_dst.as_str(),
+        "only the unused destination is denied: {after:#?}"
     );
 }

@@ -446,4 +446,35 @@ pub enum PolicyCommand {
         /// Directory of policy YAML files.
         dir: PathBuf,
     },
+    /// The least-privilege policy that would have allowed what IDENTITY did: its
+    /// document with rules for the flows and execs the observation store holds that
+    /// the policy did not allow (audited), and no `mode: audit`.
+    Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuggestFormat {
+    /// The whole policy file, changed.
+    Yaml,
+    /// A unified diff against the file as it is.
+    Diff,
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// Identity (metadata.name in the policy).
+    pub identity: String,
+    /// Only what was seen within this long (`30m`, `24h`, `7d`); default: everything kept.
+    #[arg(long, value_parser = parse_dur)]
+    pub since: Option<Dur>,
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: SuggestFormat,
+    /// Also rules for what the policy denied (attempts, not things done).
+    #[arg(long)]
+    pub denied: bool,
+    /// Directory of policy YAML files.
+    #[arg(long, default_value = "/etc/zt-agent/policies")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub dirs: Dirs,
 }

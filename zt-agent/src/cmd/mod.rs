@@ -28,6 +28,7 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Status { json, dirs } => status::execute(&dirs, json),
         Command::Svid(args) => svid::execute(&args),
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
+        Command::Policy(PolicyCommand::Suggest(args)) => policy::suggest(&args),
         Command::Grant(args) => grant::execute(args),
         Command::Grants { json, dirs } => grants::execute(&dirs, json),
         Command::Revoke(args) => revoke::execute(args),

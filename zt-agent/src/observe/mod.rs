@@ -9,6 +9,7 @@
 //! verdict counters, not here.
 
 pub mod store;
+pub mod suggest;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -6,6 +6,7 @@
 mod compile;
 mod decode;
 mod dns_name;
+pub mod edit;
 mod model;
 mod validate;
 mod values;

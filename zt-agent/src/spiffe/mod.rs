@@ -258,12 +258,15 @@ impl Workload {
     }
 }
 
-/// The key a caller's connections count against: its identity as attested now, or
-/// its uid when it has none.
+/// The key a caller's connections count against: its identity as attested now with
+/// its uid, or its uid alone when it has none.
 fn key_of(peer: &Peer, shared: &Shared) -> Key {
     let state = shared.state.borrow().clone();
     match attest::attest(peer, &shared.tasks, &state) {
-        Ok(who) => Key::Identity(who.identity.name),
+        Ok(who) => Key::Identity {
+            name: who.identity.name,
+            uid: peer.uid,
+        },
         Err(_) => Key::Unenrolled { uid: peer.uid },
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every local user may connect to the socket, so no caller may hold what another needs.
 //! At accept a connection is keyed by its caller as the kernel attests it: the enrolled
-//! identity, or "unenrolled, uid U". Each key holds at most its share; a new connection
+//! identity and the caller's uid (an identity a binary selects may run under any user's
+//! uid, and one user must not crowd out another's workloads), or "unenrolled, uid U". Each key holds at most its share; a new connection
 //! past it pushes out that key's own oldest one, so a caller can only crowd out itself.
 //! The unenrolled callers of all uids together hold a small pool, and all connections a
 //! global cap, past which the key holding the most gives up its oldest. A connection
@@ -15,8 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-/// Connections one identity may hold: one stream per workload process is the usual
-/// need, and a runaway identity then only crowds out its own workloads.
+/// Connections one identity may hold under one uid: one stream per workload process is
+/// the usual need, and a runaway identity then only crowds out its own workloads.
 pub const IDENTITY_SHARE: usize = 64;
 /// Connections the unenrolled callers of one uid may hold: they only ever get
 /// PermissionDenied, which takes one connection to learn.
@@ -34,8 +35,8 @@ pub const IDLE_CUTOFF: Duration = Duration::from_secs(5);
 /// Whom a connection counts against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// A task of this identity (by name).
-    Identity(String),
+    /// A task of this identity (by name), running as this uid.
+    Identity { name: String, uid: u32 },
     /// A caller with no identity (quarantined, exited or never enrolled), by its uid.
     Unenrolled { uid: u32 },
 }
@@ -49,7 +50,7 @@ impl Key {
 impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Identity(name) => write!(f, "identity {name}"),
+            Self::Identity { name, uid } => write!(f, "identity {name}, uid {uid}"),
             Self::Unenrolled { uid } => write!(f, "unenrolled, uid {uid}"),
         }
     }
@@ -178,7 +179,7 @@ impl Shares {
 
     fn share(&self, key: &Key) -> usize {
         match key {
-            Key::Identity(_) => self.limits.identity,
+            Key::Identity { .. } => self.limits.identity,
             Key::Unenrolled { .. } => self.limits.unenrolled_uid,
         }
         .max(1)
@@ -375,7 +376,10 @@ mod tests {
     }
 
     fn id(name: &str) -> Key {
-        Key::Identity(name.to_owned())
+        Key::Identity {
+            name: name.to_owned(),
+            uid: 0,
+        }
     }
 
     const fn uid(uid: u32) -> Key {
