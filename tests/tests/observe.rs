@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use zt_agent_tests::{DENIED, Daemon, Dnsmasq, Identity, OK, Peer, TestDir, probe_bin};
+use zt_agent_tests::{DENIED, Daemon, Dnsmasq, Identity, OK, Peer, Rule, TestDir, probe_bin};
 
 /// Any resolver address: the kernel sends the query to the agent's resolver anyway.
 const SOME_RESOLVER4: &str = "192.0.2.53";
@@ -242,4 +242,93 @@ fn a_suggested_policy_allows_what_was_done_and_nothing_else() {
         after.len() == 1 && after[0]["dst"] == unused_dst.as_str(),
         "only the unused destination is denied: {after:#?}"
     );
+}
+
+#[test]
+fn review_reports_an_identitys_denials_flows_and_grants() {
+    let peer = Peer::new("ztrev1", &["10.231.46.1/24"]);
+    let allowed = peer.tcp_server("10.231.46.1");
+    let denied = peer.tcp_server("10.231.46.1");
+    let granted = peer.tcp_server("10.231.46.1");
+    let policy =
+        Identity::new("reviewed").egress(Rule::to(["10.231.46.1"]).ports([allowed.port]).tcp());
+    let d = Daemon::start("review", &policy);
+    let (ap, dp, gp) = (
+        allowed.port.to_string(),
+        denied.port.to_string(),
+        granted.port.to_string(),
+    );
+    assert_eq!(d.run("reviewed", &["tcp", "10.231.46.1", &ap]).0, OK);
+    for _ in 0..2 {
+        assert_eq!(d.run("reviewed", &["tcp", "10.231.46.1", &dp]).0, DENIED);
+    }
+    let (code, _, err) = d.cli(&[
+        "grant",
+        "reviewed",
+        "--to",
+        "10.231.46.1",
+        "--ports",
+        &gp,
+        "--for",
+        "10m",
+        "--reason",
+        "ticket 42",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flows(&d, "reviewed")
+        .iter()
+        .any(|f| f.2 == denied.port && f.5 == "deny" && f.6 == 2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "denials never stored: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = d.policy_dir.display().to_string();
+    let (code, out, err) = d.cli(&["review", "reviewed", "--json", "--policy", &dir]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let i = &r["identities"][0];
+    assert_eq!(r["identities"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(
+        (&i["name"], &i["mode"], &i["egress_rules"]),
+        (&"reviewed".into(), &"enforce".into(), &1.into()),
+        "{i}"
+    );
+    assert_eq!(i["denials"].as_array().map(Vec::len), Some(1), "{i}");
+    let deny = &i["denials"][0];
+    assert_eq!(
+        (&deny["dest"], &deny["port"], &deny["count"]),
+        (&"10.231.46.1".into(), &denied.port.into(), &2.into()),
+        "{i}"
+    );
+    let g = &i["grants"][0];
+    assert_eq!(
+        (&g["reason"], &g["state"]),
+        (&"ticket 42".into(), &"active".into()),
+        "{i}"
+    );
+    assert!(
+        i["decisions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|d| d["reason"] == "ticket 42")),
+        "{i}"
+    );
+    let (code, md, err) = d.cli(&["review", "reviewed", "--policy", &dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        md.contains("## reviewed") && md.contains("### Denials"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("| 10.231.46.1 | {dp} | tcp |")),
+        "{md}"
+    );
+    // An identity the policy does not have is a usage error.
+    let (code, _, err) = d.cli(&["review", "nobody-here", "--policy", &dir]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("no identity `nobody-here`"), "{err}");
 }

@@ -65,6 +65,9 @@ pub enum Command {
     /// Give an identity (or one of its runs or tasks) access for a while; prints the
     /// grant's id.
     Grant(GrantArgs),
+    /// Per identity: its rules, what it did (flows, execs, denials) and the grants given
+    /// to it, over a period.
+    Review(ReviewArgs),
     /// List grants, in force and recently ended.
     Grants {
         /// Print JSON.
@@ -450,6 +453,26 @@ pub enum PolicyCommand {
     /// document with rules for the flows and execs the observation store holds that
     /// the policy did not allow (audited), and no `mode: audit`.
     Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Only this identity (metadata.name in the policy); default: every identity.
+    pub identity: Option<String>,
+    /// The period reviewed.
+    #[arg(long, default_value = "30d", value_parser = parse_dur)]
+    pub since: Dur,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print Markdown (the default).
+    #[arg(long)]
+    pub markdown: bool,
+    /// Directory of policy YAML files.
+    #[arg(long, default_value = "/etc/zt-agent/policies")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub dirs: Dirs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

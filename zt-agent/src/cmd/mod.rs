@@ -11,6 +11,7 @@ mod grants;
 mod policy;
 mod ps;
 mod requests;
+mod review;
 mod revoke;
 mod run;
 mod status;
@@ -30,6 +31,7 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Policy(PolicyCommand::Suggest(args)) => policy::suggest(&args),
         Command::Grant(args) => grant::execute(args),
+        Command::Review(args) => review::execute(&args),
         Command::Grants { json, dirs } => grants::execute(&dirs, json),
         Command::Revoke(args) => revoke::execute(args),
         Command::Requests { json, dirs } => requests::execute(&dirs, json),

@@ -259,6 +259,21 @@ pub fn answer(
     max_reply: usize,
 ) -> Result<Answer, BadAnswer> {
     let up = Message::from_vec(bytes).map_err(|_| BadAnswer::Malformed)?;
+    answer_message(fwd, &up, asker, limits, max_reply)
+}
+
+/// [`answer`] to an answer already decoded: one kept in the cache, say, which then
+/// needs no encoding and decoding again.
+///
+/// # Errors
+/// As [`answer`].
+pub fn answer_message(
+    fwd: &Forward,
+    up: &Message,
+    asker: &Asker<'_>,
+    limits: Limits,
+    max_reply: usize,
+) -> Result<Answer, BadAnswer> {
     let question = fwd.client.queries.first().ok_or(BadAnswer::Mismatch)?;
     if up.metadata.id != fwd.upstream_id
         || up.metadata.message_type != MessageType::Response
@@ -460,13 +475,13 @@ pub fn cacheable(bytes: &[u8], limits: Limits) -> Option<(Message, u32)> {
 
 /// A kept answer as upstream would send it now, `age` seconds later, to query `id`.
 #[must_use]
-pub fn aged(m: &Message, id: u16, age: u32) -> Option<Vec<u8>> {
+pub fn aged(m: &Message, id: u16, age: u32) -> Message {
     let mut m = m.clone();
     m.metadata.id = id;
     for r in m.answers.iter_mut().chain(m.authorities.iter_mut()) {
         r.ttl = r.ttl.saturating_sub(age);
     }
-    m.to_vec().ok()
+    m
 }
 
 /// SERVFAIL to the client of `fwd`: upstream failed or sent nonsense.
@@ -1079,9 +1094,15 @@ mod tests {
         let (m, ttl) = cacheable(&up, LIMITS).expect("cacheable");
         assert_eq!(ttl, 100);
         let g = forward(query(&q("API.example.com", RecordType::A), &a, 22));
-        let later = aged(&m, 22, 40).expect("aged");
-        let ans = answer(&g, &later, &a, LIMITS, 512).expect("answer");
+        let later = aged(&m, 22, 40);
+        let ans = answer_message(&g, &later, &a, LIMITS, 512).expect("answer");
         assert_eq!(ans.learned[0].ttl, 60);
+        // The same as upstream's bytes would give.
+        let bytes = later.to_vec().expect("encode");
+        assert_eq!(
+            answer(&g, &bytes, &a, LIMITS, 512).expect("answer").reply,
+            ans.reply
+        );
         // Negative and empty answers are not kept.
         let empty = upstream_answer(&f, vec![]);
         assert!(cacheable(&empty, LIMITS).is_none());

@@ -802,15 +802,23 @@ impl Resolver {
         // The identity's own rules, then grants and windows, then `ask` rules.
         let n_own = own.len();
         let n_allowed = n_own + dynamic.allowances.len();
-        let mut rules: Vec<NameRule> = own.to_vec();
-        rules.extend(dynamic.allowances.iter().map(|a| NameRule {
-            names: a.names.clone(),
-            ranges: a.ranges.clone(),
-        }));
-        rules.extend(dynamic.asks.iter().map(|a| NameRule {
-            names: a.names.clone(),
-            ranges: Vec::new(),
-        }));
+        // Most queries have no grant, window or `ask` rule to add: then the identity's
+        // own rules are used as they are, with no copy per query.
+        let rules: std::borrow::Cow<'_, [NameRule]> =
+            if dynamic.allowances.is_empty() && dynamic.asks.is_empty() {
+                std::borrow::Cow::Borrowed(own)
+            } else {
+                let mut v = own.to_vec();
+                v.extend(dynamic.allowances.iter().map(|a| NameRule {
+                    names: a.names.clone(),
+                    ranges: a.ranges.clone(),
+                }));
+                v.extend(dynamic.asks.iter().map(|a| NameRule {
+                    names: a.names.clone(),
+                    ranges: Vec::new(),
+                }));
+                std::borrow::Cow::Owned(v)
+            };
         let asker = Asker {
             identity: ident.map(|i| i.name.as_str()),
             audit: ident.is_some_and(|i| i.audit),
@@ -899,19 +907,22 @@ impl Resolver {
             max_ttl: self.settings.max_ttl,
         };
         let key = (client.identity, fwd.qname.clone(), u16::from(fwd.qtype));
-        let (bytes, from_cache) = match self.cached(&key, fwd.upstream_id) {
-            Some(b) => (Some(b), true),
-            None => (self.exchange(&fwd, udp).await, false),
+        let answered = match self.cached(&key, fwd.upstream_id) {
+            // Kept decoded: no encoding and decoding again on the common path.
+            Some(m) => message::answer_message(&fwd, &m, &asker, limits, max_reply).ok(),
+            None => {
+                let bytes = self.exchange(&fwd, udp).await;
+                let answered = bytes
+                    .as_deref()
+                    .and_then(|b| message::answer(&fwd, b, &asker, limits, max_reply).ok());
+                if answered.is_some()
+                    && let Some(b) = &bytes
+                {
+                    self.keep(key, b, limits);
+                }
+                answered
+            }
         };
-        let answered = bytes
-            .as_deref()
-            .and_then(|b| message::answer(&fwd, b, &asker, limits, max_reply).ok());
-        if !from_cache
-            && answered.is_some()
-            && let Some(b) = &bytes
-        {
-            self.keep(key, b, limits);
-        }
         let Some(ans) = answered else {
             done(Outcome::UpstreamError);
             return Handled::Reply(Some(message::servfail(&fwd)));
@@ -1065,7 +1076,7 @@ impl Resolver {
     }
 
     /// A kept answer for this identity's question, aged and addressed to `id`.
-    fn cached(&self, key: &CacheKey, id: u16) -> Option<Vec<u8>> {
+    fn cached(&self, key: &CacheKey, id: u16) -> Option<Message> {
         let mut c = self.cache.lock().ok()?;
         let (m, stored, ttl) = c.get(key)?;
         let age = u32::try_from(stored.elapsed().as_secs()).unwrap_or(u32::MAX);
@@ -1073,7 +1084,7 @@ impl Resolver {
             c.remove(key);
             return None;
         }
-        message::aged(m, id, age)
+        Some(message::aged(m, id, age))
     }
 
     fn keep(&self, key: CacheKey, bytes: &[u8], limits: Limits) {

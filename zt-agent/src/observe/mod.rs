@@ -8,6 +8,7 @@
 //! (`--events-rate`): repeats of one flow beyond them are counted by the kernel's
 //! verdict counters, not here.
 
+pub mod review;
 pub mod store;
 pub mod suggest;
 
