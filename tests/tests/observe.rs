@@ -64,7 +64,19 @@ fn what_an_audited_identity_did_is_stored_with_its_dns_names_and_counts() {
     let direct = peer.tcp_server("10.231.44.2");
     // Audit mode and nothing allowed: every connect, datagram and exec is reported.
     let policy = Identity::new("observed").audit().exec_allow(["/bin/true"]);
-    let d = Daemon::start_with("observe", &policy, &["--dns-upstream", &up.upstream()]);
+    // One event per cause, then one a second: the store still counts every record.
+    let d = Daemon::start_with(
+        "observe",
+        &policy,
+        &[
+            "--dns-upstream",
+            &up.upstream(),
+            "--events-rate",
+            "1",
+            "--events-burst",
+            "1",
+        ],
+    );
     let port = named.port.to_string();
     for _ in 0..3 {
         let (code, out) = d.run(

@@ -18,6 +18,7 @@ use crate::events::json::identity_label;
 use crate::events::limit::Cause;
 use crate::events::provenance::Digests;
 use crate::metrics::EventMetrics;
+use crate::observe::Observed;
 use crate::state::State;
 
 /// The ring buffer and what the pump keeps between records; it outlives a restart of
@@ -30,6 +31,10 @@ pub struct Pump {
     /// event budgets: its sockets from before then get the identity. The count of
     /// those lost when the queue was full.
     enrolled: Option<(mpsc::Sender<(u32, u32)>, IntCounter)>,
+    /// Where every connect, datagram and exec record goes too, whatever the event
+    /// budgets, so that the observation store counts each one; the count of those it
+    /// had no room for.
+    observed: Option<(mpsc::Sender<Observed>, IntCounter)>,
 }
 
 impl Pump {
@@ -42,7 +47,15 @@ impl Pump {
             digests: Digests::default(),
             metrics,
             enrolled: None,
+            observed: None,
         })
+    }
+
+    /// Send every connect, datagram and exec record to the observer too.
+    #[must_use]
+    pub fn with_observer(mut self, tx: mpsc::Sender<Observed>, dropped: IntCounter) -> Self {
+        self.observed = Some((tx, dropped));
+        self
     }
 
     /// Send the tasks execs enrolled to `tx` too.
@@ -110,11 +123,39 @@ pub async fn run(
                     verdict: verdict.as_str(),
                     reason: reason.as_str(),
                 };
+                let observed = matches!(
+                    kind,
+                    EventKind::Connect | EventKind::Sendmsg | EventKind::Exec
+                );
+                let observe = |o: Observed| {
+                    if let Some((tx, dropped)) = &pump.observed
+                        && tx.try_send(o).is_err()
+                    {
+                        dropped.inc();
+                    }
+                };
                 if !bus.admit(cause) {
+                    // Counted, not reported: the observer still gets the record, as is.
+                    if observed {
+                        observe(Observed {
+                            raw,
+                            exe: None,
+                            sha256: None,
+                        });
+                    }
                     continue;
                 }
                 match decode::enrich(&raw, &st, &mut pump.digests) {
-                    Some(k) => bus.publish(bus::Event::now(Body::Kernel(Box::new(k)))),
+                    Some(k) => {
+                        if observed {
+                            observe(Observed {
+                                raw,
+                                exe: k.exe.clone(),
+                                sha256: k.exec.as_ref().and_then(|x| x.sha256.clone()),
+                            });
+                        }
+                        bus.publish(bus::Event::now(Body::Kernel(Box::new(k))));
+                    }
                     None => malformed.inc(),
                 }
             }

@@ -202,9 +202,11 @@ pub async fn start(
     st.daemon_pid = Some(std::process::id());
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
+    let (raw_tx, raw_observed) = mpsc::channel(crate::observe::RAW_BACKLOG);
     let observer = crate::observe::Observer::new(
         crate::observe::Store::open(&args.dirs.state_dir).map_err(DaemonError::Observe)?,
         observed,
+        raw_observed,
         state.clone(),
         crate::observe::Bounds {
             retention_ms: i64::try_from(
@@ -226,7 +228,12 @@ pub async fn start(
         hup: signal(SignalKind::hangup())?,
     };
     let (enrolled_tx, enrolled) = mpsc::channel(super::sockets::BACKLOG);
-    let pump = Pump::new(events, metrics.events.clone())?.with_enrolled(enrolled_tx);
+    let pump = Pump::new(events, metrics.events.clone())?
+        .with_enrolled(enrolled_tx)
+        .with_observer(
+            raw_tx,
+            metrics.observe.dropped.with_label_values(&["queue_full"]),
+        );
     Ok(Started {
         metrics,
         bus,

@@ -33,7 +33,7 @@ pub struct KernelMetrics {
 impl KernelMetrics {
     #[must_use]
     pub fn register(r: &Registry, events_lost: IntCounterVec) -> Self {
-        Self {
+        let m = Self {
             verdicts: counter(
                 r,
                 "zt_agent_verdicts_total",
@@ -99,7 +99,15 @@ impl KernelMetrics {
             last_refused: BTreeMap::new(),
             last_swept: 0,
             last_errors: vec![0; errors::COUNT as usize],
+        };
+        // Every fail-closed path from the start, at 0, so that a dashboard or an alert
+        // tells "none" from "not served".
+        for (i, reason) in errors::NAMES.iter().enumerate() {
+            if i as u32 != errors::RINGBUF_FULL {
+                m.kernel_errors.with_label_values(&[reason]).inc_by(0);
+            }
         }
+        m
     }
 
     /// Fold kernel verdict counters (summed per slot) into the counters. `names` maps

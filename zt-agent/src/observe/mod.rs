@@ -1,12 +1,11 @@
 //! Observation: what each enrolled identity did, kept for learning and review.
 //!
-//! The observer subscribes to the bus like the sink does, and turns connect and
-//! datagram events into flows (a destination reached through an address the identity
-//! got from the resolver is stored with that DNS name) and exec events into execs. It
-//! writes them to `store` once a second, in one transaction, off the bus's hot path,
-//! and prunes the store every minute. It sees what the event budgets let through
-//! (`--events-rate`): repeats of one flow beyond them are counted by the kernel's
-//! verdict counters, not here.
+//! The event pump hands the observer every connect, datagram and exec record the
+//! kernel reports, whatever the event budgets (`--events-rate`), and it turns them into
+//! flows and execs; a destination reached through an address the identity got from the
+//! resolver is stored with that DNS name, learned from the `dns` events on the bus. It
+//! writes to `store` once a second, in one transaction, off the hot path, and prunes
+//! the store every minute.
 
 pub mod review;
 pub mod store;
@@ -21,13 +20,24 @@ use tokio::sync::{mpsc, watch};
 use zt_agent_common::EventKind;
 
 use crate::bus::{Body, Event};
-use crate::events::{DnsEvent, KernelEvent, decode};
+use crate::events::{DnsEvent, decode};
 use crate::metrics::observe::ObserveMetrics;
 use crate::state::State;
 pub use store::{Bounds, Exec, Flow, ObserveError, Seen, Store};
 
 /// The bus queue of the observer.
 pub const BACKLOG: usize = 4096;
+/// The queue of records the pump hands over.
+pub const RAW_BACKLOG: usize = 16_384;
+
+/// A kernel record as the pump hands it over: with what /proc and the file showed when
+/// the record was also reported as an event, without when the budgets held it back.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub raw: zt_agent_common::Event,
+    pub exe: Option<String>,
+    pub sha256: Option<String>,
+}
 /// Observations held between writes; past it they are dropped and counted.
 const PENDING_MAX: usize = 65_536;
 /// (identity, address) -> name pairs remembered from answers.
@@ -58,23 +68,40 @@ impl Names {
     }
 }
 
-/// The file each recent thread group executed, from exec events: the binary of a flow
-/// whose task was gone before /proc could be read.
+/// The binary each recent thread group runs: the file its exec record named, else what
+/// /proc showed the first time one of its records came (a task that is gone by then
+/// has none).
 #[derive(Default)]
-struct Binaries(HashMap<u32, String>);
+struct Binaries(HashMap<u32, Option<String>>);
 
 impl Binaries {
     fn ran(&mut self, tgid: u32, file: &str) {
         if self.0.len() >= NAMES_MAX {
             self.0.clear();
         }
-        self.0.insert(tgid, file.to_owned());
+        self.0.insert(tgid, Some(file.to_owned()));
+    }
+
+    fn of(&mut self, tgid: u32) -> Option<String> {
+        if let Some(b) = self.0.get(&tgid) {
+            return b.clone();
+        }
+        let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        if self.0.len() >= NAMES_MAX {
+            self.0.clear();
+        }
+        self.0.insert(tgid, exe.clone());
+        exe
     }
 }
 
 pub struct Observer {
     store: Store,
     events: mpsc::Receiver<Arc<Event>>,
+    /// Every connect, datagram and exec record, from the pump.
+    raw: mpsc::Receiver<Observed>,
     state: watch::Receiver<Arc<State>>,
     bounds: Bounds,
     metrics: ObserveMetrics,
@@ -108,6 +135,7 @@ impl Observer {
     pub fn new(
         store: Store,
         events: mpsc::Receiver<Arc<Event>>,
+        raw: mpsc::Receiver<Observed>,
         state: watch::Receiver<Arc<State>>,
         bounds: Bounds,
         metrics: ObserveMetrics,
@@ -115,6 +143,7 @@ impl Observer {
         Self {
             store,
             events,
+            raw,
             state,
             bounds,
             metrics,
@@ -141,6 +170,7 @@ impl Observer {
                         return Ok(());
                     }
                 },
+                Some(o) = self.raw.recv() => self.record(o),
                 _ = tick.tick() => {
                     self.flush();
                     ticks += 1;
@@ -153,14 +183,22 @@ impl Observer {
     }
 
     fn take(&mut self, e: &Event) {
-        match &e.body {
-            Body::Dns(d) => self.names.learn(d),
-            Body::Kernel(k) => self.kernel(k),
-            _ => {}
+        // Kernel records come from the pump, every one of them; the bus brings the names.
+        if let Body::Dns(d) = &e.body {
+            self.names.learn(d);
         }
     }
 
-    fn kernel(&mut self, k: &KernelEvent) {
+    /// One kernel record.
+    fn record(&mut self, o: Observed) {
+        let ev = &o.raw;
+        let (Ok(kind), Ok(verdict)) = (
+            EventKind::try_from(ev.kind),
+            zt_agent_common::Verdict::try_from(ev.verdict),
+        ) else {
+            return;
+        };
+        let verdict = verdict.as_str();
         if self.flows.len() + self.execs.len() >= PENDING_MAX {
             self.metrics
                 .dropped
@@ -168,9 +206,8 @@ impl Observer {
                 .inc();
             return;
         }
-        let ev = &k.raw;
         let identity = self.state.borrow().label_of(ev.identity);
-        match k.kind {
+        match kind {
             EventKind::Connect | EventKind::Sendmsg => {
                 let Some(ip) = dest_ip(ev) else { return };
                 let protocol = match ev.protocol {
@@ -184,11 +221,8 @@ impl Observer {
                     dest: ip.to_string(),
                     port: ev.port,
                     protocol,
-                    binary: k
-                        .exe
-                        .clone()
-                        .or_else(|| self.binaries.0.get(&ev.tgid).cloned()),
-                    verdict: k.verdict.as_str(),
+                    binary: o.exe.clone().or_else(|| self.binaries.of(ev.tgid)),
+                    verdict,
                 });
             }
             EventKind::Exec => {
@@ -197,8 +231,8 @@ impl Observer {
                 self.execs.push(Exec {
                     identity,
                     file,
-                    sha256: k.exec.as_ref().and_then(|x| x.sha256.clone()),
-                    verdict: k.verdict.as_str(),
+                    sha256: o.sha256.clone(),
+                    verdict,
                 });
             }
             _ => {}

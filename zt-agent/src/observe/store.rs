@@ -1,7 +1,8 @@
 //! What enrolled identities did, in an embedded SQLite database in the state dir
 //! (`observations.db`, root only): flows (identity, destination, the DNS name it came
 //! from, port, protocol, binary, verdict) and execs (identity, file, digest, verdict),
-//! each with a count and when it was first and last seen. Bounded: rows older than the
+//! each with a count and when it was first and last seen (an exec's digest is the
+//! latest known: records the event budgets held back come without one). Bounded: rows older than the
 //! retention go, and past the row cap the least recently seen go first.
 
 use std::path::{Path, PathBuf};
@@ -109,7 +110,7 @@ impl Store {
                  identity TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
                  verdict TEXT NOT NULL, count INTEGER NOT NULL,
                  first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
-                 UNIQUE (identity, file, sha256, verdict));
+                 UNIQUE (identity, file, verdict));
              CREATE INDEX IF NOT EXISTS execs_last ON execs (last_ms);",
         )?;
         Ok(Self { db })
@@ -147,7 +148,8 @@ impl Store {
             let mut e = tx.prepare_cached(
                 "INSERT INTO execs (identity, file, sha256, verdict, count, first_ms, last_ms)
                  VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
-                 ON CONFLICT DO UPDATE SET count = count + 1, last_ms = excluded.last_ms",
+                 ON CONFLICT DO UPDATE SET count = count + 1, last_ms = excluded.last_ms,
+                     sha256 = CASE excluded.sha256 WHEN '' THEN sha256 ELSE excluded.sha256 END",
             )?;
             for x in execs {
                 e.execute(params![
@@ -344,9 +346,15 @@ mod tests {
             verdict: "audit",
         };
         s.record(&[], &[e.clone(), e.clone()], 5).expect("record");
+        // A record held back by the event budgets comes without its digest.
+        let bare = Exec {
+            sha256: None,
+            ..e.clone()
+        };
+        s.record(&[], &[bare], 6).expect("record");
         let rows = s.execs("agent", 0).expect("execs");
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].what.clone(), rows[0].count), (e, 2));
+        assert_eq!((rows[0].what.clone(), rows[0].count), (e, 3));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
