@@ -228,9 +228,6 @@ const UPSTREAM_SOCKET_USES: u32 = 64;
 /// A TCP client that takes longer than this to send a whole query (or to take its
 /// answer) is closed, as is one that sends nothing for this long.
 const TCP_IDLE: Duration = Duration::from_secs(5);
-/// Shortest and longest pause after a failed receive or accept (out of descriptors,
-/// say), so that a persistent error never spins.
-const PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 pub struct Resolver {
     settings: Settings,
@@ -629,17 +626,16 @@ impl Resolver {
     /// Serve queries on one UDP socket. Returns only on a panic of its own.
     pub async fn serve_udp(self: Arc<Self>, b: Bound<UdpSocket>) -> Result<(), String> {
         let mut buf = vec![0u8; 65535];
-        let mut pause = PAUSE.0;
+        let mut backoff = crate::sys::backoff::Backoff::default();
         loop {
             let (n, peer) = match b.sock.recv_from(&mut buf).await {
                 Ok(x) => {
-                    pause = PAUSE.0;
+                    backoff.reset();
                     x
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "DNS resolver: receive failed");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PAUSE.1);
+                    tokio::time::sleep(backoff.pause()).await;
                     continue;
                 }
             };
@@ -663,18 +659,17 @@ impl Resolver {
 
     /// Accept TCP connections on one listener. Returns only on a panic of its own.
     pub async fn serve_tcp(self: Arc<Self>, b: Bound<TcpListener>) -> Result<(), String> {
-        let mut pause = PAUSE.0;
+        let mut backoff = crate::sys::backoff::Backoff::default();
         loop {
             let (stream, peer) = match b.sock.accept().await {
                 Ok(x) => {
-                    pause = PAUSE.0;
+                    backoff.reset();
                     x
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: wait rather than spin.
                     tracing::warn!(error = %e, "DNS resolver: accept failed");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PAUSE.1);
+                    tokio::time::sleep(backoff.pause()).await;
                     continue;
                 }
             };

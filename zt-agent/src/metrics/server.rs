@@ -52,9 +52,6 @@ impl Default for Limits {
     }
 }
 
-/// Shortest and longest pause after a failed accept.
-const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
-
 /// Serve on `listener` for as long as the future is polled: it never returns.
 pub async fn serve(
     listener: Arc<TcpListener>,
@@ -66,19 +63,19 @@ pub async fn serve(
         tracing::info!(%addr, "serving metrics");
     }
     let table = Arc::new(Mutex::new(Table::new(limits.connections)));
-    let mut pause = ACCEPT_PAUSE.0;
+    let mut backoff = crate::sys::backoff::Backoff::default();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => {
-                pause = ACCEPT_PAUSE.0;
+                backoff.reset();
                 s
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM, or a connection reset before it was
                 // accepted: the next accept may well succeed.
-                tracing::warn!(error = %e, pause_ms = pause.as_millis(), "metrics: accept failed; waiting");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                let wait = backoff.pause();
+                tracing::warn!(error = %e, pause_ms = wait.as_millis(), "metrics: accept failed; waiting");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };

@@ -42,8 +42,6 @@ use svid::{Authorities, Issued, Keeper};
 /// dir, so that enrolled workloads (which run unprivileged) can reach it.
 pub const DEFAULT_SOCKET: &str = "/run/zt-agent-workload/socket";
 
-/// Shortest and longest pause after a failed accept (out of descriptors, say).
-const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 /// How often connections are checked for the idle cut-off: one is cut within this of
 /// the cut-off.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -320,7 +318,7 @@ fn incoming(
         })
     };
     let acceptor = tokio::spawn(async move {
-        let mut pause = ACCEPT_PAUSE.0;
+        let mut backoff = crate::sys::backoff::Backoff::default();
         loop {
             let peer = listener
                 .accept()
@@ -328,16 +326,16 @@ fn incoming(
                 .and_then(|(io, _)| Peer::of(&io).map(|p| (io, p)));
             let (io, peer) = match peer {
                 Ok(c) => {
-                    pause = ACCEPT_PAUSE.0;
+                    backoff.reset();
                     c
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM, a connection reset before it was
                     // accepted, or a peer whose credentials cannot be read: the next
                     // accept may well succeed.
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "Workload API: accept failed; waiting");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                    let wait = backoff.pause();
+                    tracing::warn!(error = %e, pause_ms = wait.as_millis(), "Workload API: accept failed; waiting");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };

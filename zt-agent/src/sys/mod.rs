@@ -1,5 +1,7 @@
 //! Host facts and host changes: mounts, cgroups, users and privileges, opening files
-//! no other user can redirect (`fs`), and readiness for the service manager (`notify`).
+//! no other user can redirect (`fs`), readiness for the service manager (`notify`), and
+//! the pause after a failed accept (`backoff`).
+pub mod backoff;
 pub mod cgroup;
 pub mod db;
 pub mod fs;
