@@ -65,6 +65,8 @@ pub fn now_rfc3339() -> String {
 struct Subscriber {
     tx: mpsc::Sender<Arc<Event>>,
     lost: IntCounter,
+    /// The events it takes; the others never use its queue.
+    wants: fn(&Body) -> bool,
 }
 
 /// The publishing end; cheap to clone, one per producer.
@@ -84,7 +86,7 @@ impl Bus {
     /// Hand `event` to every subscriber that has room for it.
     pub fn publish(&self, event: Event) {
         let event = Arc::new(event);
-        for s in self.subscribers.iter() {
+        for s in self.subscribers.iter().filter(|s| (s.wants)(&event.body)) {
             if s.tx.try_send(event.clone()).is_err() {
                 s.lost.inc();
             }
@@ -112,13 +114,24 @@ impl Builder {
 
     /// A queue of `capacity` events for the subscriber `name` (a metric label).
     pub fn subscribe(&mut self, name: &str, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        self.subscribe_to(name, capacity, |_| true)
+    }
+
+    /// A queue of `capacity` events for `name` that takes only the events `wants`
+    /// picks, so that the others never fill it.
+    pub fn subscribe_to(
+        &mut self,
+        name: &str,
+        capacity: usize,
+        wants: fn(&Body) -> bool,
+    ) -> mpsc::Receiver<Arc<Event>> {
         let (tx, rx) = mpsc::channel(capacity);
         let lost = self
             .metrics
             .lost
             .with_label_values(&[&format!("{name}_backlog")]);
         lost.inc_by(0);
-        self.subscribers.push(Subscriber { tx, lost });
+        self.subscribers.push(Subscriber { tx, lost, wants });
         rx
     }
 
@@ -167,5 +180,25 @@ mod tests {
         let lost = |r: &str| m.events.lost.with_label_values(&[r]).get();
         assert_eq!(lost("slow_backlog"), 3);
         assert_eq!(lost("fast_backlog"), 0);
+    }
+
+    #[test]
+    fn a_picky_subscriber_gets_only_what_it_wants() {
+        let m = Metrics::new();
+        let limits = Limits::new(
+            crate::events::limit::Budget {
+                per_second: 1.0,
+                burst: 1.0,
+            },
+            m.events.suppressed.clone(),
+        );
+        let mut b = Builder::new(&m.events, limits);
+        let mut none = b.subscribe_to("none", 1, |_| false);
+        let bus = b.build();
+        for n in 0..3 {
+            bus.publish(file_event(n));
+        }
+        assert!(none.try_recv().is_err());
+        assert_eq!(m.events.lost.with_label_values(&["none_backlog"]).get(), 0);
     }
 }

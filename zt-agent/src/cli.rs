@@ -291,7 +291,8 @@ pub struct ObserveArgs {
     /// How long observations are kept after they were last seen.
     #[arg(long, default_value = "30d", value_parser = parse_dur)]
     pub retention: Dur,
-    /// Most rows kept per table (flows, execs); past it the least recently seen go.
+    /// Most rows kept per identity and table (flows, execs); past it that identity's
+    /// least recently seen go.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub flow_rows: u64,
 }

@@ -94,7 +94,11 @@ pub async fn start(
     let mut bus = bus::Builder::new(&metrics.events, limits.clone());
     let sink_events = bus.subscribe("sink", SINK_BACKLOG);
     let grant_events = bus.subscribe("grants", GRANTS_BACKLOG);
-    let observed = bus.subscribe("observe", crate::observe::BACKLOG);
+    // The observer takes kernel records from the pump; from the bus only the answers
+    // that name addresses.
+    let observed = bus.subscribe_to("observe", crate::observe::BACKLOG, |b| {
+        matches!(b, crate::bus::Body::Dns(_))
+    });
     let bus = bus.build();
     // Readers of the task table, besides the enforcer's handle: the manager checks
     // `--pid`, the control socket its peers. All are opened before the state file says

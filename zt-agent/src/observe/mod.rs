@@ -38,8 +38,10 @@ pub struct Observed {
     pub exe: Option<String>,
     pub sha256: Option<String>,
 }
-/// Observations held between writes; past it they are dropped and counted.
-const PENDING_MAX: usize = 65_536;
+/// Distinct flows or execs one identity may add between two writes; past it its new
+/// ones are dropped and counted (repeats of those it has are still counted), so one
+/// that sprays destinations fills only its own part.
+const PENDING_PER_IDENTITY: usize = 4096;
 /// (identity, address) -> name pairs remembered from answers.
 const NAMES_MAX: usize = 16_384;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -97,6 +99,45 @@ impl Binaries {
     }
 }
 
+/// What was seen since the last write, counted per key: a flood of one flow is one
+/// row to write.
+struct Pending<K> {
+    counts: HashMap<K, u64>,
+    /// Distinct keys per identity.
+    keys: HashMap<String, usize>,
+}
+
+impl<K> Default for Pending<K> {
+    fn default() -> Self {
+        Self {
+            counts: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Pending<K> {
+    /// Count `k` of `identity`; `false` when it is new and the identity has no room.
+    fn add(&mut self, identity: &str, k: K) -> bool {
+        if let Some(n) = self.counts.get_mut(&k) {
+            *n += 1;
+            return true;
+        }
+        let used = self.keys.entry(identity.to_owned()).or_default();
+        if *used >= PENDING_PER_IDENTITY {
+            return false;
+        }
+        *used += 1;
+        self.counts.insert(k, 1);
+        true
+    }
+
+    fn take(&mut self) -> Vec<(K, u64)> {
+        self.keys.clear();
+        self.counts.drain().collect()
+    }
+}
+
 pub struct Observer {
     store: Store,
     events: mpsc::Receiver<Arc<Event>>,
@@ -107,8 +148,8 @@ pub struct Observer {
     metrics: ObserveMetrics,
     names: Names,
     binaries: Binaries,
-    flows: Vec<Flow>,
-    execs: Vec<Exec>,
+    flows: Pending<Flow>,
+    execs: Pending<Exec>,
 }
 
 fn now_ms() -> i64 {
@@ -149,8 +190,8 @@ impl Observer {
             metrics,
             names: Names::default(),
             binaries: Binaries::default(),
-            flows: Vec::new(),
-            execs: Vec::new(),
+            flows: Pending::default(),
+            execs: Pending::default(),
         }
     }
 
@@ -199,13 +240,6 @@ impl Observer {
             return;
         };
         let verdict = verdict.as_str();
-        if self.flows.len() + self.execs.len() >= PENDING_MAX {
-            self.metrics
-                .dropped
-                .with_label_values(&["queue_full"])
-                .inc();
-            return;
-        }
         let identity = self.state.borrow().label_of(ev.identity);
         match kind {
             EventKind::Connect | EventKind::Sendmsg => {
@@ -215,38 +249,48 @@ impl Observer {
                     17 => "udp",
                     _ => return,
                 };
-                self.flows.push(Flow {
+                let flow = Flow {
                     name: self.names.of(&identity, ip),
-                    identity,
+                    identity: identity.clone(),
                     dest: ip.to_string(),
                     port: ev.port,
                     protocol,
                     binary: o.exe.clone().or_else(|| self.binaries.of(ev.tgid)),
                     verdict,
-                });
+                };
+                if !self.flows.add(&identity, flow) {
+                    self.full();
+                }
             }
             EventKind::Exec => {
                 let file = decode::c_str(&ev.path);
                 self.binaries.ran(ev.tgid, &file);
-                self.execs.push(Exec {
-                    identity,
+                let exec = Exec {
+                    identity: identity.clone(),
                     file,
                     sha256: o.sha256.clone(),
                     verdict,
-                });
+                };
+                if !self.execs.add(&identity, exec) {
+                    self.full();
+                }
             }
             _ => {}
         }
     }
 
+    fn full(&self) {
+        self.metrics
+            .dropped
+            .with_label_values(&["queue_full"])
+            .inc();
+    }
+
     fn flush(&mut self) {
-        if self.flows.is_empty() && self.execs.is_empty() {
+        let (flows, execs) = (self.flows.take(), self.execs.take());
+        if flows.is_empty() && execs.is_empty() {
             return;
         }
-        let (flows, execs) = (
-            std::mem::take(&mut self.flows),
-            std::mem::take(&mut self.execs),
-        );
         let r = tokio::task::block_in_place(|| self.store.record(&flows, &execs, now_ms()));
         if let Err(e) = r {
             tracing::warn!(error = %e, "observation store: dropping what was seen this second");
@@ -286,5 +330,27 @@ impl Observer {
             set("flows", flows);
             set("execs", execs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_identity_fills_only_its_own_part_of_what_waits() {
+        let mut p: Pending<(String, usize)> = Pending::default();
+        for i in 0..PENDING_PER_IDENTITY {
+            assert!(p.add("spray", ("spray".into(), i)));
+        }
+        // No room for a new one of its own; repeats still count; others still fit.
+        assert!(!p.add("spray", ("spray".into(), PENDING_PER_IDENTITY)));
+        assert!(p.add("spray", ("spray".into(), 0)));
+        assert!(p.add("calm", ("calm".into(), 0)));
+        let taken = p.take();
+        assert_eq!(taken.len(), PENDING_PER_IDENTITY + 1);
+        assert!(taken.contains(&(("spray".into(), 0), 2)));
+        // A write frees the parts.
+        assert!(p.add("spray", ("spray".into(), PENDING_PER_IDENTITY)));
     }
 }

@@ -20,7 +20,7 @@ pub enum ObserveError {
 }
 
 /// One flow as seen: counts add up per key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
     pub identity: String,
     /// The address, as text.
@@ -36,7 +36,7 @@ pub struct Flow {
 }
 
 /// One exec as seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Exec {
     pub identity: String,
     pub file: String,
@@ -57,7 +57,7 @@ pub struct Seen<T> {
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
     pub retention_ms: i64,
-    /// Rows per table.
+    /// Rows per identity and table: one identity never pushes out another's.
     pub max_rows: u64,
 }
 
@@ -116,24 +116,25 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Add what was seen at `now_ms`, in one transaction.
+    /// Add what was seen, each key with how many times, at `now_ms`, in one
+    /// transaction.
     ///
     /// # Errors
     /// The database fails.
     pub fn record(
         &mut self,
-        flows: &[Flow],
-        execs: &[Exec],
+        flows: &[(Flow, u64)],
+        execs: &[(Exec, u64)],
         now_ms: i64,
     ) -> Result<(), ObserveError> {
         let tx = self.db.transaction()?;
         {
             let mut f = tx.prepare_cached(
                 "INSERT INTO flows (identity, dest, name, port, protocol, binary, verdict, count, first_ms, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
-                 ON CONFLICT DO UPDATE SET count = count + 1, last_ms = excluded.last_ms",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?8)
+                 ON CONFLICT DO UPDATE SET count = count + excluded.count, last_ms = excluded.last_ms",
             )?;
-            for x in flows {
+            for (x, n) in flows {
                 f.execute(params![
                     x.identity,
                     x.dest,
@@ -142,22 +143,24 @@ impl Store {
                     x.protocol,
                     or_empty(x.binary.as_deref()),
                     x.verdict,
-                    now_ms
+                    now_ms,
+                    i64::try_from(*n).unwrap_or(i64::MAX)
                 ])?;
             }
             let mut e = tx.prepare_cached(
                 "INSERT INTO execs (identity, file, sha256, verdict, count, first_ms, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
-                 ON CONFLICT DO UPDATE SET count = count + 1, last_ms = excluded.last_ms,
+                 VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5)
+                 ON CONFLICT DO UPDATE SET count = count + excluded.count, last_ms = excluded.last_ms,
                      sha256 = CASE excluded.sha256 WHEN '' THEN sha256 ELSE excluded.sha256 END",
             )?;
-            for x in execs {
+            for (x, n) in execs {
                 e.execute(params![
                     x.identity,
                     x.file,
                     or_empty(x.sha256.as_deref()),
                     x.verdict,
-                    now_ms
+                    now_ms,
+                    i64::try_from(*n).unwrap_or(i64::MAX)
                 ])?;
             }
         }
@@ -165,7 +168,8 @@ impl Store {
         Ok(())
     }
 
-    /// Drop rows past the retention, then the least recently seen past the row cap.
+    /// Drop rows past the retention, then each identity's least recently seen past the
+    /// row cap.
     /// Returns how many rows went: (flows, execs).
     ///
     /// # Errors
@@ -179,8 +183,10 @@ impl Store {
             gone[i] += tx.execute(&format!("DELETE FROM {table} WHERE last_ms < ?1"), [cutoff])?;
             gone[i] += tx.execute(
                 &format!(
-                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}
-                     ORDER BY last_ms DESC LIMIT -1 OFFSET ?1)"
+                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM (
+                         SELECT rowid, row_number() OVER (
+                             PARTITION BY identity ORDER BY last_ms DESC) AS n
+                         FROM {table}) WHERE n > ?1)"
                 ),
                 [keep],
             )?;
@@ -290,9 +296,9 @@ mod tests {
             name: Some("api.example.test".into()),
             ..flow(1)
         };
-        s.record(&[flow(1), flow(1), named.clone()], &[], 1_000)
+        s.record(&[(flow(1), 2), (named.clone(), 1)], &[], 1_000)
             .expect("record");
-        s.record(&[flow(1)], &[], 2_000).expect("record");
+        s.record(&[(flow(1), 1)], &[], 2_000).expect("record");
         let rows = s.flows("agent", 0).expect("flows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].what, flow(1));
@@ -314,7 +320,8 @@ mod tests {
             max_rows: 10_000,
         };
         for batch in 0..100u32 {
-            let flows: Vec<Flow> = (0..10_000).map(|i| flow(batch * 10_000 + i)).collect();
+            let flows: Vec<(Flow, u64)> =
+                (0..10_000).map(|i| (flow(batch * 10_000 + i), 1)).collect();
             s.record(&flows, &[], i64::from(batch)).expect("record");
             s.prune(bounds, i64::from(batch)).expect("prune");
             assert!(s.rows().expect("rows").0 <= bounds.max_rows);
@@ -337,6 +344,27 @@ mod tests {
     }
 
     #[test]
+    fn one_identity_past_its_rows_never_pushes_out_anothers() {
+        let (mut s, dir) = store();
+        let bounds = Bounds {
+            retention_ms: 30 * 86_400_000,
+            max_rows: 100,
+        };
+        let calm = Flow {
+            identity: "calm".into(),
+            ..flow(7)
+        };
+        s.record(&[(calm.clone(), 1)], &[], 1).expect("record");
+        // Later, and far more: the flooder's own oldest go, the calm one's row stays.
+        let flood: Vec<(Flow, u64)> = (0..1_000).map(|i| (flow(i), 1)).collect();
+        s.record(&flood, &[], 2).expect("record");
+        s.prune(bounds, 3).expect("prune");
+        assert_eq!(s.flows("agent", 0).expect("flows").len(), 100);
+        assert_eq!(s.flows("calm", 0).expect("calm")[0].what, calm);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn execs_keep_their_digest() {
         let (mut s, dir) = store();
         let e = Exec {
@@ -345,13 +373,13 @@ mod tests {
             sha256: Some("ab".repeat(32)),
             verdict: "audit",
         };
-        s.record(&[], &[e.clone(), e.clone()], 5).expect("record");
+        s.record(&[], &[(e.clone(), 2)], 5).expect("record");
         // A record held back by the event budgets comes without its digest.
         let bare = Exec {
             sha256: None,
             ..e.clone()
         };
-        s.record(&[], &[bare], 6).expect("record");
+        s.record(&[], &[(bare, 1)], 6).expect("record");
         let rows = s.execs("agent", 0).expect("execs");
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].what.clone(), rows[0].count), (e, 3));
