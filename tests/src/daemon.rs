@@ -310,6 +310,16 @@ impl Daemon {
         }
     }
 
+    /// The observation store, read-only.
+    #[must_use]
+    pub fn observations(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.state_dir.join("observations.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open the store")
+    }
+
     /// Scrape /metrics (within 10 s).
     #[must_use]
     pub fn metrics(&self) -> String {

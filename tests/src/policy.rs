@@ -35,6 +35,8 @@ pub struct Identity {
     max_grant: Option<String>,
     /// `spec.spiffeId`; `None` leaves the default.
     spiffe_id: Option<String>,
+    /// `spec.limits`: (uploadBytes, per, scope).
+    limits: Vec<(String, String, String)>,
 }
 
 impl Identity {
@@ -50,7 +52,17 @@ impl Identity {
             ingress: Vec::new(),
             max_grant: None,
             spiffe_id: None,
+            limits: Vec::new(),
         }
+    }
+
+    /// One `spec.limits` entry: at most `upload` (`1MiB`) per `per` (`1m`), for
+    /// `scope` (`identity` or `destination`).
+    #[must_use]
+    pub fn limit(mut self, upload: &str, per: &str, scope: &str) -> Self {
+        self.limits
+            .push((upload.to_owned(), per.to_owned(), scope.to_owned()));
+        self
     }
 
     /// `spec.grants.maxDuration`: the ceiling of every grant to this identity.
@@ -164,6 +176,12 @@ impl Display for Identity {
         if let Some(d) = &self.max_grant {
             writeln!(f, "  grants:")?;
             writeln!(f, "    maxDuration: {}", quoted(d))?;
+        }
+        if !self.limits.is_empty() {
+            writeln!(f, "  limits:")?;
+            for (up, per, scope) in &self.limits {
+                writeln!(f, "    - {{uploadBytes: {up}, per: {per}, scope: {scope}}}")?;
+            }
         }
         if self.egress.is_empty() {
             writeln!(f, "  egress: []")?;

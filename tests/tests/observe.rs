@@ -12,11 +12,7 @@ const SOME_RESOLVER4: &str = "192.0.2.53";
 type FlowRow = (String, String, u16, String, String, String, i64);
 
 fn flows(d: &Daemon, identity: &str) -> Vec<FlowRow> {
-    let db = rusqlite::Connection::open_with_flags(
-        d.state_dir.join("observations.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the store");
+    let db = d.observations();
     let mut q = db
         .prepare(
             "SELECT dest, name, port, protocol, binary, verdict, count FROM flows
@@ -40,11 +36,7 @@ fn flows(d: &Daemon, identity: &str) -> Vec<FlowRow> {
 }
 
 fn execs(d: &Daemon, identity: &str) -> Vec<(String, String, String, i64)> {
-    let db = rusqlite::Connection::open_with_flags(
-        d.state_dir.join("observations.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the store");
+    let db = d.observations();
     let mut q = db
         .prepare("SELECT file, sha256, verdict, count FROM execs WHERE identity = ?1")
         .expect("query");

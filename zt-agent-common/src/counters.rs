@@ -46,6 +46,8 @@ pub mod errors {
             KillFailed = 3 => "kill_failed",
             /// A packet to the resolver was dropped: its identity sent past its budget.
             DnsBudget = 4 => "dns_budget",
+            /// The flow table was full: a packet's bytes went to its identity's totals only.
+            FlowsFull = 5 => "flows_full",
         }
     }
 
@@ -54,6 +56,7 @@ pub mod errors {
     pub const SK_STORAGE: u32 = ErrorSlot::SkStorage as u32;
     pub const KILL_FAILED: u32 = ErrorSlot::KillFailed as u32;
     pub const DNS_BUDGET: u32 = ErrorSlot::DnsBudget as u32;
+    pub const FLOWS_FULL: u32 = ErrorSlot::FlowsFull as u32;
     pub const COUNT: u32 = ErrorSlot::ALL.len() as u32;
     /// The `reason` label of each slot.
     pub const NAMES: [&str; COUNT as usize] = {

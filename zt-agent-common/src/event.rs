@@ -70,6 +70,9 @@ wire_enum! {
         OutsideWindow = 13 => "outside_window",
         /// A grant covered the destination, and has lapsed.
         GrantExpired = 14 => "grant_expired",
+        /// The identity, or its traffic to this destination, went past an upload limit
+        /// of `spec.limits` in the current window.
+        LimitExceeded = 15 => "limit_exceeded",
     }
 }
 

@@ -62,6 +62,7 @@ pub mod programs;
 pub mod shadow;
 pub mod sock;
 pub mod task;
+pub mod traffic;
 
 pub use counters::*;
 pub use dns::*;
@@ -75,6 +76,7 @@ pub use programs::*;
 pub use shadow::*;
 pub use sock::*;
 pub use task::*;
+pub use traffic::*;
 
 #[cfg(test)]
 mod tests {

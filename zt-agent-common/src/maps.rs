@@ -53,7 +53,10 @@ pub mod map_names {
     pub const DNS_BUDGET: &str = "ZT_DNS_BUDGET";
     pub const GRANTS_V4: &str = "ZT_GRANTS_V4";
     pub const GRANTS_V6: &str = "ZT_GRANTS_V6";
-    pub const ALL: [&str; 27] = [
+    pub const TRAFFIC: &str = "ZT_TRAFFIC";
+    pub const FLOWS: &str = "ZT_FLOWS";
+    pub const IDENTITY_STATE: &str = "ZT_ID_STATE";
+    pub const ALL: [&str; 30] = [
         TASKS,
         CGROUPS,
         POLICY_V4,
@@ -81,5 +84,8 @@ pub mod map_names {
         DNS_BUDGET,
         GRANTS_V4,
         GRANTS_V6,
+        TRAFFIC,
+        FLOWS,
+        IDENTITY_STATE,
     ];
 }

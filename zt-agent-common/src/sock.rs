@@ -18,9 +18,11 @@ pub struct SockIdentity {
     /// `AF_INET` or `AF_INET6` of `dns_addr` (IPv4 in its first 4 bytes).
     pub dns_family: u16,
     pub dns_addr: [u8; 16],
+    /// TCP: the socket's received bytes (`bytes_received`) already accounted.
+    pub rx_accounted: u64,
 }
-const _: () = assert!(core::mem::size_of::<SockIdentity>() == 32);
-// SAFETY: repr(C), three u32, two u16, 16 bytes: no padding.
+const _: () = assert!(core::mem::size_of::<SockIdentity>() == 40);
+// SAFETY: repr(C), three u32, two u16, 16 bytes, one u64 at offset 32: no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockIdentity {}
 
@@ -35,6 +37,7 @@ impl SockIdentity {
             dns_port: 0,
             dns_family: 0,
             dns_addr: [0; 16],
+            rx_accounted: 0,
         }
     }
 }

@@ -30,6 +30,22 @@ macro_rules! offset_globals {
 }
 zt_agent_common::kernel_offsets!(offset_globals);
 
+/// Add `delta` to the u64 at `p` atomically (BPF has no other atomic for Rust to use).
+///
+/// # Safety
+/// `p` must point to a valid, aligned u64 of a map value.
+#[inline(always)]
+pub(crate) unsafe fn atomic_add(p: *mut u64, delta: u64) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {d}",
+            p = in(reg) p,
+            d = in(reg) delta,
+        );
+    }
+}
+
 #[inline(always)]
 pub(crate) fn offset(global: &u32) -> usize {
     // SAFETY: reading a global that the loader set before verification.

@@ -17,6 +17,8 @@ mod kernel;
 mod maps;
 /// The task table's entries and each identity's share of it.
 mod tasks;
+/// Bytes per identity and flow, and the limits the daemon marked as reached.
+mod traffic;
 /// Policy lookups: the verdict for one identity and destination.
 mod verdict;
 /// The entry points, one file per family, each with its logic.

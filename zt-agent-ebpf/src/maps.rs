@@ -7,11 +7,12 @@ use aya_ebpf::{
 use zt_agent_common::{
     Budget, CGROUPS_CAPACITY, DNS_ALLOW_CAPACITY, DNS_CLIENTS_CAPACITY, DnsAllowKey, DnsAllowValue,
     DnsClient, DnsClientKey, DnsConfig, EVENTS_RING_BYTES, EXE_SELECTORS_CAPACITY,
-    EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FileKey, FileStamp,
-    GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4, KeyV6,
-    MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PRINCIPALS_CAPACITY, PolicyValue, Principal,
-    PrincipalKey, SHADOW_CAPACITY, ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY,
-    TaskIdentity, TaskShare, VERDICT_SLOTS, errors,
+    EXEC_ALLOW_CAPACITY, EXEC_VERDICT_SLOTS, Event, ExeSelector, ExecAllowKey, FLOWS_CAPACITY,
+    FileKey, FileStamp, FlowBytes, FlowKey, GRANT_TRIE_CAPACITY, GrantKeyV4, GrantKeyV6,
+    GrantValue, IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY,
+    PRINCIPALS_CAPACITY, PolicyValue, Principal, PrincipalKey, RuntimeState, SHADOW_CAPACITY,
+    ShadowKey, ShadowValue, SockIdentity, TASKS_CAPACITY, TaskIdentity, TaskShare, Traffic,
+    VERDICT_SLOTS, errors,
 };
 
 #[btf_map]
@@ -140,6 +141,21 @@ pub(crate) static ZT_GRANTS_V4: LpmTrie<GrantKeyV4, GrantValue, { GRANT_TRIE_CAP
 pub(crate) static ZT_GRANTS_V6: LpmTrie<GrantKeyV6, GrantValue, { GRANT_TRIE_CAPACITY as usize }> =
     LpmTrie::new();
 
+/// Per identity and CPU: bytes its sockets sent and received.
+#[btf_map]
+pub(crate) static ZT_TRAFFIC: PerCpuArray<Traffic, { MAX_IDENTITIES as usize }> =
+    PerCpuArray::new();
+
+/// Bytes per (identity, peer, port, protocol), and the flags the daemon sets on a flow
+/// past its limit. The daemon reads it every second and removes flows idle for long.
+#[btf_map]
+pub(crate) static ZT_FLOWS: HashMap<FlowKey, FlowBytes, { FLOWS_CAPACITY as usize }> =
+    HashMap::new();
+
+/// Per identity: runtime state the daemon sets (a limit reached), kept across reloads.
+#[btf_map]
+pub(crate) static ZT_ID_STATE: Array<RuntimeState, { MAX_IDENTITIES as usize }> = Array::new();
+
 /// The socket-storage map as a helper argument: a BTF map is addressed by its static.
 #[inline(always)]
 pub(crate) fn sock_id_map() -> *mut core::ffi::c_void {
@@ -152,6 +168,15 @@ pub(crate) fn sock_id_map() -> *mut core::ffi::c_void {
 pub(crate) fn skb_sock_identity(
     sk: *mut aya_ebpf::bindings::bpf_sock,
 ) -> Option<(*mut aya_ebpf::bindings::bpf_sock, SockIdentity)> {
+    // SAFETY: non-null storage pointer, copied once.
+    skb_sock_storage(sk).map(|(full, p)| (full, unsafe { *p }))
+}
+
+/// As `skb_sock_identity`, the storage itself.
+#[inline(always)]
+pub(crate) fn skb_sock_storage(
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+) -> Option<(*mut aya_ebpf::bindings::bpf_sock, *mut SockIdentity)> {
     if sk.is_null() {
         return None;
     }
@@ -171,6 +196,5 @@ pub(crate) fn skb_sock_identity(
     if p.is_null() {
         return None;
     }
-    // SAFETY: non-null storage pointer, copied once.
-    Some((full, unsafe { *(p as *const SockIdentity) }))
+    Some((full, p.cast()))
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use zt_agent_common::{TaskIdentity, task_entries};
 
-use crate::kernel::{TASK_START_BOOTTIME_OFFSET, offset, read_at};
+use crate::kernel::{TASK_START_BOOTTIME_OFFSET, atomic_add, offset, read_at};
 use crate::maps::{ZT_TASK_COUNT, ZT_TASK_REFUSED, ZT_TASK_SHARE, ZT_TASKS};
 
 /// Why a thread group got no entry.
@@ -21,16 +21,9 @@ pub(crate) enum Refused {
 fn count(identity: u32, add: bool) {
     if let Some(p) = ZT_TASK_COUNT.get_ptr_mut(identity) {
         // Adding all ones takes one away (wrapping).
-        let delta: u64 = if add { 1 } else { u64::MAX };
         // SAFETY: `p` is a valid, aligned u64 of an array map value; every kernel-side
-        // change of it is this atomic add (BPF has no other atomic for Rust to use).
-        unsafe {
-            core::arch::asm!(
-                "lock *(u64 *)({p} + 0) += {d}",
-                p = in(reg) p,
-                d = in(reg) delta,
-            );
-        }
+        // change of it is this atomic add.
+        unsafe { atomic_add(p, if add { 1 } else { u64::MAX }) };
     }
 }
 

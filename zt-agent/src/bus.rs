@@ -17,7 +17,9 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 use crate::events::limit::{Cause, Limits};
-use crate::events::{DnsEvent, FileEvent, GrantEvent, KernelEvent, SvidEvent, TamperEvent};
+use crate::events::{
+    AnomalyEvent, DnsEvent, FileEvent, GrantEvent, KernelEvent, SvidEvent, TamperEvent,
+};
 use crate::metrics::EventMetrics;
 
 /// One event, stamped when it was produced.
@@ -43,6 +45,8 @@ pub enum Body {
     Grant(Box<GrantEvent>),
     /// The Workload API handed out an SVID or refused a caller.
     Svid(Box<SvidEvent>),
+    /// An identity departed from what it may or usually does.
+    Anomaly(Box<AnomalyEvent>),
 }
 
 impl Event {

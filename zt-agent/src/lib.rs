@@ -29,4 +29,5 @@ pub mod spiffe;
 pub mod state;
 pub mod sys;
 pub mod tamper;
+pub mod traffic;
 pub mod workload;

@@ -59,6 +59,9 @@ pub struct IdentityState {
     pub mode: String,
     #[serde(default)]
     pub cgroup_globs: Vec<String>,
+    /// `spec.limits`, as the accountant enforces them.
+    #[serde(default)]
+    pub limits: Vec<crate::policy::Limit>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -187,6 +187,52 @@ fn ipopts() -> std::io::Result<()> {
 }
 
 /// Run another probe in a child process and pass its exit code on.
+/// Connect, send N bytes in 16 KiB writes (at most RATE bytes a second when RATE is
+/// not 0), shut the sending side, then read what the peer sends back until it closes.
+/// Prints `received=BYTES`. A send that fails (a limit reached) or stalls for 5 s is
+/// the error.
+fn tcp_transfer(to: SocketAddr, n: u64, rate: u64) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let chunk = [0x5au8; 16_384];
+    let mut left = n;
+    while left > 0 {
+        let k = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        if let Err(e) = s.write_all(&chunk[..k]) {
+            println!("sent={}", n - left);
+            return Err(e);
+        }
+        left -= k as u64;
+        if rate > 0 {
+            std::thread::sleep(Duration::from_secs_f64(k as f64 / rate as f64));
+        }
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    println!("sent={n} received={}", got.len());
+    Ok(())
+}
+
+/// From a connected UDP socket, send N datagrams of SIZE bytes, each answered by the
+/// peer; prints `received=BYTES`.
+fn udp_transfer(to: SocketAddr, n: u32, size: usize) -> std::io::Result<()> {
+    let s = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    s.connect(to)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let out = vec![0x33u8; size];
+    let mut buf = vec![0u8; 65_536];
+    let mut received = 0usize;
+    for _ in 0..n {
+        s.send(&out)?;
+        received += s.recv(&mut buf)?;
+    }
+    println!("sent={} received={received}", u64::from(n) * size as u64);
+    Ok(())
+}
+
 fn child(args: &[String]) -> u8 {
     let me = std::env::current_exe().unwrap_or_else(|_| usage());
     match Command::new(me).args(args).status() {
@@ -785,6 +831,13 @@ fn dispatch(args: &[String]) -> u8 {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["tcp", h, p] => outcome("tcp", tcp(addr(h, p))),
+        ["tcp-transfer", h, p, n] => outcome("tcp-transfer", tcp_transfer(addr(h, p), num(n), 0)),
+        ["tcp-transfer", h, p, n, rate] => {
+            outcome("tcp-transfer", tcp_transfer(addr(h, p), num(n), num(rate)))
+        }
+        ["udp-transfer", h, p, n, size] => {
+            outcome("udp-transfer", udp_transfer(addr(h, p), num(n), num(size)))
+        }
         ["udp-sendto", h, p] => outcome("udp-sendto", udp_sendto(addr(h, p))),
         ["udp-connect", h, p] => outcome("udp-connect", udp_connect(addr(h, p))),
         ["raw4"] => outcome("raw4", raw4()),

@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use zt_agent_common::{
-    CGROUP_ALLOW, CGROUP_REJECT, EventKind, IDENTITY_NONE, PROTO_MASK_TCP, PROTO_MASK_UDP,
+    CGROUP_ALLOW, CGROUP_REJECT, EventKind, FlowKey, IDENTITY_NONE, PROTO_MASK_TCP, PROTO_MASK_UDP,
     PROTO_OTHER, PROTO_TCP, PROTO_UDP, SKB_DROP, SKB_PASS, Verdict,
 };
 
@@ -28,6 +28,7 @@ use crate::kernel::{
     task_identity,
 };
 use crate::maps::{ZT_SOCK_ID, skb_sock_identity};
+use crate::traffic::account;
 use crate::verdict::{
     ALLOW, Judgement, judge_bind, judge_in_v4, judge_in_v6, judge_v4, judge_v6, worst,
 };
@@ -35,6 +36,7 @@ use crate::verdict::{
 const ETH_P_IP_BE: u32 = 0x0008; // htons(0x0800) as the __sk_buff sees it
 const ETH_P_IPV6_BE: u32 = 0xdd86; // htons(0x86dd)
 /// Socket states (`TCP_*`): a listener, and an unconnected UDP socket.
+const TCP_ESTABLISHED: u32 = 1;
 const TCP_LISTEN: u32 = 10;
 const TCP_CLOSE: u32 = 7;
 const TCP_SYN: u8 = 0x02;
@@ -122,6 +124,8 @@ struct Peer {
     /// The peer's port, and the TCP flags, when the transport header was found.
     port: Option<u16>,
     tcp_flags: u8,
+    /// Where the transport header starts (0: not found).
+    l4: usize,
 }
 
 /// The transport header of an IPv6 packet: past the extension headers that may come
@@ -204,8 +208,10 @@ fn read_peer(ctx: &SkBuffContext, proto: u32) -> Option<Peer> {
         dest,
         port: None,
         tcp_flags: 0,
+        l4: 0,
     };
     if let Some((l4_proto, off)) = l4 {
+        peer.l4 = off;
         if let Ok(ports) = ctx.load::<[u8; 2]>(off) {
             peer.port = Some(u16::from_be_bytes(ports));
         }
@@ -242,7 +248,10 @@ fn try_skb_ingress(ctx: &SkBuffContext) -> i32 {
     let udp = match unsafe { (*sk).state } {
         TCP_LISTEN => false,
         TCP_CLOSE => true,
-        // Established, connecting, closing: nothing new comes in on these.
+        // A connected UDP socket: only its peer reaches it; count what it gets.
+        TCP_ESTABLISHED if udp_packet(skb) => return count_connected_udp(ctx, sk),
+        // Established, connecting, closing: nothing new comes in on these (TCP's
+        // received bytes are counted as the socket acknowledges them).
         _ => return SKB_PASS,
     };
     let Some((full, s)) = skb_sock_identity(sk) else {
@@ -273,6 +282,7 @@ fn try_skb_ingress(ctx: &SkBuffContext) -> i32 {
         // A reply: the identity may send to where the datagram comes from.
         let e = judge_dest(&peer.dest, true, s.identity, from, mask);
         if (e.verdict as u8) == (Verdict::Allow as u8) {
+            count_datagram(ctx, s.identity, &peer);
             return SKB_PASS;
         }
     }
@@ -296,8 +306,77 @@ fn try_skb_ingress(ctx: &SkBuffContext) -> i32 {
         }
     }
     if (j.verdict as u8) == (Verdict::Deny as u8) {
-        SKB_DROP
-    } else {
-        SKB_PASS
+        return SKB_DROP;
     }
+    if udp {
+        count_datagram(ctx, s.identity, &peer);
+    }
+    SKB_PASS
+}
+
+/// Whether the packet is UDP, by its first header (direct access: no helper, as the
+/// TCP packets that also get here pass after it).
+#[inline(always)]
+fn udp_packet(skb: *mut __sk_buff) -> bool {
+    // SAFETY: the context pointer is valid for the whole program run; data and
+    // data_end are the packet bounds the verifier tracks.
+    let (proto, data, end) = unsafe {
+        (
+            (*skb).protocol,
+            (*skb).data as usize,
+            (*skb).data_end as usize,
+        )
+    };
+    if data + 10 > end {
+        return false;
+    }
+    // SAFETY: within the bounds checked above.
+    let next = if proto == ETH_P_IP_BE {
+        unsafe { *((data + 9) as *const u8) }
+    } else if proto == ETH_P_IPV6_BE {
+        unsafe { *((data + 6) as *const u8) }
+    } else {
+        0
+    };
+    next == IPPROTO_UDP as u8
+}
+
+/// A datagram for a connected UDP socket: counted to its identity if it has one.
+#[inline(always)]
+fn count_connected_udp(ctx: &SkBuffContext, sk: *mut aya_ebpf::bindings::bpf_sock) -> i32 {
+    let Some((_, s)) = skb_sock_identity(sk) else {
+        return SKB_PASS;
+    };
+    if s.identity == IDENTITY_NONE {
+        return SKB_PASS;
+    }
+    // SAFETY: the context pointer is valid for the whole program run.
+    if let Some(peer) = read_peer(ctx, unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).protocol }) {
+        if !(s.dns_port != 0 && peer.port == Some(dns_port()) && is_loopback(&peer.dest)) {
+            count_datagram(ctx, s.identity, &peer);
+        }
+    }
+    SKB_PASS
+}
+
+/// Count a datagram's payload as received by `identity` from `peer`.
+#[inline(always)]
+fn count_datagram(ctx: &SkBuffContext, identity: u32, peer: &Peer) {
+    if peer.l4 == 0 {
+        return;
+    }
+    // SAFETY: the context pointer is valid for the whole program run.
+    let len = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).len } as usize;
+    let key = FlowKey {
+        identity,
+        port: peer.port.unwrap_or(0),
+        family: if peer.dest.v4 {
+            AF_INET as u8
+        } else {
+            AF_INET6 as u8
+        },
+        protocol: IPPROTO_UDP as u8,
+        addr: peer.dest.addr,
+    };
+    let _ = account(&key, 0, len.saturating_sub(peer.l4 + 8) as u64);
 }

@@ -1,5 +1,7 @@
 //! Socket creation and socket options: enrolled tasks get TCP and UDP sockets only,
-//! each tagged with its creator's identity, and no source routing.
+//! each tagged with its creator's identity and marked (`SOCK_MARK_ENROLLED`) so that
+//! the packet hooks find it in one load, and no source routing. Nobody takes the mark
+//! off a tagged socket with `SO_MARK`.
 
 use aya_ebpf::{
     bindings::BPF_SK_STORAGE_GET_F_CREATE,
@@ -8,8 +10,8 @@ use aya_ebpf::{
     programs::{SockContext, SockoptContext},
 };
 use zt_agent_common::{
-    CGROUP_ALLOW, CGROUP_REJECT, EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SockIdentity,
-    Verdict, errors,
+    CGROUP_ALLOW, CGROUP_REJECT, EventKind, IDENTITY_NONE, PROTO_OTHER, Reason, SOCK_MARK_ENROLLED,
+    SockIdentity, Verdict, errors,
 };
 
 use crate::events::{count_error, count_verdict, emit};
@@ -20,6 +22,8 @@ use crate::maps::sock_id_map;
 use crate::verdict::mode_judgement;
 
 const SOL_IP: i32 = 0;
+const SOL_SOCKET: i32 = 1;
+const SO_MARK: i32 = 36;
 const SOL_IPV6: i32 = 41;
 const IP_OPTIONS: i32 = 4;
 const IPV6_2292RTHDR: i32 = 24;
@@ -82,6 +86,8 @@ fn try_sock_create(ctx: &SockContext) -> i32 {
         count_error(errors::SK_STORAGE);
         return CGROUP_REJECT;
     }
+    // SAFETY: sock_create may write the mark of the socket it is given.
+    unsafe { (*ctx.sock).mark |= SOCK_MARK_ENROLLED };
     CGROUP_ALLOW
 }
 
@@ -93,6 +99,10 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     let so = unsafe { &*ctx.sockopt };
     let level = so.level;
     let optname = so.optname;
+    if level == SOL_SOCKET && optname == SO_MARK {
+        keep_mark(so);
+        return CGROUP_ALLOW;
+    }
     let routing = (level == SOL_IPV6 && (optname == IPV6_RTHDR || optname == IPV6_2292RTHDR))
         || (level == SOL_IP && optname == IP_OPTIONS);
     if !routing {
@@ -122,4 +132,30 @@ fn try_setsockopt(ctx: &SockoptContext) -> i32 {
     } else {
         CGROUP_ALLOW
     }
+}
+
+/// A new mark for a tagged socket keeps `SOCK_MARK_ENROLLED`, whoever sets it (only a
+/// task with CAP_NET_ADMIN can): without it the socket's packets would go uncounted
+/// and past its limits.
+#[inline(always)]
+fn keep_mark(so: &aya_ebpf::bindings::bpf_sockopt) {
+    // SAFETY: the socket the option is set on, never null in this hook.
+    let sk = unsafe { so.__bindgen_anon_1.sk };
+    // SAFETY: helper call with a valid map and socket, no creation.
+    let p = unsafe { bpf_sk_storage_get(sock_id_map(), sk.cast(), core::ptr::null_mut(), 0) };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: optval and optval_end bound the kernel's copy of the new value.
+    let (v, end) = unsafe {
+        (
+            so.__bindgen_anon_2.optval as usize,
+            so.__bindgen_anon_3.optval_end as usize,
+        )
+    };
+    if v + 4 > end {
+        return; // shorter than an int: the kernel refuses it
+    }
+    // SAFETY: within the bounds checked above; the kernel passes this copy on.
+    unsafe { *(v as *mut u32) |= SOCK_MARK_ENROLLED };
 }

@@ -3,15 +3,20 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated::bpf_setsockopt,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use zt_agent_common::{
-    CGROUP_ALLOW, CGROUP_REJECT, DNS_PORT, EventKind, IDENTITY_NONE, PROTO_MASK_TCP,
-    PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, Reason, ShadowKey, ShadowValue,
-    SockIdentity, Verdict,
+    CGROUP_ALLOW, CGROUP_REJECT, DNS_PORT, EventKind, FlowKey, IDENTITY_NONE, PROTO_MASK_TCP,
+    PROTO_MASK_UDP, PROTO_OTHER, PROTO_TCP, PROTO_UDP, Reason, SOCK_MARK_ENROLLED,
+    STATE_DEST_LIMITS, STATE_LIMITED, ShadowKey, ShadowValue, SockIdentity, Verdict,
 };
+
+const SOL_SOCKET: i32 = 1;
+const SO_MARK: i32 = 36;
 
 use super::dns::{dns_port, is_loopback, redirect_dns};
 use crate::events::{count_verdict, emit};
@@ -20,6 +25,7 @@ use crate::kernel::{
     task_identity,
 };
 use crate::maps::{ZT_SHADOW, ZT_SOCK_ID};
+use crate::traffic::{flow_limited, state_flags};
 use crate::verdict::{ALLOW, Judgement, judge_v4, judge_v6, worst};
 
 #[cgroup_sock_addr(connect4)]
@@ -181,7 +187,12 @@ fn try_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         // A socket created outside and used by an enrolled task: tag it now, so that
         // its packets are guarded like those of sockets the task created itself.
         let mut init = SockIdentity::new(task_id);
-        let _ = ZT_SOCK_ID.get_or_insert_ptr_mut(ctx, Some(&mut init));
+        if !ZT_SOCK_ID
+            .get_or_insert_ptr_mut(ctx, Some(&mut init))
+            .is_null()
+        {
+            mark_enrolled(ctx);
+        }
     }
     let reported = if task_id != IDENTITY_NONE {
         task_id
@@ -234,6 +245,7 @@ fn try_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
         }
         j
     };
+    let j = within_limits(j, task_id, sock_id, &dest, proto_num);
     count_verdict(reported, j.verdict, proto_idx);
     if (j.verdict as u8) != (Verdict::Allow as u8) {
         emit(
@@ -253,6 +265,64 @@ fn try_sock_addr(ctx: &SockAddrContext, kind: EventKind, is6: bool) -> i32 {
     } else {
         CGROUP_ALLOW
     }
+}
+
+/// An allowed call is denied when its identity, or its traffic to this destination,
+/// is past an upload limit the daemon marked (never in audit mode: the daemon marks
+/// enforcing identities only).
+#[inline(always)]
+fn within_limits(j: Judgement, task_id: u32, sock_id: u32, d: &Dest, proto: u8) -> Judgement {
+    if (j.verdict as u8) == (Verdict::Deny as u8) {
+        return j;
+    }
+    let over = |id: u32| {
+        if id == IDENTITY_NONE {
+            return false;
+        }
+        let st = state_flags(id);
+        if st & STATE_LIMITED != 0 {
+            return true;
+        }
+        st & STATE_DEST_LIMITS != 0
+            && flow_limited(&FlowKey {
+                identity: id,
+                port: d.port,
+                family: if d.v4 { AF_INET as u8 } else { AF_INET6 as u8 },
+                protocol: proto,
+                addr: d.addr,
+            })
+    };
+    if over(task_id) || (sock_id != task_id && over(sock_id)) {
+        Judgement {
+            verdict: Verdict::Deny,
+            reason: Reason::LimitExceeded,
+        }
+    } else {
+        j
+    }
+}
+
+/// Give a socket tagged here the mark sock_create gives the sockets it tags.
+#[inline(always)]
+fn mark_enrolled(ctx: &SockAddrContext) {
+    // SAFETY: the context pointer is valid for the whole program run; sk is the full
+    // socket the call is made on.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: a full socket's mark is readable here.
+    let mut mark = unsafe { (*sk).mark } | SOCK_MARK_ENROLLED;
+    // SAFETY: helper call on this hook's context with a 4-byte value.
+    unsafe {
+        bpf_setsockopt(
+            ctx.sock_addr.cast(),
+            SOL_SOCKET,
+            SO_MARK,
+            (&raw mut mark).cast(),
+            4,
+        )
+    };
 }
 
 /// Remember where an unenrolled task went: one LRU lookup, and an insert the first

@@ -27,6 +27,8 @@ pub struct Sources {
     pub enforcer: Enforcer,
     pub resolver: Arc<Resolver>,
     pub state: watch::Receiver<Arc<State>>,
+    pub traffic: crate::metrics::TrafficMetrics,
+    pub last_traffic: BTreeMap<u32, zt_agent_common::Traffic>,
 }
 
 /// The hook a scrape runs first: `sources` read into the registry, one scrape at a
@@ -60,6 +62,8 @@ impl Sources {
         self.kernel
             .update_ingress(&names, |idx| sum(&counters.ingress_verdicts, idx));
         self.kernel.update_errors(&counters.errors());
+        self.traffic
+            .update(&mut self.last_traffic, &names, |id| counters.traffic(id));
         let mut exec_names = names;
         exec_names.insert(IDENTITY_QUARANTINE, policy::QUARANTINE_NAME.to_owned());
         self.kernel.update_exec(&exec_names, |id, v: Verdict| {

@@ -13,7 +13,7 @@
 //! policy maps), stops the daemon with a non-zero exit, so that its own supervisor
 //! starts a new one, which adopts the pinned state.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,7 @@ pub mod name {
     pub const WORKLOAD_API: &str = "workload_api";
     pub const SVID_KEYS: &str = "svid_keys";
     pub const OBSERVER: &str = "observer";
+    pub const ACCOUNTANT: &str = "accountant";
 }
 
 pub struct Parts {
@@ -143,6 +144,7 @@ impl Parts {
             name::GRANTS,
             name::CONTROL,
             name::OBSERVER,
+            name::ACCOUNTANT,
         ] {
             health.set_up(part, false);
         }
@@ -206,6 +208,8 @@ impl Parts {
             enforcer: s.enforcer,
             resolver: s.resolver.clone(),
             state: s.state.clone(),
+            traffic: s.metrics.traffic.clone(),
+            last_traffic: BTreeMap::new(),
         };
         let refresh = metrics::refresh(sources);
         let (listener, registry) = (s.listener, s.metrics.registry);
@@ -262,6 +266,16 @@ impl Parts {
             move || {
                 let observer = observer.clone();
                 async move { observer.lock().await.run().await }
+            },
+            health.clone(),
+        ));
+
+        let accountant = Arc::new(Mutex::new(s.accountant));
+        set.spawn(supervise(
+            name::ACCOUNTANT,
+            move || {
+                let a = accountant.clone();
+                async move { a.lock().await.run().await }
             },
             health.clone(),
         ));

@@ -209,6 +209,7 @@ impl Reconciler {
                     Mode::Enforce => "enforce".into(),
                 },
                 cgroup_globs: i.cgroup_globs.clone(),
+                limits: i.limits.clone(),
             })
             .collect();
         self.state.policy_sha256.clone_from(&sha);

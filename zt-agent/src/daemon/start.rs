@@ -62,6 +62,8 @@ pub struct Started {
     pub containers: watch::Receiver<Containers>,
     /// Flows and execs into the observation store.
     pub observer: crate::observe::Observer,
+    /// Flow bytes read from the kernel, and upload limits.
+    pub accountant: crate::traffic::Accountant,
 }
 
 pub async fn start(
@@ -79,6 +81,7 @@ pub async fn start(
         policy,
         exec,
         counters,
+        traffic,
         shadow: _,
         dns,
         grants: grant_maps,
@@ -207,10 +210,19 @@ pub async fn start(
     st.dns_port = Some(resolver.port());
     reconciler.write_state()?;
     let (raw_tx, raw_observed) = mpsc::channel(crate::observe::RAW_BACKLOG);
+    let (moved_tx, moved) = mpsc::channel(crate::traffic::MOVED_BACKLOG);
+    let accountant = crate::traffic::Accountant::new(
+        traffic,
+        state.clone(),
+        bus.clone(),
+        metrics.traffic.clone(),
+        moved_tx,
+    );
     let observer = crate::observe::Observer::new(
         crate::observe::Store::open(&args.dirs.state_dir).map_err(DaemonError::Observe)?,
         observed,
         raw_observed,
+        moved,
         state.clone(),
         crate::observe::Bounds {
             retention_ms: i64::try_from(
@@ -260,6 +272,7 @@ pub async fn start(
         watcher,
         containers,
         observer,
+        accountant,
     })
 }
 

@@ -22,7 +22,8 @@ use zt_agent_common::offsets::{CtimePart, Locate, OFFSETS};
 use zt_agent_common::{PROGRAMS, ProgramKind, map_names, program_names};
 
 use super::maps::{
-    Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Sockets, TaskShares, Tasks,
+    Cgroups, Counters, DnsMaps, ExecMaps, GrantMaps, PolicyMaps, Shadow, Sockets, TaskShares,
+    Tasks, TrafficMaps,
 };
 use super::{btf, sys};
 use crate::sys::fs::{self, Dir, FsError, Kind, Meta};
@@ -307,6 +308,7 @@ pub struct KernelMaps {
     pub policy: PolicyMaps,
     pub exec: ExecMaps,
     pub counters: Counters,
+    pub traffic: TrafficMaps,
     pub shadow: Shadow,
     pub dns: DnsMaps,
     pub grants: GrantMaps,
@@ -435,6 +437,11 @@ impl KernelMaps {
                 exec_verdicts: typed(get(m::EXEC_VERDICTS)?, m::EXEC_VERDICTS)?,
                 errors: typed(get(m::ERRORS)?, m::ERRORS)?,
                 task_refused: typed(get(m::TASK_REFUSED)?, m::TASK_REFUSED)?,
+                traffic: typed(get(m::TRAFFIC)?, m::TRAFFIC)?,
+            },
+            traffic: TrafficMaps {
+                flows: typed(get(m::FLOWS)?, m::FLOWS)?,
+                state: typed(get(m::IDENTITY_STATE)?, m::IDENTITY_STATE)?,
             },
             shadow: Shadow(typed(get(m::SHADOW)?, m::SHADOW)?),
             dns: DnsMaps {

@@ -9,9 +9,10 @@ use aya::maps::{
 };
 use zt_agent_common::{
     CGROUP_LAUNCHED, DnsAllowKey, DnsAllowValue, DnsClient, DnsClientKey, DnsConfig, ExeSelector,
-    ExecAllowKey, FileKey, FileStamp, GrantKeyV4, GrantKeyV6, GrantValue, IdentityConfig, KeyV4,
-    KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PolicyValue, Principal, PrincipalKey, ShadowKey,
-    ShadowValue, SockIdentity, TaskIdentity, TaskShare, errors, task_entries,
+    ExecAllowKey, FileKey, FileStamp, FlowBytes, FlowKey, GrantKeyV4, GrantKeyV6, GrantValue,
+    IdentityConfig, KeyV4, KeyV6, MAX_IDENTITIES, POLICY_TRIE_CAPACITY, PolicyValue, Principal,
+    PrincipalKey, RuntimeState, ShadowKey, ShadowValue, SockIdentity, TaskIdentity, TaskShare,
+    Traffic, errors, task_entries,
 };
 
 type Trie4 = LpmTrie<MapData, KeyV4, PolicyValue>;
@@ -366,6 +367,14 @@ pub struct Counters {
     pub errors: PerCpuArray<MapData, u64>,
     /// Per identity: forks and enrollments refused past the task share.
     pub task_refused: PerCpuArray<MapData, u64>,
+    /// Per identity: bytes sent and received, and packets dropped past a limit.
+    pub traffic: PerCpuArray<MapData, Traffic>,
+}
+
+/// The flow table the kernel counts into, and the per-identity state limits set.
+pub struct TrafficMaps {
+    pub flows: HashMap<MapData, FlowKey, FlowBytes>,
+    pub state: Array<MapData, RuntimeState>,
 }
 
 /// One slot of a per-CPU counter array, summed over the CPUs (0 if unreadable).
@@ -375,6 +384,21 @@ pub fn sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
 }
 
 impl Counters {
+    /// One identity's traffic, summed over the CPUs.
+    #[must_use]
+    pub fn traffic(&self, identity: u32) -> Traffic {
+        self.traffic
+            .get(&identity, 0)
+            .map(|v| {
+                v.iter().fold(Traffic::default(), |a, t| Traffic {
+                    tx_bytes: a.tx_bytes + t.tx_bytes,
+                    rx_bytes: a.rx_bytes + t.rx_bytes,
+                    limit_drops: a.limit_drops + t.limit_drops,
+                })
+            })
+            .unwrap_or_default()
+    }
+
     #[must_use]
     pub fn errors(&self) -> Vec<u64> {
         (0..errors::COUNT)

@@ -172,6 +172,7 @@ mod tests {
             spiffe_id: "spiffe://zt-agent.local/coder".into(),
             mode: "enforce".into(),
             cgroup_globs: vec![],
+            limits: vec![],
         });
         let k = enrich(&back, &state, &mut Digests::default()).expect("known codes");
         let j = super::super::json::JsonEvent::of(

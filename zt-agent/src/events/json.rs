@@ -12,7 +12,8 @@ use super::decode::{addr_port, c_str, comm, dst};
 use super::limit::Suppressed;
 use super::provenance::Ancestor;
 use super::{
-    DnsDetail, DnsEvent, FileEvent, GrantEvent, KernelEvent, SvidDetail, SvidEvent, TaskFacts,
+    AnomalyEvent, AnomalyEvidence, DnsDetail, DnsEvent, FileEvent, GrantEvent, KernelEvent,
+    SvidDetail, SvidEvent, TaskFacts,
 };
 use crate::bus::{Body, Event};
 use crate::identity::files::FileId;
@@ -91,6 +92,13 @@ pub struct JsonEvent {
     /// Grant events: what happened to which grant or request, by whom and why.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantDetail>,
+    /// Anomaly events: how serious, what was done, and the figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<AnomalyEvidence>,
 }
 
 /// The fields of a `grant` event.
@@ -138,6 +146,7 @@ impl JsonEvent {
             }
             Body::Grant(g) => grant(&ev.time, g, state),
             Body::Svid(v) => svid(&ev.time, v, state),
+            Body::Anomaly(a) => anomaly(&ev.time, a, state),
         }
     }
 
@@ -207,6 +216,9 @@ fn daemon(
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,
+        severity: None,
+        response: None,
+        evidence: None,
     }
 }
 
@@ -309,6 +321,17 @@ fn svid(time: &str, v: &SvidEvent, state: &State) -> JsonEvent {
     j
 }
 
+fn anomaly(time: &str, a: &AnomalyEvent, state: &State) -> JsonEvent {
+    let mut j = daemon(time, "anomaly", &a.identity, a.kind, state);
+    j.dst.clone_from(&a.dst);
+    j.protocol = a.protocol;
+    j.detail = Some(a.detail.clone());
+    j.severity = Some(a.severity);
+    j.response = Some(a.response);
+    j.evidence = Some(a.evidence.clone());
+    j
+}
+
 fn file(time: &str, f: &FileEvent, state: &State) -> JsonEvent {
     let mut j = daemon(time, "file", &f.identity, f.reason, state);
     j.detail = Some(f.detail.clone());
@@ -387,5 +410,8 @@ fn kernel(time: &str, k: &KernelEvent, state: &State) -> JsonEvent {
         suppressed_kind: None,
         suppressed: None,
         interval_seconds: None,
+        severity: None,
+        response: None,
+        evidence: None,
     }
 }

@@ -112,6 +112,41 @@ pub struct TamperEvent {
     pub detail: String,
 }
 
+/// Something an identity did departs from what it may or usually does: a limit
+/// reached (`limit_exceeded`), and the other detectors of continuous verification.
+#[derive(Clone, Debug)]
+pub struct AnomalyEvent {
+    pub identity: String,
+    /// The detector: `limit_exceeded`, ...
+    pub kind: &'static str,
+    /// `low`, `medium` or `high`.
+    pub severity: &'static str,
+    /// What was done: `alert`, or `enforced` (a limit now denies).
+    pub response: &'static str,
+    /// The peer the evidence is about, as `ip:port`, when there is one.
+    pub dst: Option<String>,
+    pub protocol: Option<&'static str>,
+    /// What was seen, for people.
+    pub detail: String,
+    /// What was seen, for machines.
+    pub evidence: AnomalyEvidence,
+}
+
+/// The figures behind an anomaly.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AnomalyEvidence {
+    /// `identity` or `destination`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
+    /// Bytes sent in the window, and the cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
+}
+
 /// What happened to a grant or a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrantAction {

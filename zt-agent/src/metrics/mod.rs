@@ -14,6 +14,7 @@ mod registry;
 pub mod server;
 pub mod spiffe;
 pub mod tamper;
+pub mod traffic;
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -25,6 +26,7 @@ pub use parts::PartMetrics;
 pub use policy::PolicyMetrics;
 pub use spiffe::SpiffeMetrics;
 pub use tamper::TamperMetrics;
+pub use traffic::TrafficMetrics;
 
 /// Every metric the daemon serves.
 pub struct Metrics {
@@ -37,6 +39,7 @@ pub struct Metrics {
     pub grants: GrantMetrics,
     pub observe: observe::ObserveMetrics,
     pub spiffe: SpiffeMetrics,
+    pub traffic: TrafficMetrics,
     pub parts: PartMetrics,
 }
 
@@ -53,6 +56,7 @@ impl Metrics {
             grants: GrantMetrics::register(&registry),
             observe: observe::ObserveMetrics::register(&registry),
             spiffe: SpiffeMetrics::register(&registry),
+            traffic: TrafficMetrics::register(&registry),
             parts: PartMetrics::register(&registry),
             events,
             registry,

@@ -23,7 +23,7 @@ use crate::bus::{Body, Event};
 use crate::events::{DnsEvent, decode};
 use crate::metrics::observe::ObserveMetrics;
 use crate::state::State;
-pub use store::{Bounds, Exec, Flow, ObserveError, Seen, Store};
+pub use store::{Bounds, Bytes, Exec, Flow, Moved, ObserveError, Seen, Store};
 
 /// The bus queue of the observer.
 pub const BACKLOG: usize = 4096;
@@ -143,6 +143,9 @@ pub struct Observer {
     events: mpsc::Receiver<Arc<Event>>,
     /// Every connect, datagram and exec record, from the pump.
     raw: mpsc::Receiver<Observed>,
+    /// What each flow sent and received, from the accountant.
+    moved: mpsc::Receiver<crate::traffic::Moved>,
+    bytes: HashMap<Bytes, (u64, u64)>,
     state: watch::Receiver<Arc<State>>,
     bounds: Bounds,
     metrics: ObserveMetrics,
@@ -177,6 +180,7 @@ impl Observer {
         store: Store,
         events: mpsc::Receiver<Arc<Event>>,
         raw: mpsc::Receiver<Observed>,
+        moved: mpsc::Receiver<crate::traffic::Moved>,
         state: watch::Receiver<Arc<State>>,
         bounds: Bounds,
         metrics: ObserveMetrics,
@@ -185,6 +189,8 @@ impl Observer {
             store,
             events,
             raw,
+            moved,
+            bytes: HashMap::new(),
             state,
             bounds,
             metrics,
@@ -212,6 +218,7 @@ impl Observer {
                     }
                 },
                 Some(o) = self.raw.recv() => self.record(o),
+                Some(m) = self.moved.recv() => self.moved(&m),
                 _ = tick.tick() => {
                     self.flush();
                     ticks += 1;
@@ -228,6 +235,26 @@ impl Observer {
         if let Body::Dns(d) = &e.body {
             self.names.learn(d);
         }
+    }
+
+    /// One flow's bytes of the last second.
+    fn moved(&mut self, m: &crate::traffic::Moved) {
+        let identity = self.state.borrow().label_of(m.key.identity);
+        let ip = m.peer();
+        let key = Bytes {
+            name: self.names.of(&identity, ip),
+            identity,
+            dest: ip.to_string(),
+            port: m.key.port,
+            protocol: match m.key.protocol {
+                17 => "udp",
+                _ => "tcp",
+            },
+        };
+        // One entry per flow the kernel's table holds: bounded by its capacity.
+        let e = self.bytes.entry(key).or_default();
+        e.0 += m.tx;
+        e.1 += m.rx;
     }
 
     /// One kernel record.
@@ -287,6 +314,18 @@ impl Observer {
     }
 
     fn flush(&mut self) {
+        if !self.bytes.is_empty() {
+            let moved: Vec<(Bytes, u64, u64)> =
+                self.bytes.drain().map(|(k, (t, r))| (k, t, r)).collect();
+            let r = tokio::task::block_in_place(|| self.store.record_bytes(&moved, now_ms()));
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "observation store: dropping this second's byte counts");
+                self.metrics
+                    .dropped
+                    .with_label_values(&["store_failed"])
+                    .inc_by(moved.len() as u64);
+            }
+        }
         let (flows, execs) = (self.flows.take(), self.execs.take());
         if flows.is_empty() && execs.is_empty() {
             return;

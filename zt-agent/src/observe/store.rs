@@ -35,6 +35,26 @@ pub struct Flow {
     pub verdict: &'static str,
 }
 
+/// Bytes one identity exchanged with one peer: sums add up per key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bytes {
+    pub identity: String,
+    pub dest: String,
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: &'static str,
+}
+
+/// A stored bytes row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub what: Bytes,
+    pub sent: u64,
+    pub received: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// One exec as seen.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Exec {
@@ -111,7 +131,14 @@ impl Store {
                  verdict TEXT NOT NULL, count INTEGER NOT NULL,
                  first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
                  UNIQUE (identity, file, verdict));
-             CREATE INDEX IF NOT EXISTS execs_last ON execs (last_ms);",
+             CREATE INDEX IF NOT EXISTS execs_last ON execs (last_ms);
+             CREATE TABLE IF NOT EXISTS traffic (
+                 identity TEXT NOT NULL, dest TEXT NOT NULL, name TEXT NOT NULL,
+                 port INTEGER NOT NULL, protocol TEXT NOT NULL,
+                 sent INTEGER NOT NULL, received INTEGER NOT NULL,
+                 first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+                 UNIQUE (identity, dest, name, port, protocol));
+             CREATE INDEX IF NOT EXISTS traffic_last ON traffic (last_ms);",
         )?;
         Ok(Self { db })
     }
@@ -168,9 +195,70 @@ impl Store {
         Ok(())
     }
 
+    /// Add bytes sent and received per peer, at `now_ms`, in one transaction.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub fn record_bytes(
+        &mut self,
+        moved: &[(Bytes, u64, u64)],
+        now_ms: i64,
+    ) -> Result<(), ObserveError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut q = tx.prepare_cached(
+                "INSERT INTO traffic (identity, dest, name, port, protocol, sent, received, first_ms, last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT DO UPDATE SET sent = sent + excluded.sent,
+                     received = received + excluded.received, last_ms = excluded.last_ms",
+            )?;
+            for (x, sent, received) in moved {
+                q.execute(params![
+                    x.identity,
+                    x.dest,
+                    or_empty(x.name.as_deref()),
+                    x.port,
+                    x.protocol,
+                    i64::try_from(*sent).unwrap_or(i64::MAX),
+                    i64::try_from(*received).unwrap_or(i64::MAX),
+                    now_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bytes of `identity` per peer last seen at or after `since_ms`, most sent first.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub fn bytes(&self, identity: &str, since_ms: i64) -> Result<Vec<Moved>, ObserveError> {
+        let mut q = self.db.prepare(
+            "SELECT dest, name, port, protocol, sent, received, first_ms, last_ms FROM traffic
+             WHERE identity = ?1 AND last_ms >= ?2 ORDER BY sent DESC, received DESC, dest, port",
+        )?;
+        let rows = q.query_map(params![identity, since_ms], |r| {
+            Ok(Moved {
+                what: Bytes {
+                    identity: identity.to_owned(),
+                    dest: r.get(0)?,
+                    name: none_if_empty(r.get(1)?),
+                    port: r.get(2)?,
+                    protocol: protocol_of(&r.get::<_, String>(3)?),
+                },
+                sent: r.get::<_, i64>(4)?.unsigned_abs(),
+                received: r.get::<_, i64>(5)?.unsigned_abs(),
+                first_ms: r.get(6)?,
+                last_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Drop rows past the retention, then each identity's least recently seen past the
     /// row cap.
-    /// Returns how many rows went: (flows, execs).
+    /// Returns how many rows went: (flows and traffic, execs).
     ///
     /// # Errors
     /// The database fails.
@@ -179,7 +267,7 @@ impl Store {
         let keep = i64::try_from(bounds.max_rows).unwrap_or(i64::MAX);
         let tx = self.db.transaction()?;
         let mut gone = [0usize; 2];
-        for (i, table) in ["flows", "execs"].into_iter().enumerate() {
+        for (i, table) in [(0, "flows"), (1, "execs"), (0, "traffic")] {
             gone[i] += tx.execute(&format!("DELETE FROM {table} WHERE last_ms < ?1"), [cutoff])?;
             gone[i] += tx.execute(
                 &format!(

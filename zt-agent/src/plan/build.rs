@@ -171,6 +171,7 @@ mod tests {
             spiffe_id: String::new(),
             mode: "enforce".to_owned(),
             cgroup_globs: globs.iter().map(|g| (*g).to_owned()).collect(),
+            limits: vec![],
         };
         let identities = [
             ident("svc", 1, &["/system.slice/svc-*.scope"]),
@@ -222,6 +223,7 @@ mod tests {
                 spiffe_id: String::new(),
                 mode: "enforce".to_owned(),
                 cgroup_globs: i.cgroup_globs.clone(),
+                limits: vec![],
             })
             .collect();
         let web = "a".repeat(64);

@@ -18,7 +18,7 @@ use zt_agent_common::{
 };
 
 use super::model::{
-    Access, DnsName, EgressRule, Identity, Location, Mode, Policy, Protocol, Window,
+    Access, DnsName, EgressRule, Identity, Limit, Location, Mode, Policy, Protocol, Window,
 };
 
 /// The policy as map entries, plus what the daemon reports about each identity.
@@ -60,6 +60,8 @@ pub struct CompiledIdentity {
     pub dynamic: Vec<DynamicRule>,
     /// `spec.grants.maxDuration`, in seconds.
     pub max_grant: u64,
+    /// `spec.limits`.
+    pub limits: Vec<Limit>,
 }
 
 /// An `ask` or `when` rule, as the grant tries and the resolver use it.
@@ -255,6 +257,7 @@ pub fn compile(policy: &Policy, ids: &BTreeMap<String, u32>) -> Result<Compiled,
                 .collect(),
             dynamic: dynamic_rules(identity)?,
             max_grant: identity.grants.max_duration,
+            limits: identity.limits.clone(),
         });
     }
     for (family, entries) in [

@@ -26,7 +26,7 @@ pub use compile::{
     port_ranges,
 };
 pub use model::*;
-pub use values::{format_duration, parse_duration, parse_port_str, parse_target};
+pub use values::{format_bytes, format_duration, parse_duration, parse_port_str, parse_target};
 
 /// One problem in the policy source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -900,6 +900,72 @@ spec:
         assert!(
             loaded > 100 && rejected > 1_000,
             "{loaded} loaded, {rejected} rejected"
+        );
+    }
+
+    #[test]
+    fn limits_decode_and_every_bad_one_names_its_field() {
+        let p = ok(&format!(
+            "{FULL_EXAMPLE}  limits:\n    - {{uploadBytes: 100MiB, per: 1h}}\n    - {{uploadBytes: 5000000, per: 10m, scope: destination}}\n"
+        ));
+        let l = &p.identities[0].limits;
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[0].upload_bytes, l[0].per_secs, l[0].scope),
+            (100 << 20, 3600, LimitScope::Identity)
+        );
+        assert_eq!(
+            (l[1].upload_bytes, l[1].scope),
+            (5_000_000, LimitScope::Destination)
+        );
+        for (bad, field, says) in [
+            (
+                "{uploadBytes: 0, per: 1h}",
+                "spec.limits[0].uploadBytes",
+                "more than zero",
+            ),
+            (
+                "{uploadBytes: 10mb, per: 1h}",
+                "spec.limits[0].uploadBytes",
+                "invalid size",
+            ),
+            (
+                "{uploadBytes: [1], per: 1h}",
+                "spec.limits[0].uploadBytes",
+                "a size",
+            ),
+            ("{per: 1h}", "spec.limits[0].uploadBytes", "missing"),
+            ("{uploadBytes: 1MiB}", "spec.limits[0].per", "missing"),
+            (
+                "{uploadBytes: 1MiB, per: 5s}",
+                "spec.limits[0].per",
+                "out of range",
+            ),
+            (
+                "{uploadBytes: 1MiB, per: 1h, scope: peer}",
+                "spec.limits[0].scope",
+                "identity or destination",
+            ),
+            (
+                "{uploadBytes: 1MiB, per: 1h, cap: 2}",
+                "spec.limits[0]",
+                "unknown field",
+            ),
+        ] {
+            let e = errs(&format!("{FULL_EXAMPLE}  limits:\n    - {bad}\n"));
+            assert!(
+                e.iter()
+                    .any(|e| e.field.starts_with(field) && e.message.contains(says) && e.line > 0),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = errs(&format!(
+            "{FULL_EXAMPLE}  limits:\n    - {{uploadBytes: 1MiB, per: 1h}}\n    - {{uploadBytes: 2MiB, per: 1h}}\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|e| e.field == "spec.limits[1]" && e.message.contains("one cap")),
+            "{e:?}"
         );
     }
 }

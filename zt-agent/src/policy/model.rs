@@ -143,6 +143,35 @@ pub struct Window {
     pub location: Location,
 }
 
+/// What a `spec.limits` entry caps: the identity's uploads together, or each
+/// destination (peer address, port and protocol) on its own.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitScope {
+    Identity,
+    Destination,
+}
+
+impl LimitScope {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Destination => "destination",
+        }
+    }
+}
+
+/// `spec.limits[]`: at most `upload_bytes` sent in any `per_secs` window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Limit {
+    pub upload_bytes: u64,
+    pub per_secs: u64,
+    pub scope: LimitScope,
+}
+
 /// Default of `spec.grants.maxDuration`: one hour.
 pub const DEFAULT_MAX_GRANT_SECS: u64 = 3600;
 /// The longest `spec.grants.maxDuration` may be: seven days.
@@ -348,6 +377,8 @@ pub struct Identity {
     pub exec_allow: Option<Vec<ExecPath>>,
     /// `spec.grants`.
     pub grants: GrantSettings,
+    /// `spec.limits`.
+    pub limits: Vec<Limit>,
     /// Where `metadata.name` was written.
     pub location: Location,
 }
@@ -501,6 +532,7 @@ mod tests {
             ingress: vec![],
             exec_allow: None,
             grants: GrantSettings::default(),
+            limits: vec![],
             location: Location::default(),
         };
         assert_eq!(id.spiffe_id(), "spiffe://zt-agent.local/coder");

@@ -129,6 +129,56 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// A byte count: an integer with an optional unit B, KB, MB, GB, TB (powers of 1000)
+/// or KiB, MiB, GiB, TiB (powers of 1024): `500`, `100MiB`, `2GB`. Zero is refused.
+///
+/// # Errors
+/// The text is not such a size, or it is zero or overflows.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid size `{s}`: expected a number and an optional unit B, KB, MB, GB, TB, KiB, MiB, GiB or TiB, like 100MiB"
+        )
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000_u64.pow(2),
+        "GB" => 1000_u64.pow(3),
+        "TB" => 1000_u64.pow(4),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let total = n.checked_mul(mult).ok_or_else(bad)?;
+    if total == 0 {
+        return Err(format!("invalid size `{s}`: must be more than zero"));
+    }
+    Ok(total)
+}
+
+/// A byte count, shortest exact form in binary units (`100MiB`, `1500B`).
+#[must_use]
+pub fn format_bytes(n: u64) -> String {
+    for (unit, name) in [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ] {
+        if n >= unit && n.is_multiple_of(unit) {
+            return format!("{}{name}", n / unit);
+        }
+    }
+    format!("{n}B")
+}
+
 /// A duration as `parse_duration` reads it, shortest form (`1h30m`, `45s`).
 #[must_use]
 pub fn format_duration(secs: u64) -> String {
@@ -285,6 +335,28 @@ mod tests {
         assert!(parse_port("0").is_err());
         assert!(parse_port("65536").is_err());
         assert!(parse_port("-5").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("500"), Ok(500));
+        assert_eq!(parse_bytes("64KiB"), Ok(65_536));
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "10mb",
+            "MiB",
+            "1.5GiB",
+            "-1",
+            "99999999999TiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_bytes(100 << 20), "100MiB");
+        assert_eq!(format_bytes(1500), "1500B");
     }
 
     #[test]

@@ -285,6 +285,7 @@ mod tests {
                 spiffe_id: "spiffe://example.org/coder".into(),
                 mode: "enforce".into(),
                 cgroup_globs: vec![],
+                limits: vec![],
             }],
             ..State::default()
         }

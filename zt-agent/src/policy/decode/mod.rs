@@ -7,7 +7,7 @@ use super::PolicyError;
 
 use super::model::{
     API_VERSION, CgroupSelector, ContainerSelector, EgressRule, ExeSelector, ExecPath,
-    GrantSettings, Identity, IngressRule, KIND_IDENTITY, Location, Mode, PodSelector,
+    GrantSettings, Identity, IngressRule, KIND_IDENTITY, Limit, Location, Mode, PodSelector,
     PrincipalSelector, QUARANTINE_NAME, RESERVED_NAME, UnitSelector,
 };
 use super::values::format_duration;
@@ -15,6 +15,7 @@ use super::yaml::{Kind, Node, ScalarType};
 
 mod files;
 mod grants;
+mod limits;
 mod rules;
 mod selectors;
 
@@ -250,6 +251,7 @@ impl Decoder<'_> {
             ingress: spec.ingress,
             exec_allow: spec.exec_allow,
             grants: spec.grants,
+            limits: spec.limits,
         })
     }
 
@@ -297,6 +299,7 @@ impl Decoder<'_> {
                 "ingress",
                 "exec",
                 "grants",
+                "limits",
             ],
         )?;
         let mut spec = Spec::default();
@@ -356,6 +359,11 @@ impl Decoder<'_> {
             && let Some(g) = self.grants(n)
         {
             spec.grants = g;
+        }
+        if let Some(n) = f.get("limits")
+            && let Some(l) = self.limits(n)
+        {
+            spec.limits = l;
         }
         // A rule's approvals may not outlast the identity's ceiling.
         let ceiling = spec.grants.max_duration;
@@ -433,6 +441,7 @@ struct Spec {
     ingress: Vec<IngressRule>,
     exec_allow: Option<Vec<ExecPath>>,
     grants: GrantSettings,
+    limits: Vec<Limit>,
 }
 
 enum Selector {
