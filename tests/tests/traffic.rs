@@ -122,7 +122,16 @@ fn known_tcp_and_udp_transfers_are_counted_to_the_byte() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // An unenrolled task's traffic counts nowhere.
+    // review shows the same bytes by destination.
+    let dir = d.policy_dir.display().to_string();
+    let (code, out, err) = d.cli(&["review", "mover", "--json", "--policy", &dir]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let t = &r["identities"][0]["traffic"];
+    assert_eq!(t[0]["port"], tport, "{r}");
+    assert_eq!(t[0]["sent_bytes"], 1_000_000, "{r}");
+    assert_eq!(t[0]["received_bytes"], TCP_REPLY + 1, "{r}");
+    assert_eq!(t[1]["sent_bytes"], 60_000, "{r}");
     assert_eq!(
         d.metric(r#"zt_agent_limit_dropped_packets_total{identity="mover"}"#),
         0.0

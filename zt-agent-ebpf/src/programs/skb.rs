@@ -169,6 +169,7 @@ fn account_egress(
     };
     let mut headers = l4;
     let mut rx = 0u64;
+    let mut resent = false;
     let t = data + l4;
     if key.protocol == IPPROTO_TCP as u8 {
         if t + 20 > end {
@@ -182,6 +183,11 @@ fn account_egress(
         // SAFETY: a full socket; the helper checks it is TCP.
         let tp = unsafe { bpf_tcp_sock(full) };
         if !tp.is_null() {
+            // New data leaves at snd_nxt (advanced after this hook runs); a segment
+            // from before it is a retransmission, counted once already.
+            // SAFETY: within the bounds checked above; tp is non-null.
+            let seq = u32::from_be_bytes(unsafe { *((t + 4) as *const [u8; 4]) });
+            resent = seq != unsafe { (*tp).snd_nxt };
             // SAFETY: non-null pointer the helper returned; st is this socket's
             // storage, written under the socket's lock as TCP sends are.
             unsafe {
@@ -207,7 +213,11 @@ fn account_egress(
     }
     // SAFETY: a field of the context.
     let len = u64::from(unsafe { (*skb).len });
-    let tx = len.saturating_sub(headers as u64);
+    let tx = if resent {
+        0
+    } else {
+        len.saturating_sub(headers as u64)
+    };
     match account(&key, tx, rx) {
         Accounted::Counted => SKB_PASS,
         Accounted::Limited => SKB_DROP,

@@ -36,6 +36,8 @@ pub struct IdentityReview {
     pub execs: Vec<ExecRow>,
     /// Denied flows, by destination, port and protocol.
     pub denials: Vec<FlowRow>,
+    /// Bytes sent and received, by destination, port and protocol, most sent first.
+    pub traffic: Vec<TrafficRow>,
     pub grants: Vec<GrantRow>,
     pub decisions: Vec<DecisionRow>,
 }
@@ -51,6 +53,19 @@ pub struct FlowRow {
     pub binary: Option<String>,
     pub verdict: &'static str,
     pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrafficRow {
+    pub dest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
     pub first_seen: String,
     pub last_seen: String,
 }
@@ -124,6 +139,20 @@ pub fn identity(
 ) -> Result<IdentityReview, super::ObserveError> {
     let flows = store.flows(&ident.name, since_ms)?;
     let execs = store.execs(&ident.name, since_ms)?;
+    let traffic = store
+        .bytes(&ident.name, since_ms)?
+        .into_iter()
+        .map(|m| TrafficRow {
+            dest: m.what.dest,
+            name: m.what.name,
+            port: m.what.port,
+            protocol: m.what.protocol,
+            sent_bytes: m.sent,
+            received_bytes: m.received,
+            first_seen: when(m.first_ms),
+            last_seen: when(m.last_ms),
+        })
+        .collect();
     let mut denials: Vec<FlowRow> = Vec::new();
     for f in flows.iter().filter(|f| f.what.verdict == "deny") {
         // One row per destination, port and protocol, whatever the binary.
@@ -165,6 +194,7 @@ pub fn identity(
             })
             .collect(),
         denials,
+        traffic,
         grants: records
             .grants
             .iter()
@@ -253,6 +283,32 @@ pub fn markdown(r: &Review) -> String {
         };
         flows(&mut md, "Denials", &i.denials);
         flows(&mut md, "Flows observed", &i.flows);
+        let _ = writeln!(md, "### Bytes by destination\n");
+        if i.traffic.is_empty() {
+            let _ = writeln!(md, "None.\n");
+        } else {
+            let _ = writeln!(
+                md,
+                "| destination | port | protocol | sent | received | last seen |\n|---|---:|---|---:|---:|---|"
+            );
+            for t in &i.traffic {
+                let dest = t
+                    .name
+                    .as_ref()
+                    .map_or_else(|| t.dest.clone(), |n| format!("{n} ({})", t.dest));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    cell(&dest),
+                    t.port,
+                    t.protocol,
+                    t.sent_bytes,
+                    t.received_bytes,
+                    t.last_seen
+                );
+            }
+            md.push('\n');
+        }
         let _ = writeln!(md, "### Execs observed\n");
         if i.execs.is_empty() {
             let _ = writeln!(md, "None.\n");

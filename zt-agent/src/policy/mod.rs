@@ -959,6 +959,11 @@ spec:
                 "{bad}: {e:?}"
             );
         }
+        // One limit may be written as a map, as DESIGN.md shows it.
+        let one = ok(&format!(
+            "{FULL_EXAMPLE}  limits: {{uploadBytes: 1GB, per: 1d}}\n"
+        ));
+        assert_eq!(one.identities[0].limits[0].upload_bytes, 1_000_000_000);
         let e = errs(&format!(
             "{FULL_EXAMPLE}  limits:\n    - {{uploadBytes: 1MiB, per: 1h}}\n    - {{uploadBytes: 2MiB, per: 1h}}\n"
         ));

@@ -11,9 +11,12 @@ const MIN_WINDOW_SECS: u64 = 10;
 const MAX_WINDOW_SECS: u64 = 30 * 86_400;
 
 impl Decoder<'_> {
-    /// `spec.limits`: a list of `{uploadBytes, per, scope}`.
+    /// `spec.limits`: one `{uploadBytes, per, scope}`, or a list of them.
     pub(super) fn limits(&mut self, node: &Node) -> Option<Vec<Limit>> {
         const FIELD: &str = "spec.limits";
+        if matches!(node.kind, Kind::Map(_)) {
+            return self.limit(node, FIELD).map(|l| vec![l]);
+        }
         let items = self.list(node, FIELD)?;
         let mut out: Vec<Limit> = Vec::new();
         let mut ok = true;
