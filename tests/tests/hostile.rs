@@ -340,7 +340,17 @@ fn the_resolvers_client_table_charges_new_sources_and_never_a_busy_socket() {
 #[test]
 fn every_part_reports_its_health() {
     let d = Daemon::start("hostile-parts", Identity::new("parts-a"));
-    let m = d.metrics();
+    // The parts report themselves up as they start, a moment after readiness.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut m = d.metrics();
+    while m.contains(" 0\n")
+        && m.lines()
+            .any(|l| l.starts_with("zt_agent_part_up{") && l.ends_with(" 0"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        m = d.metrics();
+    }
     let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
     for part in [
         "event_pump",
